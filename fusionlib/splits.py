@@ -1,0 +1,143 @@
+"""The evaluation protocol, all at patient level.
+
+* :func:`patient_folds` -- stratified group K-fold: no patient is in both the
+  training and the test part of a fold.
+* :func:`subsample_patients` -- data-percentage subsampling by patient, nested:
+  for one seed, the 50 % cohort is a subset of the 100 % (and of the 75 %) one.
+* :func:`inner_validation_split` -- validation patients carved from the training
+  patients only; the test fold is never used for any choice.
+* :func:`resample_training_rows` -- class-imbalance sampling on training rows only,
+  with imbalanced-learn's samplers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+SAMPLING_STRATEGIES = ("none", "random", "combined")
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Row positions of one outer fold (and its inner validation patients)."""
+
+    index: int
+    repeat: int
+    train: np.ndarray
+    test: np.ndarray
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def patient_folds(y, groups, n_splits: int = 5, random_state: int = 0, repeat: int = 0) -> list[Fold]:
+    """Stratified, patient-grouped K-fold splits.
+
+    ``repeat`` shifts the seed so repeated cross-validation draws new partitions
+    while staying reproducible.
+    """
+    y = np.asarray(y)
+    groups = np.asarray(groups)
+    n_splits = _check_int("n_splits", n_splits, 2)
+    n_patients = len(np.unique(groups))
+    if n_patients < n_splits:
+        raise ValueError(f"n_splits={n_splits} needs at least {n_splits} patients, got {n_patients}")
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True,
+                                    random_state=int(random_state) + 1000 * int(repeat))
+    return [Fold(i, int(repeat), np.sort(tr), np.sort(te))
+            for i, (tr, te) in enumerate(splitter.split(np.zeros(len(y)), y, groups))]
+
+
+def subsample_patients(groups, percentage: float, random_state: int = 0) -> np.ndarray:
+    """Row positions of a patient subsample holding ``percentage`` % of the patients.
+
+    Patients are ranked once by a seeded permutation and the first ``ceil(p * n)``
+    are kept, so for a given seed smaller percentages are subsets of larger ones.
+    """
+    if isinstance(percentage, bool) or not isinstance(percentage, (int, float, np.number)) \
+            or not 0 < percentage <= 100:
+        raise ValueError(f"percentage must be a number in (0, 100], got {percentage!r}")
+    groups = np.asarray(groups)
+    patients = np.unique(groups)
+    order = np.random.default_rng(int(random_state)).permutation(patients)
+    keep = order[: max(1, int(np.ceil(len(patients) * percentage / 100.0 - 1e-9)))]
+    return np.flatnonzero(np.isin(groups, keep))
+
+
+def inner_validation_split(y, groups, train_index, fraction: float = 0.2,
+                           random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split a fold's training rows into (fit, validation) by patient, stratified.
+
+    Uses a stratified group K-fold with ``round(1 / fraction)`` splits over the
+    training rows alone and takes its first fold as validation.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
+    train_index = np.asarray(train_index)
+    y = np.asarray(y)[train_index]
+    groups = np.asarray(groups)[train_index]
+    n_splits = max(2, int(round(1 / fraction)))
+    n_splits = min(n_splits, len(np.unique(groups)))
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=int(random_state))
+    fit, val = next(splitter.split(np.zeros(len(y)), y, groups))
+    return train_index[np.sort(fit)], train_index[np.sort(val)]
+
+
+def inner_folds(y, groups, train_index, n_splits: int = 5, random_state: int = 0):
+    """Patient-grouped stratified folds over a fold's training rows (for out-of-fold work).
+
+    Yields ``(fit_rows, held_out_rows)`` as positions into the full cohort.
+    """
+    train_index = np.asarray(train_index)
+    sub_groups = np.asarray(groups)[train_index]
+    n_splits = min(_check_int("n_splits", n_splits, 2), len(np.unique(sub_groups)))
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=int(random_state))
+    for fit, held in splitter.split(np.zeros(len(train_index)), np.asarray(y)[train_index], sub_groups):
+        yield train_index[np.sort(fit)], train_index[np.sort(held)]
+
+
+def resample_training_rows(y_train, strategy: str = "none", random_state: int = 0) -> np.ndarray:
+    """Row positions (into ``y_train``) after class-imbalance resampling.
+
+    ``none``
+        every row once.
+    ``random``
+        random oversampling of every class to the largest class's count.
+    ``combined``
+        random undersampling of classes above the middle class's count and random
+        oversampling of those below it, so every class ends at the middle count
+        (for the DFU mix: P down, R up, I unchanged).
+
+    Returns positions rather than rows, so the same resampling can be applied to
+    features, images and cached probabilities alike.
+    """
+    if strategy not in SAMPLING_STRATEGIES:
+        raise ValueError(f"sampling must be one of {', '.join(SAMPLING_STRATEGIES)}, got {strategy!r}")
+    y_train = np.asarray(y_train)
+    positions = np.arange(len(y_train)).reshape(-1, 1)
+    if strategy == "none":
+        return positions.ravel()
+    from imblearn.over_sampling import RandomOverSampler
+    from imblearn.under_sampling import RandomUnderSampler
+
+    labels, counts = np.unique(y_train, return_counts=True)
+    if strategy == "random":
+        sampler = RandomOverSampler(sampling_strategy="not majority", random_state=random_state)
+        out, _ = sampler.fit_resample(positions, y_train)
+        return out.ravel()
+    middle = int(np.sort(counts)[len(counts) // 2])
+    down = {int(c): middle for c, n in zip(labels, counts) if n > middle}
+    up = {int(c): middle for c, n in zip(labels, counts) if n < middle}
+    if down:
+        positions, y_train = RandomUnderSampler(sampling_strategy=down, random_state=random_state) \
+            .fit_resample(positions, y_train)
+    if up:
+        positions, y_train = RandomOverSampler(sampling_strategy=up, random_state=random_state) \
+            .fit_resample(positions, y_train)
+    return positions.ravel()
