@@ -1,0 +1,35 @@
+# Two entry points, each sets itself up: `make run` (the main job) and `make test`.
+# The project's own virtual environment lives in .venv and is refreshed whenever
+# pyproject.toml changes.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL := 3
+export TF_ENABLE_ONEDNN_OPTS := 0
+
+.PHONY: run test setup sweep report bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+# The main job: the default sweep on the embedded synthetic cohort, then the report.
+run: $(STAMP)
+	$(BIN)/fusionlib run params/*.yaml
+	$(BIN)/fusionlib report
+
+# The whole test suite. pytest exits 5 when it ran no test: that is a failure here.
+test: $(STAMP)
+	@$(BIN)/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest ran no test: failing"; exit 1; fi; exit $$rc
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_sweep.py
+
+clean:
+	rm -rf runs .cache reports/*.html data/generated

@@ -1,0 +1,144 @@
+"""The ``fusionlib`` command line.
+
+Subcommands: ``cohort`` (generate and summarise the embedded synthetic cohort),
+``metadata-cv`` (metadata-only patient-grouped CV on a clinical table),
+``validate`` / ``run`` (parameter files -> executed experiment notebooks) and
+``report`` (the HTML comparison report).
+
+User errors print one line, ``fusionlib: error: <file>: <problem>``, and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import _tf  # noqa: F401  (quiet TensorFlow before anything imports it)
+from .errors import FusionlibError
+
+
+def _cmd_cohort(args) -> int:
+    from .cohort import ensure_default_cohort, generate_cohort
+    from .data import load_cohort
+
+    if args.out:
+        root = generate_cohort(args.out, preset=args.preset, random_state=args.seed)
+    else:
+        root = ensure_default_cohort(preset=args.preset, random_state=args.seed)
+    cohort = load_cohort(root)
+    print(f"data folder: {root}")
+    print(cohort.summary())
+    return 0
+
+
+def _cmd_metadata_cv(args) -> int:
+    import numpy as np
+
+    from .branches import MetadataBranch, cross_validate_metadata
+    from .data import CLINICAL_FILENAME, read_clinical_table
+    from .metrics import mean_ci
+
+    path = Path(args.data)
+    cohort = read_clinical_table(path / CLINICAL_FILENAME if path.is_dir() else path)
+    print(f"metadata-only Random Forest, {args.folds}-fold patient-grouped CV on {cohort.name} "
+          f"({cohort.n_cases} cases, {cohort.cases['patient'].nunique()} patients, "
+          f"{cohort.features.shape[1]} features)")
+    rows = []
+    for seed in args.seeds:
+        _, s = cross_validate_metadata(cohort, MetadataBranch(random_state=seed, n_jobs=args.jobs),
+                                       n_splits=args.folds, random_state=seed)
+        rows.append(s)
+        print(f"  seed {seed}: pooled out-of-fold QWK {s['qwk']:.3f}  accuracy {s['accuracy']:.3f}  "
+              f"macro-F1 {s['macro_f1']:.3f}  F1 I/P/R {s['f1_I']:.2f}/{s['f1_P']:.2f}/{s['f1_R']:.2f}")
+    if len(rows) > 1:
+        for metric in ("qwk", "accuracy", "macro_f1"):
+            mean, sd, lo, hi = mean_ci(np.array([r[metric] for r in rows]))
+            print(f"  {metric} over {len(rows)} seeds: {mean:.3f} +/- {sd:.3f} (95% CI {lo:.3f}..{hi:.3f})")
+    return 0
+
+
+def _cmd_validate(args) -> int:
+    from .params import load_params
+
+    for path in args.params:
+        params = load_params(path)
+        print(f"ok  {path}  ({params.name}: {params.fusion}, {params.data_percentage:g}% data, "
+              f"{params.folds} folds x {params.repeats})")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from .runner import run_all
+
+    return run_all(args.params, runs_dir=args.runs_dir, cache_dir=args.cache_dir, force=args.force,
+                   jobs=args.jobs, scheduler=args.scheduler)
+
+
+def _cmd_report(args) -> int:
+    from .report import build_report
+
+    path = build_report(runs_dir=args.runs_dir, out_dir=args.out)
+    print(f"report: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="fusionlib", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"fusionlib {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every training step")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("cohort", help="generate (if needed) and summarise a synthetic cohort")
+    p.add_argument("--preset", default="dfu_like", help="synthetic preset (default dfu_like)")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    p.add_argument("--out", help="write the cohort to this folder instead of data/generated/")
+    p.set_defaults(func=_cmd_cohort)
+
+    p = sub.add_parser("metadata-cv", help="metadata-only RF, patient-grouped K-fold, pooled OOF scores")
+    p.add_argument("--data", required=True, help="clinical CSV or a folder holding it")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--jobs", type=int, default=2, help="parallel tree building (results do not change)")
+    p.set_defaults(func=_cmd_metadata_cv)
+
+    p = sub.add_parser("validate", help="validate parameter files only")
+    p.add_argument("params", nargs="+")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("run", help="validate, then execute each experiment notebook with papermill")
+    p.add_argument("params", nargs="+")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--cache-dir", default=".cache")
+    p.add_argument("--force", action="store_true", help="re-run even if nothing changed")
+    p.add_argument("--jobs", type=int, default=1, help="experiments run in parallel processes")
+    p.add_argument("--scheduler", help="address of a Dask distributed scheduler to run on")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("report", help="render reports/index.html from the runs")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--out", default="reports")
+    p.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except FusionlibError as err:
+        print(f"fusionlib: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fusionlib: interrupted; finished runs are kept, rerun to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

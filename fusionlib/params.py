@@ -1,0 +1,178 @@
+"""Experiment parameters: a typed schema, validated before any kernel starts.
+
+One YAML file under ``params/`` describes one experiment. Every key is
+checked here: an unknown key (with a did-you-mean), a wrong type or an
+out-of-range value raises :class:`~fusionlib.errors.ParamsError` naming the
+file and the key. The same names are the ``parameters`` cell of
+``notebooks/experiment.ipynb``, so ``papermill -f params/x.yaml`` works too.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .data import MODALITIES
+from .errors import ParamsError
+from .splits import SAMPLING_STRATEGIES
+
+DATASETS = ("synthetic", "real")
+MISSING_CASES = ("use", "exclude")
+REAL_DATA_ENV = "FUSIONLIB_DFU_DIR"
+"""Environment variable naming the real data folder when ``data_dir`` is not given."""
+
+
+@dataclass
+class ExperimentParams:
+    """All settings of one experiment (see docs/params.md for each key)."""
+
+    name: str = "experiment"
+    description: str = ""
+    dataset: str = "synthetic"
+    preset: str = "dfu_like"
+    cohort_seed: int = 0
+    data_dir: str | None = None
+    modalities: list = field(default_factory=lambda: ["metadata", "thermal_map"])
+    fusion: str = "trainable"
+    fusion_options: dict = field(default_factory=dict)
+    data_percentage: float = 100.0
+    folds: int = 5
+    repeats: int = 1
+    seed: int = 0
+    sampling: str = "none"
+    missing_cases: str = "use"
+    image_size: int = 32
+    crop_margin: float = 0.15
+    backbone: str = "small_cnn"
+    backbone_weights: str | None = None
+    image_epochs: int = 30
+    image_patience: int = 6
+    image_inner_folds: int = 3
+    rf_trees: int = 300
+    rf_min_samples_leaf: int = 10
+    rf_inner_folds: int = 5
+    head_loss: str = "cross_entropy"
+    head_class_weight: str | None = None
+    head_learning_rate: float = 0.05
+    head_max_epochs: int = 3000
+    head_patience: int = 300
+    head_monitor: str = "val_loss"
+    validation_fraction: float = 0.2
+    stage2: bool = False
+    stage2_epochs: int = 10
+    stage2_learning_rate: float = 1e-4
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def resolved_data_dir(self) -> Path | None:
+        """The real data folder: ``data_dir``, else $FUSIONLIB_DFU_DIR, else ../shared/data/dfu."""
+        if self.dataset != "real":
+            return Path(self.data_dir) if self.data_dir else None
+        return Path(self.data_dir or os.environ.get(REAL_DATA_ENV) or "../shared/data/dfu")
+
+
+_TYPES = {f.name: f.type for f in fields(ExperimentParams)}
+
+
+def _fail(source, key, message):
+    where = f"key {key!r}: " if key else ""
+    raise ParamsError(f"{where}{message}", source)
+
+
+def _check_type(source, key, value, expected):
+    kinds = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,),
+             "dict": (dict,), "str | None": (str, type(None))}
+    allowed = kinds[expected]
+    ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+    if not ok:
+        _fail(source, key, f"expected {expected.replace(' | None', ' or null')}, "
+                           f"got {type(value).__name__} {value!r}")
+
+
+def _choice(source, key, value, options):
+    if value not in options:
+        hint = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
+        _fail(source, key, f"unknown value {value!r}; expected one of {', '.join(map(str, options))}"
+                           + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+
+
+def validate(raw: dict, source: str | Path = "<params>") -> ExperimentParams:
+    """Check a parameter mapping against the schema and return typed parameters."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"expected a mapping of parameter names to values, got "
+                          f"{type(raw).__name__}", source)
+    for key in raw:
+        if key not in _TYPES:
+            hint = difflib.get_close_matches(str(key), list(_TYPES), n=1)
+            _fail(source, key, "unknown parameter" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    for key, value in raw.items():
+        _check_type(source, key, value, _TYPES[key])
+    params = ExperimentParams(**raw)
+    params.data_percentage = float(params.data_percentage)
+    _choice(source, "dataset", params.dataset, DATASETS)
+    _choice(source, "sampling", params.sampling, SAMPLING_STRATEGIES)
+    _choice(source, "missing_cases", params.missing_cases, MISSING_CASES)
+    from .cohort import PRESETS
+    from .fusion import FUSIONS
+    from .training import LOSSES, MONITORS
+
+    _choice(source, "fusion", params.fusion, list(FUSIONS))
+    _choice(source, "head_loss", params.head_loss, LOSSES)
+    _choice(source, "head_monitor", params.head_monitor, MONITORS)
+    _choice(source, "head_class_weight", params.head_class_weight, [None, "balanced"])
+    if params.dataset == "synthetic":
+        _choice(source, "preset", params.preset, list(PRESETS))
+    if not 0 < params.data_percentage <= 100:
+        _fail(source, "data_percentage", f"must be in (0, 100], got {params.data_percentage:g}")
+    if params.folds < 2:
+        _fail(source, "folds", f"must be at least 2, got {params.folds}")
+    for key, low in (("repeats", 1), ("image_size", 8), ("image_epochs", 1), ("image_patience", 1),
+                     ("image_inner_folds", 2), ("rf_trees", 1), ("rf_min_samples_leaf", 1),
+                     ("rf_inner_folds", 2), ("head_max_epochs", 1), ("head_patience", 1),
+                     ("stage2_epochs", 1), ("seed", 0), ("cohort_seed", 0)):
+        if getattr(params, key) < low:
+            _fail(source, key, f"must be at least {low}, got {getattr(params, key)}")
+    for key in ("crop_margin",):
+        if not 0 <= getattr(params, key) <= 1:
+            _fail(source, key, f"must be in [0, 1], got {getattr(params, key)}")
+    if not 0 < params.validation_fraction < 0.5:
+        _fail(source, "validation_fraction", f"must be in (0, 0.5), got {params.validation_fraction}")
+    for key in ("head_learning_rate", "stage2_learning_rate"):
+        if not getattr(params, key) > 0:
+            _fail(source, key, f"must be > 0, got {getattr(params, key)}")
+    if not params.modalities:
+        _fail(source, "modalities", "must name at least one modality")
+    for m in params.modalities:
+        _choice(source, "modalities", m, ["metadata", *MODALITIES])
+    if len(set(params.modalities)) != len(params.modalities):
+        _fail(source, "modalities", f"lists a modality twice: {params.modalities}")
+    if params.modalities[0] != "metadata" and "metadata" in params.modalities:
+        _fail(source, "modalities", "'metadata' must come first when present")
+    if len(params.modalities) < 2 and params.fusion != "fixed":
+        _fail(source, "fusion", "a single modality has nothing to fuse; use fusion: fixed")
+    return params
+
+
+def load_params(path: str | Path) -> ExperimentParams:
+    """Read and validate one YAML parameter file; ``name`` defaults to the file's stem."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError("parameter file not found", path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ParamsError(f"not valid YAML{where}: {getattr(err, 'problem', err)}", path) from None
+    except UnicodeDecodeError:
+        raise ParamsError("not a UTF-8 text file", path) from None
+    if raw is None:
+        raise ParamsError("parameter file is empty", path)
+    if isinstance(raw, dict):
+        raw.setdefault("name", path.stem)
+    return validate(raw, path)

@@ -1,0 +1,249 @@
+"""Training: the image CNN, and the fusion head on cached branch probabilities.
+
+The fusion head is tiny (tens of parameters) and its inputs are cached
+probabilities, so it is trained full-batch in a compiled loop rather than with
+``model.fit``: thousands of steps take about a second, which is what lets the
+head actually reach its optimum (Dense(6->3, softmax) under cross-entropy is
+multinomial logistic regression, a convex problem) instead of stopping near
+its random start. Early stopping watches the inner-validation patients only,
+restores the best weights, and warns when the best step is the first one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ._tf import keras, set_seed, tf
+from .metrics import qwk
+
+logger = logging.getLogger("fusionlib")
+
+LOSSES = ("cross_entropy", "focal")
+MONITORS = ("val_loss", "val_qwk", "none")
+
+
+def class_weights(y, n_classes: int = 3) -> np.ndarray:
+    """'balanced' class weights n / (k * count_c); absent classes get weight 0."""
+    counts = np.bincount(np.asarray(y, dtype=int), minlength=n_classes).astype(float)
+    return np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+
+
+@dataclass
+class HeadTrainer:
+    """How a fusion head is fitted on cached probabilities.
+
+    Parameters
+    ----------
+    loss : {"cross_entropy", "focal"}
+        Default cross-entropy, the loss under which the ``trainable`` head is
+        logistic regression. Focal loss (``focal_gamma``) down-weights easy rows.
+    class_weight : {None, "balanced"}
+        Default None: the head learns the mix, not a re-balancing.
+    learning_rate, max_epochs :
+        Adam, full batch; one epoch is one step over all training rows.
+    monitor : {"val_loss", "val_qwk", "none"}
+        Early-stopping signal on the inner-validation rows (default: log-loss,
+        which is smooth, unlike QWK that is flat around a near-uniform start).
+        "none" trains for ``max_epochs`` or until the training loss stops moving.
+    patience, eval_every :
+        Stop after ``patience`` epochs without improvement, checking every
+        ``eval_every`` epochs.
+    """
+
+    loss: str = "cross_entropy"
+    focal_gamma: float = 2.0
+    class_weight: str | None = None
+    learning_rate: float = 0.05
+    max_epochs: int = 3000
+    patience: int = 300
+    eval_every: int = 10
+    monitor: str = "val_loss"
+    tolerance: float = 1e-7
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.monitor not in MONITORS:
+            raise ValueError(f"monitor must be one of {MONITORS}, got {self.monitor!r}")
+        if self.class_weight not in (None, "balanced"):
+            raise ValueError(f"class_weight must be None or 'balanced', got {self.class_weight!r}")
+        for name in ("max_epochs", "patience", "eval_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+
+    def settings(self) -> dict:
+        return asdict(self)
+
+
+def _per_row_loss(kind: str, gamma: float):
+    def loss(y_onehot, proba):
+        proba = tf().clip_by_value(proba, 1e-7, 1.0)
+        ce = -tf().reduce_sum(y_onehot * tf().math.log(proba), axis=1)
+        if kind == "focal":
+            p_true = tf().reduce_sum(y_onehot * proba, axis=1)
+            ce = ce * tf().pow(1.0 - p_true, gamma)
+        return ce
+    return loss
+
+
+def fit_head(head, x_train: list, y_train, x_val: list | None = None, y_val=None,
+             trainer: HeadTrainer | None = None, random_state: int = 0) -> dict:
+    """Fit a fusion head full-batch; returns its history (losses, best epoch, stop reason).
+
+    ``x_train``/``x_val`` are lists of (n, 3) probability arrays in the head's
+    input order. A head without trainable weights (``fixed``) is returned as is.
+    """
+    trainer = trainer or HeadTrainer()
+    T = tf()
+    history = {"epoch": [], "train_loss": [], "val_loss": [], "val_qwk": [],
+               "best_epoch": 0, "stopped": "no trainable weights"}
+    if not head.trainable_weights:
+        return history
+    set_seed(random_state)
+    y_train = np.asarray(y_train, dtype=int)
+    xs = [T.constant(np.asarray(x, dtype="float32")) for x in x_train]
+    yt = T.constant(np.eye(3, dtype="float32")[y_train])
+    weights = class_weights(y_train) if trainer.class_weight == "balanced" else np.ones(3)
+    wt = T.constant(weights[y_train].astype("float32"))
+    per_row = _per_row_loss(trainer.loss, trainer.focal_gamma)
+    optimizer = keras().optimizers.Adam(learning_rate=trainer.learning_rate)
+    variables = head.trainable_weights
+
+    @T.function
+    def step():
+        with T.GradientTape() as tape:
+            value = T.reduce_sum(wt * per_row(yt, head(xs, training=True))) / T.reduce_sum(wt)
+        optimizer.apply_gradients(zip(tape.gradient(value, variables), variables))
+        return value
+
+    use_val = trainer.monitor != "none" and x_val is not None and len(y_val) > 0
+    if use_val:
+        xv = [T.constant(np.asarray(x, dtype="float32")) for x in x_val]
+        y_val = np.asarray(y_val, dtype=int)
+        yv = T.constant(np.eye(3, dtype="float32")[y_val])
+    best_score, best_weights, best_epoch = np.inf, head.get_weights(), 0
+    previous_loss = np.inf
+    history["stopped"] = "max_epochs"
+    for epoch in range(1, trainer.max_epochs + 1):
+        train_loss = float(step())
+        if epoch % trainer.eval_every and epoch != trainer.max_epochs:
+            continue
+        history["epoch"].append(epoch)
+        history["train_loss"].append(train_loss)
+        if use_val:
+            proba = head(xv, training=False)
+            val_loss = float(T.reduce_mean(per_row(yv, proba)))
+            val_qwk = qwk(y_val, np.asarray(proba).argmax(axis=1))
+            history["val_loss"].append(val_loss)
+            history["val_qwk"].append(val_qwk)
+            score = val_loss if trainer.monitor == "val_loss" else -val_qwk
+            if score < best_score - 1e-9:
+                best_score, best_weights, best_epoch = score, head.get_weights(), epoch
+            elif epoch - best_epoch >= trainer.patience:
+                history["stopped"] = "early_stopping"
+                break
+        else:
+            best_weights, best_epoch = head.get_weights(), epoch
+            if abs(previous_loss - train_loss) < trainer.tolerance * max(1.0, abs(train_loss)):
+                history["stopped"] = "converged"
+                break
+            previous_loss = train_loss
+    head.set_weights(best_weights)
+    history["best_epoch"] = best_epoch
+    if use_val and best_epoch == history["epoch"][0]:
+        logger.warning("fusion head: best validation score at the first check (epoch %d); "
+                       "the head barely moved from its start", best_epoch)
+    return history
+
+
+def head_log_loss(head, x: list, y) -> float:
+    """Mean cross-entropy of a head's probabilities (for the optimum check)."""
+    proba = np.clip(np.asarray(head([np.asarray(a, dtype="float32") for a in x], training=False),
+                               dtype=float), 1e-12, 1)
+    return float(-np.mean(np.log(proba[np.arange(len(y)), np.asarray(y, dtype=int)])))
+
+
+# --------------------------------------------------------------------------- image CNN
+
+
+class _CaseQWKStopping:
+    """Early stopping on inner-validation QWK at case level, restoring the best weights."""
+
+    def __init__(self, images, image_case, y, val_rows, patience, batch_size):
+        from .branches import case_probabilities
+
+        self.score = lambda model: (qwk(y[val_rows], np.nan_to_num(case_probabilities(
+            model, images, image_case, val_rows, batch_size)).argmax(axis=1)),
+            -_case_loss(model, images, image_case, y, val_rows, batch_size))
+        self.patience = patience
+
+    def callback(self):
+        outer = self
+
+        class Callback(keras().callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.best, self.best_epoch, self.weights, self.scores = None, -1, None, []
+
+            def on_epoch_end(self, epoch, logs=None):
+                score = outer.score(self.model)  # (QWK, -loss): loss breaks QWK ties
+                self.scores.append(score[0])
+                if self.best is None or score > self.best:
+                    self.best, self.best_epoch, self.weights = score, epoch, self.model.get_weights()
+                elif epoch - self.best_epoch >= outer.patience:
+                    self.model.stop_training = True
+
+            def on_train_end(self, logs=None):
+                if self.weights is not None:
+                    self.model.set_weights(self.weights)
+
+        return Callback()
+
+
+def _case_loss(model, images, image_case, y, rows, batch_size):
+    from .branches import case_probabilities
+
+    proba = case_probabilities(model, images, image_case, rows, batch_size)
+    ok = ~np.isnan(proba).any(axis=1)
+    if not ok.any():
+        return 0.0
+    picked = np.clip(proba[ok, y[rows][ok]], 1e-7, 1)
+    return float(-np.mean(np.log(picked)))
+
+
+def train_image_classifier(config, images, image_case, y, fit_rows, val_rows, random_state=0):
+    """Train one CNN on the images of ``fit_rows`` cases; early stopping on ``val_rows`` cases.
+
+    ``config`` is an :class:`fusionlib.branches.ImageBranch` (size, backbone,
+    epochs, ...). Returns ``(model, history)``; ``history['val_qwk']`` holds the
+    validation QWK per epoch and ``history['best_epoch']`` the restored one.
+    """
+    from .models import build_image_branch
+    from .splits import resample_training_rows
+
+    set_seed(random_state)
+    y = np.asarray(y, dtype=int)
+    fit_rows = np.asarray(fit_rows)
+    # Resample at case level, then take every image of each drawn case.
+    drawn = fit_rows[resample_training_rows(y[fit_rows], config.sampling, random_state)]
+    image_rows = [np.flatnonzero(image_case == case) for case in drawn]
+    idx = np.concatenate(image_rows) if image_rows else np.array([], dtype=int)
+    if len(idx) == 0:
+        raise ValueError(f"no {config.modality} images among the training cases")
+    x, t = images[idx], y[image_case[idx]]
+    if config.augment:  # mirrored copies: deterministic augmentation, no extra randomness
+        x, t = np.concatenate([x, x[:, :, ::-1, :]]), np.concatenate([t, t])
+    model = build_image_branch(config.modality, images.shape[1:], backbone=config.backbone,
+                               weights=config.backbone_weights, random_state=random_state)
+    model.compile(optimizer=keras().optimizers.Adam(config.learning_rate),
+                  loss="sparse_categorical_crossentropy")
+    stopper = _CaseQWKStopping(images, image_case, y, np.asarray(val_rows), config.patience,
+                               config.batch_size).callback()
+    model.fit(x, t, epochs=config.epochs, batch_size=config.batch_size, shuffle=True,
+              verbose=0, callbacks=[stopper])
+    history = {"val_qwk": [float(s) for s in stopper.scores], "best_epoch": stopper.best_epoch + 1,
+               "best_val_qwk": float(stopper.best[0]) if stopper.best else 0.0,
+               "epochs_run": len(stopper.scores)}
+    return model, history

@@ -1,0 +1,38 @@
+"""Set-up promises: one dependency list, mirrored by environment.yml; the CLI entry point."""
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_environment_yml_mirrors_pyproject_dependencies():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = set(project["dependencies"]) | set(project["optional-dependencies"]["test"])
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    mirrored = {d for d in pip_section if not d.startswith("-e")}
+    assert mirrored == declared, (f"only in pyproject: {sorted(declared - mirrored)}; "
+                                  f"only in environment.yml: {sorted(mirrored - declared)}")
+    assert "python=3.11" in env["dependencies"]
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (REPO / "README.md").read_text()
+    ci = (REPO / ".ci" / "run").read_text()
+    first_block = readme.split("```")[1].strip().splitlines()
+    commands = [line for line in first_block if line and not line.startswith("#")]
+    assert commands == ["make run", "make test"]
+    assert ci.strip().splitlines()[-1] == "make test"
+
+
+def test_cli_entry_point_prints_help_without_tensorflow_noise():
+    out = subprocess.run([sys.executable, "-m", "fusionlib.cli", "--help"], capture_output=True,
+                         text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0
+    assert "validate" in out.stdout and "run" in out.stdout and "report" in out.stdout
+    assert "tensorflow" not in out.stderr.lower() and "onednn" not in out.stderr.lower()
