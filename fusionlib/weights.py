@@ -1,0 +1,119 @@
+"""The learned-weight analysis: raw fusion weights and the effective RF share.
+
+Raw weights (:func:`raw_fusion_weights`) are not comparable across variants --
+a ``trainable`` kernel, a convex ``a`` and an MLP mean different things -- and
+even within ``trainable`` they are not identifiable: every modality's
+probabilities sum to 1, so adding a constant to all of a modality's kernel
+entries (or to all logits) changes nothing.  The *effective share* reads every
+fusion head on the same scale, from its behaviour on real probability rows:
+
+For each row and each modality ``m``, take the Jacobian ``J_m = d fused / d p_m``
+(3x3) of the fusion head with respect to that modality's probability vector,
+and project both sides onto the tangent space of the probability simplex,
+``P = I - 11^T / 3``, ``Jt_m = P J_m P``.  The projection removes what the head
+cannot see or produce: moving ``p_m`` off the simplex (along ``1``), a constant
+added to all logits, or to a modality's kernel rows.  Then
+
+    share_m = mean_rows ||Jt_m||_F / sum_m' mean_rows ||Jt_m'||_F
+
+and per class ``c`` the same with the L2 norm of row ``c`` of ``Jt_m`` (how much
+fused class ``c`` moves with modality ``m``).  The RF share is the share of
+``"metadata"``.  For ``fixed`` with weights ``w`` this is exactly ``w_m``
+(``Jt_m = w_m P``), for ``convex`` it is the learned ``a``, and a head that
+ignores the images reads 1.0.  Jacobians come from ``tf.GradientTape.batch_jacobian``
+(vectorised), so a few thousand rows take well under a second.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import fusion as _fusion
+
+_P = np.eye(3) - np.ones((3, 3)) / 3.0
+
+
+def _head_inputs(head, probs) -> tuple[list[str], list[np.ndarray]]:
+    if not isinstance(probs, dict):
+        raise ValueError(f"probs must be a dict {{modality: (n, 3) array}}, got "
+                         f"{type(probs).__name__}")
+    modalities = _fusion.model_modalities(head)
+    missing = [m for m in modalities if m not in probs]
+    extra = sorted(set(probs) - set(modalities))
+    if missing or extra:
+        raise ValueError(f"probs has modalities {sorted(probs)}; the head expects "
+                         f"{modalities} (missing {missing}, unexpected {extra})")
+    arrays, n = [], None
+    for m in modalities:
+        a = np.asarray(probs[m], dtype="float32")
+        if a.ndim != 2 or a.shape[1] != 3:
+            raise ValueError(f"probs[{m!r}] must have shape (n, 3), got {a.shape}")
+        if n is None:
+            n = a.shape[0]
+        elif a.shape[0] != n:
+            raise ValueError(f"probs arrays must have the same number of rows; "
+                             f"{modalities[0]!r} has {n}, {m!r} has {a.shape[0]}")
+        arrays.append(a)
+    if n == 0:
+        raise ValueError("probs has no rows")
+    return modalities, arrays
+
+
+def modality_jacobians(head, probs: dict) -> dict[str, np.ndarray]:
+    """``{modality: (n, 3, 3)}`` Jacobians ``d fused / d p_m`` of ``head`` at the given rows."""
+    from ._tf import tf
+
+    T = tf()
+    from .models import extract_fusion_head
+
+    head = extract_fusion_head(head)
+    modalities, arrays = _head_inputs(head, probs)
+    xs = [T.constant(a) for a in arrays]
+    with T.GradientTape(persistent=True) as tape:
+        for x in xs:
+            tape.watch(x)
+        out = head(xs, training=False)
+    jac = {m: tape.batch_jacobian(out, x).numpy().astype("float64")
+           for m, x in zip(modalities, xs)}
+    del tape
+    return jac
+
+
+def effective_rf_share(head, probs: dict) -> dict:
+    """The effective share of each modality in ``head``'s fused output (module docstring).
+
+    ``head`` is a fusion head (or a multimodal model, whose fusion block is read through
+    :func:`fusionlib.models.extract_fusion_head`); ``probs`` maps each of its modalities to
+    an (n, 3) probability array.  Returns ``overall`` and ``per_class`` (3 floats) for the
+    RF (``"metadata"``) -- None for heads without metadata -- plus ``per_modality``
+    ``{m: {"overall", "per_class"}}``, ``modalities`` and ``n_rows``.  A modality's share
+    is NaN where no modality moves the output at all.
+    """
+    jac = modality_jacobians(head, probs)
+    modalities = list(jac)
+    overall_norm, class_norm = {}, {}
+    for m, j in jac.items():
+        jt = np.einsum("ab,nbc,cd->nad", _P, j, _P)
+        overall_norm[m] = float(np.linalg.norm(jt, axis=(1, 2)).mean())
+        class_norm[m] = np.linalg.norm(jt, axis=2).mean(axis=0)  # (3,)
+    total = sum(overall_norm.values())
+    class_total = sum(class_norm.values())
+    per_modality = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for m in modalities:
+            overall = overall_norm[m] / total if total > 0 else np.nan
+            per_class = np.where(class_total > 0, class_norm[m] / class_total, np.nan)
+            per_modality[m] = {"overall": float(overall),
+                               "per_class": [float(v) for v in per_class]}
+    rf = per_modality.get("metadata")
+    return {"overall": rf["overall"] if rf else None,
+            "per_class": list(rf["per_class"]) if rf else None,
+            "per_modality": per_modality, "modalities": modalities,
+            "n_rows": int(next(iter(jac.values())).shape[0])}
+
+
+def raw_fusion_weights(head, fusion_name=None) -> dict:
+    """The fusion's raw learned weights as plain lists (the registry's ``raw_weights``);
+    ``fusion_name`` defaults to the variant detected from the model's layer names."""
+    name = _fusion.detect_fusion(head) if fusion_name is None else fusion_name
+    return _fusion.get_fusion(name).raw_weights(head)
