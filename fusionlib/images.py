@@ -1,0 +1,182 @@
+"""Image reading for the image branch: crop the wound box, resize, pad, cache.
+
+Box convention: ``(xmin, ymin, xmax, ymax)`` in pixel coordinates with ``xmax``
+and ``ymax`` exclusive (Pillow's crop convention), as in the bounding-box tables.
+A crop is the box enlarged by ``margin`` of its width (height) on each side,
+clamped to the image; it is then resized so its longer side is ``size`` (aspect
+ratio kept) and centred on a zero-padded ``size x size`` square.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .data import MODALITIES
+from .errors import DataError
+
+CACHE_VERSION = 1
+"""Part of every cache key; bump when the crop/resize output changes."""
+
+
+def _check_geometry(size, margin) -> tuple[int, float]:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"size must be a positive integer, got {size!r}")
+    try:
+        margin_f = float(margin)
+    except (TypeError, ValueError):
+        margin_f = float("nan")
+    if not (math.isfinite(margin_f) and margin_f >= 0):
+        raise ValueError(f"margin must be a non-negative number, got {margin!r}")
+    return int(size), margin_f
+
+
+def _normalise_box(box) -> tuple[float, float, float, float] | None:
+    """A box as four floats, or None for no box (None or any NaN corner)."""
+    if box is None:
+        return None
+    values = np.asarray(box, dtype=float).ravel()
+    if values.size != 4:
+        raise ValueError(f"a box needs four numbers (xmin, ymin, xmax, ymax), got {box!r}")
+    if np.isnan(values).any():
+        return None
+    return tuple(float(v) for v in values)
+
+
+def crop_bounds(box, width: int, height: int, margin: float = 0.15) -> tuple[int, int, int, int]:
+    """Integer crop ``(left, top, right, bottom)`` for a box enlarged by ``margin``, clamped.
+
+    ``box`` None (or NaN) means the whole image. A box that ends up empty after
+    clamping (entirely outside the image) also falls back to the whole image.
+    """
+    box = _normalise_box(box)
+    if box is None:
+        return 0, 0, width, height
+    xmin, ymin, xmax, ymax = box
+    dx, dy = margin * (xmax - xmin), margin * (ymax - ymin)
+    left = max(0, int(math.floor(xmin - dx)))
+    top = max(0, int(math.floor(ymin - dy)))
+    right = min(width, int(math.ceil(xmax + dx)))
+    bottom = min(height, int(math.ceil(ymax + dy)))
+    if right <= left or bottom <= top:
+        return 0, 0, width, height
+    return left, top, right, bottom
+
+
+def load_image(path: str | Path, box=None, size: int = 32, margin: float = 0.15) -> np.ndarray:
+    """One image as ``float32 (size, size, 3)`` in [0, 1]: wound crop, resized, zero-padded.
+
+    Raises DataError naming the file when it is missing or not a readable image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    size, margin = _check_geometry(size, margin)
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("image not found", path)
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = opened.convert("RGB")
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise DataError("not a readable PNG image", path) from None
+
+    left, top, right, bottom = crop_bounds(box, image.width, image.height, margin)
+    if (left, top, right, bottom) != (0, 0, image.width, image.height):
+        image = image.crop((left, top, right, bottom))
+    width, height = image.size
+    scale = size / max(width, height)
+    new_w = max(1, min(size, int(round(width * scale))))
+    new_h = max(1, min(size, int(round(height * scale))))
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    out = np.zeros((size, size, 3), dtype=np.float32)
+    off_y, off_x = (size - new_h) // 2, (size - new_w) // 2
+    out[off_y:off_y + new_h, off_x:off_x + new_w] = np.asarray(image, dtype=np.float32) / 255.0
+    return out
+
+
+def _cache_key(path: Path, box, size: int, margin: float) -> str:
+    try:
+        stat = path.stat()
+    except OSError:
+        raise DataError("image not found", path) from None
+    box = _normalise_box(box)
+    key = json.dumps([CACHE_VERSION, str(path.resolve()), stat.st_mtime_ns, stat.st_size,
+                      None if box is None else list(box), size, repr(margin)])
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _save_atomic(array: np.ndarray, target: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_images(paths, boxes=None, size: int = 32, margin: float = 0.15,
+                cache_dir: str | Path | None = None) -> np.ndarray:
+    """Many images as ``float32 (n, size, size, 3)``; see :func:`load_image`.
+
+    ``boxes``: None, or one box per path (a row of NaN, or None, means no box).
+    With ``cache_dir`` each crop is kept as one ``.npy`` file keyed by the file's
+    path, modification time and size, the box, ``size`` and ``margin``, so a
+    second load of unchanged files decodes no PNG. Cache files are written
+    atomically; an unreadable cache file is recomputed.
+    """
+    size, margin = _check_geometry(size, margin)
+    paths = [Path(p) for p in paths]
+    if boxes is None:
+        boxes = [None] * len(paths)
+    elif len(boxes) != len(paths):
+        raise ValueError(f"got {len(paths)} paths but {len(boxes)} boxes")
+    if isinstance(boxes, np.ndarray) or hasattr(boxes, "to_numpy"):
+        boxes = list(np.asarray(boxes, dtype=float))
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir)
+        cache.mkdir(parents=True, exist_ok=True)
+    out = np.zeros((len(paths), size, size, 3), dtype=np.float32)
+    for i, (path, box) in enumerate(zip(paths, boxes)):
+        if cache is None:
+            out[i] = load_image(path, box, size, margin)
+            continue
+        target = cache / f"{_cache_key(path, box, size, margin)}.npy"
+        if target.is_file():
+            try:
+                cached = np.load(target, allow_pickle=False)
+                if cached.shape == (size, size, 3) and cached.dtype == np.float32:
+                    out[i] = cached
+                    continue
+            except (OSError, ValueError):
+                pass
+        out[i] = load_image(path, box, size, margin)
+        _save_atomic(out[i], target)
+    return out
+
+
+def cohort_image_arrays(cohort, modality: str, size: int = 32, margin: float = 0.15,
+                        cache_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every image of ``modality`` in ``cohort`` and the position of its case in ``cohort.cases``.
+
+    Returns ``(X, case_index)``: ``X`` float32 ``(m, size, size, 3)``, ``case_index``
+    int ``(m,)`` with values in ``0..cohort.n_cases-1``, in case order.
+    """
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
+    rows = cohort.images_of(modality)
+    position = {cid: i for i, cid in enumerate(cohort.cases["case_id"])}
+    case_index = np.array([position[c] for c in rows["case_id"]], dtype=int)
+    boxes = rows[["xmin", "ymin", "xmax", "ymax"]].to_numpy(dtype=float)
+    X = load_images(list(rows["path"]), boxes, size, margin, cache_dir=cache_dir)
+    return X, case_index
