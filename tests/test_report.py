@@ -1,0 +1,294 @@
+"""The cross-run report: loading runs, tables, paired comparisons, HTML and a real browser.
+
+Two real tiny runs (``fixed`` and ``trainable`` at 30% of the default synthetic
+cohort, 2 folds) are built once per module with
+:func:`fusionlib.experiment.run_experiment`; everything else reads them.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from fusionlib import report
+from fusionlib.errors import FusionlibError
+
+TINY = {"folds": 2, "image_epochs": 2, "image_inner_folds": 2, "rf_trees": 20, "rf_inner_folds": 2,
+        "head_max_epochs": 50, "data_percentage": 30}
+
+
+def _executed_notebook(path):
+    """A stand-in for the runner's executed.ipynb: code that a reader must not see."""
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("import fusionlib\nprint('run finished')")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="run finished\n")]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Experiment"), cell]
+    nbformat.write(nb, str(path))
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    from fusionlib.experiment import run_experiment
+    from fusionlib.params import validate
+
+    root = tmp_path_factory.mktemp("report")
+    runs = root / "runs"
+    for fusion in ("fixed", "trainable"):
+        params = validate({"name": f"{fusion}_30", "fusion": fusion, **TINY})
+        result = run_experiment(params, cache_dir=root / "cache", progress=False)
+        result.save(runs / params.name)
+        _executed_notebook(runs / params.name / "executed.ipynb")
+        (runs / params.name / "done.json").write_text(json.dumps({"ok": True}))
+    # Folders the report must ignore.
+    (runs / ".tmp-fixed_30-abc").mkdir()
+    shutil.copy(runs / "fixed_30" / "metrics.json", runs / ".tmp-fixed_30-abc")
+    failed = runs / "trainable_30.failed-1"
+    shutil.copytree(runs / "trainable_30", failed)
+    unfinished = runs / "convex_30"
+    unfinished.mkdir()
+    shutil.copy(runs / "trainable_30" / "metrics.json", unfinished)  # no done.json yet
+    return runs
+
+
+@pytest.fixture(scope="module")
+def built(runs_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "reports"
+    index = report.build_report(runs_dir, out, n_boot=300)
+    return index
+
+
+# --------------------------------------------------------------------------- loading and tables
+
+
+def test_load_runs_only_complete(runs_dir):
+    runs = report.load_runs(runs_dir)
+    assert [r.name for r in runs] == ["fixed_30", "trainable_30"]
+    assert all(r.synthetic for r in runs)
+    assert runs[0].predictions is not None and len(runs[0].weights) == 2
+
+
+def test_load_runs_missing_dir(tmp_path):
+    assert report.load_runs(tmp_path / "nope") == []
+
+
+def test_runs_table(runs_dir):
+    table = report.runs_table(report.load_runs(runs_dir))
+    assert list(table["fusion"]) == ["fixed", "trainable"]
+    for column in ("QWK", "QWK 95% CI", "accuracy", "macro-F1", "F1 I", "F1 P", "F1 R",
+                   "trainable fusion params", "RF share"):
+        assert column in table
+    assert list(table["trainable fusion params"]) == [0, 21]
+    assert table.loc[0, "RF share"] == pytest.approx(0.70, abs=1e-4)
+    assert (table["QWK CI low"] <= table["QWK mean"] + 1e-12).all()
+    assert re.match(r"^-?\d\.\d{3} ± \d\.\d{3}$", table.loc[0, "QWK"])
+
+
+def test_paired_comparisons(runs_dir):
+    runs = report.load_runs(runs_dir)
+    paired = report.paired_comparisons(runs, n_boot=200)
+    row = paired[paired["variant"] == "trainable_30"].iloc[0]
+    fixed, trainable = runs
+    assert row["vs"] == "fixed_30" and row["kind"] == "fusion"
+    assert row["cases"] == len(fixed.predictions) == len(trainable.predictions)
+    assert row["CI low"] <= row["QWK diff"] + 1e-9 and row["QWK diff"] <= row["CI high"] + 1e-9
+    assert len(row["per-fold diffs"]) == 2
+    expected = trainable.folds["qwk"].to_numpy() - fixed.folds["qwk"].to_numpy()
+    np.testing.assert_allclose(row["per-fold diffs"], expected, atol=1e-9)
+    assert row["QWK fixed"] == pytest.approx(fixed.summary["pooled"]["qwk"])
+    baselines = paired[paired["kind"] == "baseline"]["variant"].tolist()
+    assert any(v.startswith("metadata_only") for v in baselines)
+    side = report.paired_side_by_side(paired)
+    assert "30% of patients" in side.columns and "trainable" in side["variant"].tolist()
+
+
+def test_paired_needs_fixed_at_same_percentage(runs_dir):
+    runs = [r for r in report.load_runs(runs_dir) if r.fusion != "fixed"]
+    assert report.paired_comparisons(runs).empty
+    assert report.paired_side_by_side(report.paired_comparisons(runs)).empty
+
+
+def test_fast_bootstrap_matches_metrics():
+    from fusionlib.metrics import paired_bootstrap_qwk
+
+    rng = np.random.default_rng(3)
+    for n, n_patients in ((60, 17), (150, 40), (12, 3)):
+        y = rng.integers(0, 3, n)
+        a = np.where(rng.random(n) < 0.6, y, rng.integers(0, 3, n))
+        b = np.where(rng.random(n) < 0.4, y, rng.integers(0, 3, n))
+        groups = rng.integers(0, n_patients, n)
+        slow = paired_bootstrap_qwk(y, a, b, groups, n_boot=150, random_state=5)
+        fast = report.fast_paired_bootstrap_qwk(y, a, b, groups, n_boot=150, random_state=5)
+        for key in slow:
+            assert fast[key] == pytest.approx(slow[key], abs=1e-9), key
+    # degenerate: one class everywhere
+    same = np.zeros(10, int)
+    assert report.fast_paired_bootstrap_qwk(same, same, same, np.arange(10), n_boot=20)["delta"] == 0
+
+
+def test_html_table_has_id_and_caption():
+    text = report.html_table(pd.DataFrame({"name": ["a"], "x": [0.12345]}), "my-table", "Cap <1>")
+    assert 'id="my-table"' in text and "<caption>Cap &lt;1&gt;</caption>" in text
+    assert "0.123" in text and "0.12345" not in text
+
+
+def test_no_runs_is_a_clear_error(tmp_path):
+    (tmp_path / "runs" / ".tmp-x").mkdir(parents=True)
+    with pytest.raises(FusionlibError, match=r"no finished runs in .*runs; run `fusionlib run "
+                                             r"params/\*\.yaml` first"):
+        report.build_report(tmp_path / "runs", tmp_path / "out")
+    assert not (tmp_path / "out" / "index.html").exists()
+
+
+# --------------------------------------------------------------------------- the HTML report
+
+
+def test_report_html(built):
+    text = built.read_text(encoding="utf-8")
+    assert built.name == "index.html"
+    assert 'id="kappa-table"' in text and 'id="paired-table"' in text
+    assert 'id="paired-side-by-side"' in text and 'id="synthetic-banner"' in text
+    for heading in ("Runs", "Fixed vs trainable (paired)", "Learned weights", "Calibration",
+                    "Confusion matrices", "Provenance"):
+        assert heading in text, heading
+    # code hidden
+    assert "import fusionlib" not in text and "load_runs(" not in text
+    assert "jp-InputPrompt jp-InputArea-prompt" not in text and "In&nbsp;[" not in text
+    # self-contained: every image embedded, nothing fetched from the network
+    images = re.findall(r"<img[^>]*\ssrc=\"([^\"]*)\"", text)
+    assert len(images) >= 5 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert not re.search(r"<img[^>]*src=\"https?:", text)
+    assert not re.search(r"<script[^>]*\ssrc=", text)
+    assert not re.search(r"<link[^>]*href=\"https?:", text)
+    assert re.search(r'alt="weights: [^"]+"', text)
+    # one page per run, linked, code hidden too
+    for name in ("fixed_30", "trainable_30"):
+        page = built.parent / "runs" / f"{name}.html"
+        assert page.is_file() and f'href="runs/{name}.html"' in text
+        body = page.read_text(encoding="utf-8")
+        assert "run finished" in body and "import fusionlib" not in body
+    assert not list(built.parent.glob(".*.tmp")) and not list(built.parent.glob(".report-*"))
+
+
+def test_build_report_is_rerunnable(built, runs_dir):
+    before = built.stat().st_mtime_ns
+    again = report.build_report(runs_dir, built.parent, n_boot=50)
+    assert again == built and built.stat().st_mtime_ns >= before
+    assert 'id="kappa-table"' in built.read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- headless Chromium
+
+_PROBE = """
+<script>
+window.addEventListener("load", function () {
+  function rows(id) {
+    var t = document.getElementById(id);
+    return t ? t.querySelectorAll("tbody tr").length : -1;
+  }
+  function visible(el) { var r = el.getBoundingClientRect(); return r.width > 0 && r.height > 0; }
+  var imgs = Array.prototype.slice.call(document.images);
+  var weights = imgs.filter(function (i) { return (i.alt || "").indexOf("weights") === 0; });
+  var out = {
+    kappa_rows: rows("kappa-table"), paired_rows: rows("paired-table"),
+    kappa_visible: !!document.getElementById("kappa-table") && visible(document.getElementById("kappa-table")),
+    paired_visible: !!document.getElementById("paired-table") && visible(document.getElementById("paired-table")),
+    images: imgs.length,
+    broken: imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).length,
+    weights: weights.length,
+    weights_ok: weights.filter(function (i) { return i.naturalWidth > 0 && visible(i); }).length,
+    kappa_text: (document.getElementById("kappa-table") || {}).innerText || ""
+  };
+  var pre = document.createElement("pre");
+  pre.id = "fl-probe";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>
+"""
+
+_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+          "--disable-dev-shm-usage", "--hide-scrollbars"]
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail("chromium not installed (install Debian's `chromium` package)")
+    pytest.skip("chromium not installed")
+
+
+def test_report_renders_in_chromium(built, tmp_path):
+    from PIL import Image
+
+    chromium = _chromium()
+    probe_page = built.parent / "probe-index.html"
+    text = built.read_text(encoding="utf-8")
+    probe_page.write_text(text.replace("</body>", _PROBE + "</body>", 1), encoding="utf-8")
+    try:
+        result = subprocess.run(
+            [chromium, *_FLAGS, f"--user-data-dir={tmp_path / 'profile-dom'}",
+             "--virtual-time-budget=10000", "--dump-dom", probe_page.as_uri()],
+            capture_output=True, text=True, timeout=120)
+    finally:
+        probe_page.unlink()
+    match = re.search(r'<pre id="fl-probe">(.*?)</pre>', result.stdout, re.S)
+    assert match, f"no probe output; chromium stderr: {result.stderr[-2000:]}"
+    import html as _html
+
+    probe = json.loads(_html.unescape(match.group(1)))
+    assert probe["kappa_rows"] == 2 and probe["kappa_visible"], probe
+    assert probe["paired_rows"] >= 1 and probe["paired_visible"], probe
+    assert "fixed_30" in probe["kappa_text"] and "trainable_30" in probe["kappa_text"]
+    assert probe["images"] >= 5 and probe["broken"] == 0, probe
+    assert probe["weights"] >= 2 and probe["weights_ok"] == probe["weights"], probe
+
+    shot = tmp_path / "report.png"
+    subprocess.run([chromium, *_FLAGS, f"--user-data-dir={tmp_path / 'profile-shot'}",
+                    "--window-size=1280,2400", f"--screenshot={shot}", built.as_uri()],
+                   capture_output=True, text=True, timeout=120)
+    assert shot.is_file(), "chromium wrote no screenshot"
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.std() > 10, "screenshot is blank"
+    assert (pixels < 128).mean() > 0.01, "screenshot has almost no dark (text/plot) pixels"
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def test_plots_smoke():
+    from fusionlib import plots
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 50)
+    proba = rng.dirichlet(np.ones(3), 50)
+    figs = [
+        plots.confusion_matrix(y, proba.argmax(1)),
+        plots.confusion_matrices({"a": (y, y), "b": (y, proba.argmax(1))}),
+        plots.reliability_diagram({"a": (y, proba)}),
+        plots.class_mix({"I": 3, "P": 5, "R": 1}),
+        plots.class_mix(y),
+        plots.rf_share([{"rf_share": 0.6, "rf_share_I": 0.5, "rf_share_P": 0.7, "rf_share_R": 0.8}]),
+        plots.rf_share([{"rf_share": None}]),
+        plots.fusion_weight_heatmaps([{"fold": 0, "fusion": "convex", "raw": {"a": 0.4}}]),
+        plots.fusion_weight_heatmaps([{"fold": 0, "fusion": "per_class_convex",
+                                       "raw": {"a_c": [0.2, 0.5, 0.9]}}]),
+        plots.fusion_weight_heatmaps([{"fold": f, "fusion": "trainable",
+                                       "raw": {"modalities": ["metadata", "thermal_map"],
+                                               "matrix": rng.normal(size=(6, 3)).tolist()}}
+                                      for f in range(3)]),
+        plots.fusion_weight_heatmaps([]),
+        plots.training_curve({"epoch": [10, 20], "train_loss": [1, 0.9], "val_loss": [1, 0.95],
+                              "best_epoch": 20}),
+    ]
+    for fig in figs:
+        assert len(plots.to_base64_png(fig, dpi=40)) > 100
