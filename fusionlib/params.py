@@ -47,10 +47,10 @@ class ExperimentParams:
     crop_margin: float = 0.15
     backbone: str = "small_cnn"
     backbone_weights: str | None = None
-    image_epochs: int = 30
+    image_epochs: int = 25
     image_patience: int = 6
-    image_inner_folds: int = 3
-    rf_trees: int = 300
+    image_inner_folds: int = 2
+    rf_trees: int = 200
     rf_min_samples_leaf: int = 10
     rf_inner_folds: int = 5
     head_loss: str = "cross_entropy"

@@ -56,7 +56,7 @@ def test_image_branch_names_and_shapes():
     assert "thermal_map_probs" in names
     assert all(n.startswith("thermal_map_") for n in names)
     assert {"thermal_map_conv1", "thermal_map_conv2", "thermal_map_conv3",
-            "thermal_map_gap", "thermal_map_dropout"} <= set(names)
+            "thermal_map_flatten", "thermal_map_dropout"} <= set(names)
     again = build_image_branch("thermal_map", (32, 32, 3), random_state=1)
     for a, b in zip(branch.get_weights(), again.get_weights()):
         np.testing.assert_array_equal(a, b)
