@@ -1,0 +1,472 @@
+"""Parameter files -> executed experiment notebooks under ``runs/<name>/``.
+
+:func:`run_all` is what ``fusionlib run`` calls. In order:
+
+1. every parameter file is validated (:func:`fusionlib.params.load_params`)
+   before anything executes; one bad file prints one line and nothing runs;
+2. each run gets a *run key*: the SHA-256 of its parameters, the code version
+   (the ``fusionlib/*.py`` sources and the notebook's cells) and the data
+   fingerprint. A run whose ``runs/<name>/done.json`` holds the same key is up
+   to date and skipped;
+3. every other run executes ``notebooks/experiment.ipynb`` with papermill into
+   ``runs/.tmp-<name>-<random>/``; ``done.json`` is written last and the folder
+   is swapped into ``runs/<name>/`` by renames, so an interrupted run leaves
+   either the previous complete run or none. Stale temporary folders are
+   removed at the start of the next call;
+4. a failing notebook is reported with its failing cell and kept as
+   ``runs/<name>.failed.ipynb``; the other runs go on.
+
+Runs execute one after another (``jobs=1``), in local worker processes
+(``jobs>1``) or on a Dask distributed scheduler (``scheduler="host:port"``);
+the same per-run function :func:`execute_run` does the work in every case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import FusionlibError, ParamsError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_NOTEBOOK = REPO_ROOT / "notebooks" / "experiment.ipynb"
+KERNEL_NAME = "python3"
+TMP_PREFIX = ".tmp-"
+OLD_PREFIX = ".old-"
+OWNER_FILE = ".owner.json"
+DONE_FILE = "done.json"
+RESULT_FILES = ("metrics.json", "predictions.csv", "weights.json", "provenance.json")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+_STALE_FOREIGN_SECONDS = 2 * 24 * 3600
+NOT_EXPERIMENT_CODE = frozenset({"__main__.py", "cli.py", "report.py"})
+"""Modules the experiment notebook never runs: editing them does not make runs stale."""
+
+
+def project_root() -> Path:
+    """The source checkout holding ``fusionlib/`` (editable install), else the current folder.
+
+    The experiment notebook changes into this folder first, so relative paths in
+    parameters (``cache_dir``, ``output_dir``, ``data_dir``) mean the same thing
+    whether it runs from ``fusionlib run`` (cwd = repo root), from papermill in any
+    folder, or in JupyterLab (cwd = notebooks/).
+    """
+    if (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "fusionlib").is_dir():
+        return REPO_ROOT
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / "notebooks" / "experiment.ipynb").is_file():
+            return folder
+    return Path.cwd()
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def code_version(notebook: str | Path = DEFAULT_NOTEBOOK) -> str:
+    """Hash of the ``fusionlib/*.py`` sources and the notebook's cell sources.
+
+    The command line and the HTML report (:data:`NOT_EXPERIMENT_CODE`) are left
+    out: they do not change what an experiment computes. The notebook is hashed
+    by its cells (type, source, tags) and kernel, not its bytes, so saving it
+    with outputs from JupyterLab does not invalidate runs.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.glob("*.py")):
+        if path.name in NOT_EXPERIMENT_CODE:
+            continue
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(_notebook_digest(notebook).encode())
+    return digest.hexdigest()[:16]
+
+
+def _notebook_digest(notebook: str | Path) -> str:
+    data = json.loads(Path(notebook).read_text(encoding="utf-8"))
+    cells = []
+    for cell in data.get("cells", []):
+        source = cell.get("source", "")
+        cells.append([cell.get("cell_type"), "".join(source) if isinstance(source, list) else source,
+                      sorted(cell.get("metadata", {}).get("tags", []))])
+    kernel = data.get("metadata", {}).get("kernelspec", {}).get("name")
+    return hashlib.sha256(json.dumps([kernel, cells]).encode()).hexdigest()
+
+
+def run_key(params_dict: dict, code: str, data_fingerprint: str) -> str:
+    text = json.dumps({"params": params_dict, "code": code, "data": data_fingerprint},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _dataset_id(params) -> tuple:
+    return (params.dataset, params.preset, params.cohort_seed,
+            str(params.resolved_data_dir()) if params.dataset == "real" else None)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def load_all(params_paths) -> list:
+    """``[(path, ExperimentParams)]`` for every file; the first problem raises ParamsError."""
+    from .params import load_params
+
+    loaded, names = [], {}
+    for path in params_paths:
+        params = load_params(path)
+        if not _NAME_RE.match(params.name):
+            raise ParamsError(f"key 'name': {params.name!r} is not a usable run folder name "
+                              "(letters, digits, '_', '-', '.', '+'; not starting with '.')", path)
+        if params.name in names:
+            raise ParamsError(f"key 'name': run name {params.name!r} is also used by "
+                              f"{names[params.name]}; run names must be unique", path)
+        names[params.name] = path
+        loaded.append((Path(path), params))
+    return loaded
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+def read_done(run_dir: Path) -> dict | None:
+    try:
+        done = json.loads((Path(run_dir) / DONE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return done if isinstance(done, dict) else None
+
+
+def _qwk_mean(run_dir: Path):
+    try:
+        metrics = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
+        return metrics["summary"]["qwk"]["mean"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_stale(folder: Path) -> bool:
+    """A temporary folder whose owner process is gone (or has no owner at all)."""
+    try:
+        owner = json.loads((folder / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return True
+    if owner.get("host") == socket.gethostname():
+        return not _pid_alive(int(owner.get("pid", -1)))
+    try:
+        return time.time() - folder.stat().st_mtime > _STALE_FOREIGN_SECONDS
+    except OSError:
+        return False
+
+
+def clean_stale(runs_dir: Path) -> list[str]:
+    """Remove the leftovers of interrupted runs; returns what was removed or restored.
+
+    * ``.tmp-*`` folders whose owner process is dead are deleted;
+    * ``.old-<name>-*`` folders (a swap interrupted between its two renames) are
+      moved back to ``<name>`` when that is missing and they are complete, else deleted.
+    """
+    actions = []
+    if not runs_dir.is_dir():
+        return actions
+    for folder in sorted(runs_dir.iterdir()):
+        if not folder.is_dir():
+            continue
+        if folder.name.startswith(TMP_PREFIX) and _is_stale(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            actions.append(f"removed {folder.name}")
+        elif folder.name.startswith(OLD_PREFIX):
+            name = folder.name[len(OLD_PREFIX):].rsplit("-", 1)[0]
+            target = runs_dir / name
+            if not target.exists() and read_done(folder) is not None:
+                try:
+                    os.rename(folder, target)
+                    actions.append(f"restored {name}")
+                    continue
+                except OSError:
+                    pass
+            shutil.rmtree(folder, ignore_errors=True)
+            actions.append(f"removed {folder.name}")
+    return actions
+
+
+def swap_into_place(tmp: Path, final: Path) -> None:
+    """Replace ``final`` by ``tmp`` with renames: old away, new in, old deleted."""
+    old = None
+    if final.exists():
+        old = final.parent / f"{OLD_PREFIX}{final.name}-{secrets.token_hex(4)}"
+        os.rename(final, old)
+    os.rename(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def _sigterm_to_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def _sigterm_raises():
+    """Turn SIGTERM into KeyboardInterrupt (main thread only) so cleanup code runs."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def execute_run(task: dict) -> dict:
+    """Execute one experiment notebook and swap its folder into place.
+
+    ``task`` is a plain dict (picklable for worker processes and Dask):
+    ``name, params, key, runs_dir, cache_dir, notebook, cwd, params_file,
+    code_version, data_fingerprint``. Returns ``{name, status, seconds, qwk,
+    message}``; never raises for a failing notebook.
+    """
+    import papermill as pm
+    import yaml
+    from papermill.exceptions import PapermillExecutionError
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    name = task["name"]
+    runs_dir = Path(task["runs_dir"])
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    tmp = runs_dir / f"{TMP_PREFIX}{name}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    result = {"name": name, "status": "failed", "seconds": 0.0, "qwk": None, "message": None}
+    failed_nb = runs_dir / f"{name}.failed.ipynb"
+    try:
+        (tmp / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                  "started": started}))
+        (tmp / "params.yaml").write_text(yaml.safe_dump(task["params"], sort_keys=False),
+                                         encoding="utf-8")
+        output_nb = tmp / "executed.ipynb"
+        parameters = {**task["params"], "output_dir": str(tmp), "cache_dir": task["cache_dir"]}
+        try:
+            pm.execute_notebook(task["notebook"], str(output_nb), parameters=parameters,
+                                kernel_name=KERNEL_NAME, cwd=task["cwd"], progress_bar=False,
+                                log_output=False, extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        except PapermillExecutionError as err:
+            result["message"] = (f"run {name} FAILED in cell {err.cell_index}: {err.ename}: "
+                                 f"{_one_line(err.evalue)}")
+            if output_nb.exists():
+                shutil.copyfile(output_nb, tmp / "failed.ipynb")
+                os.replace(tmp / "failed.ipynb", failed_nb)
+                result["failed_notebook"] = str(failed_nb)
+            return result
+        except Exception as err:  # noqa: BLE001 - kernel death, missing kernel, ...
+            result["message"] = f"run {name} FAILED: {type(err).__name__}: {_one_line(err)}"
+            if output_nb.exists():
+                shutil.copyfile(output_nb, tmp / "failed.ipynb")
+                os.replace(tmp / "failed.ipynb", failed_nb)
+                result["failed_notebook"] = str(failed_nb)
+            return result
+        missing = [f for f in RESULT_FILES if not (tmp / f).is_file()]
+        if missing:
+            result["message"] = (f"run {name} FAILED: the notebook finished without writing "
+                                 f"{', '.join(missing)}")
+            return result
+        finished = time.time()
+        qwk = _qwk_mean(tmp)
+        done = {"key": task["key"], "name": name, "status": "ok", "params_file": task["params_file"],
+                "code_version": task["code_version"], "data_fingerprint": task["data_fingerprint"],
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(finished)),
+                "seconds": round(finished - started, 2), "qwk_mean": qwk,
+                "host": socket.gethostname()}
+        (tmp / OWNER_FILE).unlink()
+        done_tmp = tmp / f".{DONE_FILE}.tmp"
+        done_tmp.write_text(json.dumps(done, indent=2), encoding="utf-8")
+        os.replace(done_tmp, tmp / DONE_FILE)            # written last
+        swap_into_place(tmp, runs_dir / name)
+        failed_nb.unlink(missing_ok=True)
+        result.update(status="ok", seconds=done["seconds"], qwk=qwk, message=None)
+        return result
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if result["status"] != "ok":
+            result["seconds"] = round(time.time() - started, 2)
+
+
+def _worker_init():
+    """Worker processes: SIGTERM cleans up like Ctrl-C; Ctrl-C reaches them from the terminal."""
+    signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+
+
+# --------------------------------------------------------------------------- all runs
+
+
+def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path = ".cache",
+            force: bool = False, jobs: int = 1, scheduler: str | None = None,
+            notebook: str | Path | None = None) -> int:
+    """Validate every parameter file, then execute the runs that are missing or stale.
+
+    Returns 0 when every run succeeded or was up to date, 1 when any failed, and
+    2 (after one ``fusionlib: error: ...`` line on stderr, executing nothing)
+    when a parameter file is invalid.
+    """
+    try:
+        loaded = load_all(params_paths)
+        notebook = Path(notebook) if notebook is not None else DEFAULT_NOTEBOOK
+        if not notebook.is_file():
+            raise FusionlibError("experiment notebook not found (run from a source checkout or "
+                                 "pass notebook=...)", notebook)
+        if jobs < 1:
+            raise FusionlibError(f"--jobs must be at least 1, got {jobs}")
+    except FusionlibError as err:
+        print(f"fusionlib: error: {err}", file=sys.stderr)
+        return 2
+
+    runs_dir = Path(runs_dir).absolute()
+    cache_dir = Path(cache_dir).absolute()
+    with _sigterm_raises():
+        # The data: generated once here (synthetic cohort) before any run starts.
+        fingerprints = {}
+        try:
+            from .experiment import load_dataset
+
+            for _, params in loaded:
+                ident = _dataset_id(params)
+                if ident not in fingerprints:
+                    fingerprints[ident] = load_dataset(params).fingerprint()
+        except FusionlibError as err:
+            print(f"fusionlib: error: {err}", file=sys.stderr)
+            return 2
+        code = code_version(notebook)
+
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        for action in clean_stale(runs_dir):
+            print(f"cleanup: {action}", file=sys.stderr)
+
+        tasks, outcomes = [], {}
+        for path, params in loaded:
+            data = fingerprints[_dataset_id(params)]
+            key = run_key(params.to_dict(), code, data)
+            done = read_done(runs_dir / params.name)
+            if not force and done is not None and done.get("key") == key and done.get("status") == "ok":
+                outcomes[params.name] = {"name": params.name, "status": "skipped",
+                                         "seconds": 0.0, "qwk": _qwk_mean(runs_dir / params.name),
+                                         "message": None}
+                print(f"run {params.name}: up to date", file=sys.stderr)
+                continue
+            tasks.append({"name": params.name, "params": params.to_dict(), "key": key,
+                          "runs_dir": str(runs_dir), "cache_dir": str(cache_dir),
+                          "notebook": str(notebook.absolute()), "cwd": str(project_root()),
+                          "params_file": str(path), "code_version": code,
+                          "data_fingerprint": data})
+
+        if tasks:
+            _execute(tasks, outcomes, jobs=jobs, scheduler=scheduler, total=len(loaded))
+
+    print("summary:")
+    width = max(len(p.name) for _, p in loaded)
+    for _, params in loaded:
+        out = outcomes.get(params.name, {"status": "not run", "seconds": 0.0, "qwk": None})
+        qwk = "QWK mean   n/a" if out["qwk"] is None else f"QWK mean {out['qwk']:.3f}"
+        print(f"  {params.name:<{width}}  {out['status']:<7}  {out['seconds']:7.1f} s  {qwk}")
+    failed = [o for o in outcomes.values() if o["status"] == "failed"]
+    return 1 if failed or len(outcomes) < len(loaded) else 0
+
+
+def _report(outcome: dict, outcomes: dict, bar) -> None:
+    outcomes[outcome["name"]] = outcome
+    if outcome["status"] == "failed":
+        bar.write(outcome["message"], file=sys.stderr)
+        if outcome.get("failed_notebook"):
+            bar.write(f"  failed notebook kept as {outcome['failed_notebook']}", file=sys.stderr)
+    else:
+        bar.write(f"run {outcome['name']}: ok in {outcome['seconds']:.1f} s", file=sys.stderr)
+    bar.update(1)
+
+
+def _execute(tasks: list, outcomes: dict, jobs: int, scheduler: str | None, total: int) -> None:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=total - len(tasks), desc="runs", unit="run", file=sys.stderr,
+               dynamic_ncols=True)
+    try:
+        if scheduler:
+            _execute_dask(tasks, outcomes, scheduler, bar)
+        elif jobs > 1 and len(tasks) > 1:
+            _execute_processes(tasks, outcomes, jobs, bar)
+        else:
+            for task in tasks:
+                bar.set_postfix_str(task["name"])
+                _report(execute_run(task), outcomes, bar)
+    finally:
+        bar.close()
+
+
+def _execute_processes(tasks: list, outcomes: dict, jobs: int, bar) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)),
+                               mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init)
+    try:
+        futures = {pool.submit(execute_run, task): task for task in tasks}
+        for future in as_completed(futures):
+            _report(_outcome_of(future, futures[future]), outcomes, bar)
+    except BaseException:
+        # Interrupted: stop the workers (each cleans its temporary folder on SIGTERM).
+        for process in list(getattr(pool, "_processes", {}).values()):
+            if process.is_alive():
+                process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _execute_dask(tasks: list, outcomes: dict, scheduler: str, bar) -> None:
+    from dask.distributed import Client, as_completed
+
+    with Client(scheduler) as client:
+        futures = client.map(execute_run, tasks, key=[f"fusionlib-run-{t['name']}-{secrets.token_hex(4)}"
+                                                      for t in tasks], pure=False)
+        by_key = {f.key: t for f, t in zip(futures, tasks)}
+        try:
+            for future in as_completed(futures):
+                _report(_outcome_of(future, by_key[future.key]), outcomes, bar)
+        except BaseException:
+            client.cancel(futures)
+            raise
+
+
+def _outcome_of(future, task: dict) -> dict:
+    try:
+        return future.result()
+    except Exception as err:  # noqa: BLE001 - a worker that died, a pickling problem, ...
+        return {"name": task["name"], "status": "failed", "seconds": 0.0, "qwk": None,
+                "message": f"run {task['name']} FAILED: {type(err).__name__}: {_one_line(err)}"}

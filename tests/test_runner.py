@@ -1,0 +1,262 @@
+"""`fusionlib run` / fusionlib.runner.run_all: run folders, up-to-date skipping, failures,
+interruption, and the local-process and Dask execution paths (tiny experiments)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fusionlib import runner
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+FUSIONLIB = str(Path(sys.executable).parent / "fusionlib")
+TINY = {"data_percentage": 30, "folds": 2, "image_epochs": 2, "image_inner_folds": 2,
+        "rf_trees": 20, "head_max_epochs": 50, "head_patience": 20}
+RUN_FILES = ("executed.ipynb", "params.yaml", "metrics.json", "predictions.csv", "weights.json",
+             "provenance.json", "done.json")
+
+
+def write_params(folder: Path, name: str, **overrides) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "description": f"test run {name}",
+                                    "fusion": "trainable", **TINY, **overrides}))
+    return path
+
+
+def metrics_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def fold_qwks(run_dir: Path) -> list:
+    return [row["qwk"] for row in metrics_of(run_dir)["folds"]]
+
+
+class Spy:
+    """Wraps runner.execute_run, recording which runs were executed."""
+
+    def __init__(self, real):
+        self.real, self.names = real, []
+
+    def __call__(self, task):
+        self.names.append(task["name"])
+        return self.real(task)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stable_code_version():
+    """Others may edit fusionlib/*.py while this module runs; pin the code version it sees."""
+    version = runner.code_version()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner, "code_version", lambda notebook=runner.DEFAULT_NOTEBOOK: version)
+        yield version
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def local_runs(tmp_path_factory, cache_dir):
+    """Two experiments differing only in fusion, run once on the local path."""
+    params_dir = tmp_path_factory.mktemp("params")
+    paths = [write_params(params_dir, "tiny_trainable", fusion="trainable"),
+             write_params(params_dir, "tiny_fixed", fusion="fixed")]
+    runs_dir = tmp_path_factory.mktemp("runs")
+    rc = runner.run_all(paths, runs_dir=runs_dir, cache_dir=cache_dir)
+    return {"rc": rc, "paths": paths, "runs_dir": runs_dir}
+
+
+def test_runs_write_complete_folders(local_runs):
+    assert local_runs["rc"] == 0
+    runs_dir = local_runs["runs_dir"]
+    for name in ("tiny_trainable", "tiny_fixed"):
+        run_dir = runs_dir / name
+        for f in RUN_FILES:
+            assert (run_dir / f).is_file(), f"{name}: {f} missing"
+        done = json.loads((run_dir / "done.json").read_text())
+        assert done["status"] == "ok" and len(done["key"]) == 64
+        assert done["name"] == name
+        summary = metrics_of(run_dir)["summary"]
+        assert summary["name"] == name and summary["n_folds"] == 2
+        assert -1 <= summary["qwk"]["mean"] <= 1
+        assert yaml.safe_load((run_dir / "params.yaml").read_text())["name"] == name
+        executed = json.loads((run_dir / "executed.ipynb").read_text())
+        assert any("injected-parameters" in c["metadata"].get("tags", []) for c in executed["cells"])
+    # nothing temporary left behind
+    assert sorted(p.name for p in runs_dir.iterdir()) == ["tiny_fixed", "tiny_trainable"]
+
+
+def test_fusion_only_change_reuses_cached_branches(local_runs):
+    prov = json.loads((local_runs["runs_dir"] / "tiny_fixed" / "provenance.json").read_text())
+    assert prov["branch_cache"]["hits"] > 0
+    assert prov["branch_cache"]["misses"] == 0
+    first = json.loads((local_runs["runs_dir"] / "tiny_trainable" / "provenance.json").read_text())
+    assert first["branch_cache"]["misses"] > 0
+
+
+def test_second_run_executes_nothing_and_force_reexecutes(local_runs, cache_dir, monkeypatch, capsys):
+    runs_dir, paths = local_runs["runs_dir"], local_runs["paths"]
+    done = [runs_dir / n / "done.json" for n in ("tiny_trainable", "tiny_fixed")]
+    before = [p.stat().st_mtime_ns for p in done]
+    spy = Spy(runner.execute_run)
+    monkeypatch.setattr(runner, "execute_run", spy)
+
+    started = time.time()
+    assert runner.run_all(paths, runs_dir=runs_dir, cache_dir=cache_dir) == 0
+    assert spy.names == []
+    assert time.time() - started < 30
+    assert [p.stat().st_mtime_ns for p in done] == before
+    out = capsys.readouterr()
+    assert "run tiny_trainable: up to date" in out.err
+    assert "skipped" in out.out
+
+    assert runner.run_all(paths[1:], runs_dir=runs_dir, cache_dir=cache_dir, force=True) == 0
+    assert spy.names == ["tiny_fixed"]
+    assert done[1].stat().st_mtime_ns != before[1]
+    assert done[0].stat().st_mtime_ns == before[0]
+
+
+def test_run_key_follows_params_code_and_data():
+    key = runner.run_key({"fusion": "fixed"}, "code", "data")
+    assert key == runner.run_key({"fusion": "fixed"}, "code", "data")
+    assert key != runner.run_key({"fusion": "trainable"}, "code", "data")
+    assert key != runner.run_key({"fusion": "fixed"}, "code2", "data")
+    assert key != runner.run_key({"fusion": "fixed"}, "code", "data2")
+
+
+def test_code_version_tracks_notebook_cells_not_outputs(tmp_path):
+    import nbformat
+
+    nb = nbformat.read(runner.DEFAULT_NOTEBOOK, as_version=4)
+    base = runner._notebook_digest(runner.DEFAULT_NOTEBOOK)
+    nb.cells[-1].outputs = [nbformat.v4.new_output("stream", text="hello")]
+    nb.cells[-1].execution_count = 3
+    with_outputs = tmp_path / "with_outputs.ipynb"
+    nbformat.write(nb, with_outputs)
+    assert runner._notebook_digest(with_outputs) == base
+    nb.cells[-1].source += "\n# edited"
+    edited = tmp_path / "edited.ipynb"
+    nbformat.write(nb, edited)
+    assert runner._notebook_digest(edited) != base
+
+
+def test_failing_run_is_reported_and_others_finish(tmp_path, cache_dir, capsys):
+    """One notebook raises (a backbone weights file that does not exist); jobs=2 processes."""
+    params_dir = tmp_path / "params"
+    paths = [write_params(params_dir, "good", fusion="convex"),
+             write_params(params_dir, "bad", backbone_weights=str(tmp_path / "missing.weights.h5"))]
+    runs_dir = tmp_path / "runs"
+    rc = runner.run_all(paths, runs_dir=runs_dir, cache_dir=cache_dir, jobs=2)
+    out = capsys.readouterr()
+    assert rc == 1
+    assert (runs_dir / "good" / "done.json").is_file()
+    assert metrics_of(runs_dir / "good")["summary"]["fusion"] == "convex"
+    assert not (runs_dir / "bad").exists()
+    lines = [line for line in out.err.splitlines() if "run bad FAILED" in line]
+    assert len(lines) == 1, out.err
+    assert "run bad FAILED in cell " in lines[0] and "Error: " in lines[0]
+    assert "missing.weights.h5" in lines[0]
+    failed = runs_dir / "bad.failed.ipynb"
+    assert failed.is_file()
+    assert any(o.get("output_type") == "error" for c in json.loads(failed.read_text())["cells"]
+               for o in c.get("outputs", []))
+    summary = {line.split()[0]: line.split()[1] for line in out.out.splitlines()[1:] if line.strip()}
+    assert summary == {"good": "ok", "bad": "failed"}
+    assert not [p for p in runs_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_killed_run_leaves_no_corrupt_folder_and_rerun_completes(tmp_path, cache_dir, monkeypatch,
+                                                                 capsys):
+    params_dir = tmp_path / "params"
+    names = ["k1", "k2", "k3"]
+    paths = [write_params(params_dir, n, fusion=f) for n, f in zip(names, ["fixed", "convex", "mlp"])]
+    runs_dir = tmp_path / "runs"
+    log = (tmp_path / "run.log").open("w")
+    proc = subprocess.Popen([FUSIONLIB, "run", *map(str, paths), "--runs-dir", str(runs_dir),
+                             "--cache-dir", str(cache_dir)], cwd=REPO, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if (runs_dir / "k1" / "done.json").exists() and list(runs_dir.glob(".tmp-k2-*")):
+                break
+            assert proc.poll() is None, (tmp_path / "run.log").read_text()
+            time.sleep(0.1)
+        else:
+            pytest.fail("the first run did not finish in time")
+        time.sleep(1.0)                     # k2's kernel is executing now
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        try:                                # the orphaned kernel of the session we started
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        log.close()
+
+    # Every run folder that exists is complete.
+    finished = [p for p in runs_dir.iterdir() if not p.name.startswith(".")]
+    assert [p.name for p in finished] == ["k1"]
+    for run_dir in finished:
+        assert json.loads((run_dir / "done.json").read_text())["status"] == "ok"
+        assert metrics_of(run_dir)["summary"]["n_folds"] == 2
+    assert list(runs_dir.glob(".tmp-k2-*"))              # the interrupted run's leftovers
+    k1_done = (runs_dir / "k1" / "done.json").stat().st_mtime_ns
+
+    spy = Spy(runner.execute_run)
+    monkeypatch.setattr(runner, "execute_run", spy)
+    assert runner.run_all(paths, runs_dir=runs_dir, cache_dir=cache_dir) == 0
+    assert spy.names == ["k2", "k3"]
+    assert (runs_dir / "k1" / "done.json").stat().st_mtime_ns == k1_done
+    assert sorted(p.name for p in runs_dir.iterdir()) == names          # stale .tmp-* removed
+    assert "cleanup: removed .tmp-k2-" in capsys.readouterr().err
+
+
+def test_interrupted_swap_is_recovered(tmp_path):
+    runs_dir = tmp_path / "runs"
+    old = runs_dir / ".old-x-1234abcd"
+    old.mkdir(parents=True)
+    (old / "done.json").write_text(json.dumps({"status": "ok", "key": "k"}))
+    orphan = runs_dir / ".tmp-y-deadbeef"
+    orphan.mkdir()
+    (orphan / runner.OWNER_FILE).write_text(json.dumps({"pid": 2 ** 22 + 12345,
+                                                        "host": __import__("socket").gethostname()}))
+    live = runs_dir / ".tmp-z-cafecafe"
+    live.mkdir()
+    (live / runner.OWNER_FILE).write_text(json.dumps({"pid": os.getpid(),
+                                                      "host": __import__("socket").gethostname()}))
+    actions = runner.clean_stale(runs_dir)
+    assert "restored x" in actions
+    assert (runs_dir / "x" / "done.json").is_file()
+    assert not orphan.exists()
+    assert live.exists()                    # a run still in progress is left alone
+
+
+def test_dask_scheduler_matches_local(local_runs, tmp_path, cache_dir):
+    from dask.distributed import LocalCluster
+
+    runs_dir = tmp_path / "runs"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster:
+        rc = runner.run_all(local_runs["paths"][:1], runs_dir=runs_dir, cache_dir=cache_dir,
+                            scheduler=cluster.scheduler_address)
+    assert rc == 0
+    dask_dir, local_dir = runs_dir / "tiny_trainable", local_runs["runs_dir"] / "tiny_trainable"
+    for f in RUN_FILES:
+        assert (dask_dir / f).is_file()
+    assert fold_qwks(dask_dir) == pytest.approx(fold_qwks(local_dir), abs=1e-9)
+    dask_summary, local_summary = metrics_of(dask_dir)["summary"], metrics_of(local_dir)["summary"]
+    for metric in ("qwk", "accuracy", "macro_f1"):
+        assert dask_summary[metric]["mean"] == pytest.approx(local_summary[metric]["mean"], abs=1e-9)
+    assert (json.loads((dask_dir / "done.json").read_text())["key"]
+            == json.loads((local_dir / "done.json").read_text())["key"])
