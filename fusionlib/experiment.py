@@ -287,7 +287,7 @@ def run_fold(cohort: Cohort, params: ExperimentParams, fold, outputs: dict, log=
             "Using trainable fusion layer (adaptive RF/Image weighting)")
     log(f"Stage 1 trainable parameters: {n_params}")
     trainer = HeadTrainer(loss=params.head_loss, class_weight=params.head_class_weight,
-                          learning_rate=params.head_learning_rate, max_epochs=params.head_max_epochs,
+                          optimizer=params.head_optimizer, learning_rate=params.head_learning_rate, max_epochs=params.head_max_epochs,
                           patience=params.head_patience, monitor=params.head_monitor)
     history = fit_head(head, x_fit, y_fit, x_val, y_val, trainer, random_state=params.seed + fold.index)
 

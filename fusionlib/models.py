@@ -124,7 +124,7 @@ def build_image_branch(modality, input_shape, backbone=SMALL_CNN, weights=None, 
                        random_state=0, name=None):
     """One image modality to 3 class probabilities.
 
-    ``backbone="small_cnn"`` (default): three blocks Conv(8|16|32, 3x3, relu) -> MaxPool(2),
+    ``backbone="small_cnn"`` (default): a per-channel Normalization layer, three blocks Conv(8|16|32, 3x3, relu) -> MaxPool(2),
     then Flatten -> Dropout -> Dense(3, softmax); sized for 32x32 crops (4x4x32 features).
     Otherwise a ``keras.applications`` name from :data:`BACKBONES` (e.g. ``"mobilenet_v2"``)
     without its top, built with random weights (``weights=None``) or loaded from the local
@@ -152,7 +152,9 @@ def build_image_branch(modality, input_shape, backbone=SMALL_CNN, weights=None, 
     inp = keras.Input(shape=shape, name=f"{p}_input")
     glorot = keras.initializers.GlorotUniform
     if backbone == SMALL_CNN:
-        x = inp
+        # Per-channel standardisation; mean/variance start at 0/1 and are set from the
+        # training images by fusionlib.training (adapt), which makes the first epochs learn.
+        x = keras.layers.Normalization(axis=-1, name=f"{p}_normalize")(inp)
         for i, filters in enumerate(SMALL_CNN_FILTERS, start=1):
             x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
                                     kernel_initializer=glorot(seed=seed + i),

@@ -55,7 +55,8 @@ class ExperimentParams:
     rf_inner_folds: int = 5
     head_loss: str = "cross_entropy"
     head_class_weight: str | None = None
-    head_learning_rate: float = 0.05
+    head_optimizer: str = "sgd"
+    head_learning_rate: float = 1.0
     head_max_epochs: int = 3000
     head_patience: int = 300
     head_monitor: str = "val_loss"
@@ -117,10 +118,11 @@ def validate(raw: dict, source: str | Path = "<params>") -> ExperimentParams:
     _choice(source, "missing_cases", params.missing_cases, MISSING_CASES)
     from .cohort import PRESETS
     from .fusion import FUSIONS
-    from .training import LOSSES, MONITORS
+    from .training import LOSSES, MONITORS, OPTIMIZERS
 
     _choice(source, "fusion", params.fusion, list(FUSIONS))
     _choice(source, "head_loss", params.head_loss, LOSSES)
+    _choice(source, "head_optimizer", params.head_optimizer, OPTIMIZERS)
     _choice(source, "head_monitor", params.head_monitor, MONITORS)
     _choice(source, "head_class_weight", params.head_class_weight, [None, "balanced"])
     if params.dataset == "synthetic":

@@ -22,6 +22,7 @@ from .metrics import qwk
 logger = logging.getLogger("fusionlib")
 
 LOSSES = ("cross_entropy", "focal")
+OPTIMIZERS = ("sgd", "adam")
 MONITORS = ("val_loss", "val_qwk", "none")
 
 
@@ -42,8 +43,13 @@ class HeadTrainer:
         logistic regression. Focal loss (``focal_gamma``) down-weights easy rows.
     class_weight : {None, "balanced"}
         Default None: the head learns the mix, not a re-balancing.
-    learning_rate, max_epochs :
-        Adam, full batch; one epoch is one step over all training rows.
+    optimizer, learning_rate, max_epochs :
+        Full batch; one epoch is one step over all training rows. The default is
+        gradient descent with Nesterov momentum: it moves each weight in
+        proportion to its gradient, so weights on an uninformative modality stay
+        near zero while informative ones grow. Adam normalises every coordinate
+        to a similar step, which lets noise directions grow as fast as signal
+        ones early on (and early stopping then freezes that noise).
     monitor : {"val_loss", "val_qwk", "none"}
         Early-stopping signal on the inner-validation rows (default: log-loss,
         which is smooth, unlike QWK that is flat around a near-uniform start).
@@ -56,7 +62,8 @@ class HeadTrainer:
     loss: str = "cross_entropy"
     focal_gamma: float = 2.0
     class_weight: str | None = None
-    learning_rate: float = 0.05
+    optimizer: str = "sgd"
+    learning_rate: float = 1.0
     max_epochs: int = 3000
     patience: int = 300
     eval_every: int = 10
@@ -66,6 +73,8 @@ class HeadTrainer:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.monitor not in MONITORS:
             raise ValueError(f"monitor must be one of {MONITORS}, got {self.monitor!r}")
         if self.class_weight not in (None, "balanced"):
@@ -109,7 +118,8 @@ def fit_head(head, x_train: list, y_train, x_val: list | None = None, y_val=None
     weights = class_weights(y_train) if trainer.class_weight == "balanced" else np.ones(3)
     wt = T.constant(weights[y_train].astype("float32"))
     per_row = _per_row_loss(trainer.loss, trainer.focal_gamma)
-    optimizer = keras().optimizers.Adam(learning_rate=trainer.learning_rate)
+    optimizer = (keras().optimizers.SGD(trainer.learning_rate, momentum=0.9, nesterov=True)
+                 if trainer.optimizer == "sgd" else keras().optimizers.Adam(trainer.learning_rate))
     variables = head.trainable_weights
 
     @T.function
@@ -127,8 +137,9 @@ def fit_head(head, x_train: list, y_train, x_val: list | None = None, y_val=None
     best_score, best_weights, best_epoch = np.inf, head.get_weights(), 0
     previous_loss = np.inf
     history["stopped"] = "max_epochs"
-    for epoch in range(1, trainer.max_epochs + 1):
-        train_loss = float(step())
+    # Epoch 0 is the untrained start, so "best = start" is detectable (the old study's trap).
+    for epoch in range(0, trainer.max_epochs + 1):
+        train_loss = float(step()) if epoch else np.nan
         if epoch % trainer.eval_every and epoch != trainer.max_epochs:
             continue
         history["epoch"].append(epoch)
@@ -145,7 +156,7 @@ def fit_head(head, x_train: list, y_train, x_val: list | None = None, y_val=None
             elif epoch - best_epoch >= trainer.patience:
                 history["stopped"] = "early_stopping"
                 break
-        else:
+        elif epoch:
             best_weights, best_epoch = head.get_weights(), epoch
             if abs(previous_loss - train_loss) < trainer.tolerance * max(1.0, abs(train_loss)):
                 history["stopped"] = "converged"
@@ -153,9 +164,9 @@ def fit_head(head, x_train: list, y_train, x_val: list | None = None, y_val=None
             previous_loss = train_loss
     head.set_weights(best_weights)
     history["best_epoch"] = best_epoch
-    if use_val and best_epoch == history["epoch"][0]:
-        logger.warning("fusion head: best validation score at the first check (epoch %d); "
-                       "the head barely moved from its start", best_epoch)
+    if use_val and best_epoch == 0:
+        logger.warning("fusion head: no step improved the validation %s on its start; the "
+                       "untrained start is kept", trainer.monitor)
     return history
 
 
@@ -237,6 +248,9 @@ def train_image_classifier(config, images, image_case, y, fit_rows, val_rows, ra
         x, t = np.concatenate([x, x[:, :, ::-1, :]]), np.concatenate([t, t])
     model = build_image_branch(config.modality, images.shape[1:], backbone=config.backbone,
                                weights=config.backbone_weights, random_state=random_state)
+    for layer in model.layers:  # standardise with training-image statistics only
+        if isinstance(layer, keras().layers.Normalization):
+            layer.adapt(x)
     model.compile(optimizer=keras().optimizers.Adam(config.learning_rate),
                   loss="sparse_categorical_crossentropy")
     stopper = _CaseQWKStopping(images, image_case, y, np.asarray(val_rows), config.patience,

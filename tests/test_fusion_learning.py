@@ -1,0 +1,121 @@
+"""The fusion heads really learn: the optimum is reached, and known truths are recovered.
+
+The preset tests run the whole protocol (RF and CNN branches, Stage 1) on small
+synthetic cohorts whose per-class signal is known, with reduced epochs so the
+module stays within a few minutes on two CPU cores.
+"""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+
+from fusionlib.cohort import generate_cohort
+from fusionlib.data import load_cohort
+from fusionlib.experiment import run_experiment
+from fusionlib.models import build_fusion_head
+from fusionlib.params import validate
+from fusionlib.training import HeadTrainer, fit_head, head_log_loss
+
+FAST = {"folds": 3, "image_epochs": 12, "image_patience": 4, "image_inner_folds": 2, "rf_trees": 60,
+        "rf_inner_folds": 3, "head_max_epochs": 1500, "head_patience": 200}
+
+
+def _probabilities(rng, y, strength):
+    logits = rng.normal(0, 1, (len(y), 3))
+    logits[np.arange(len(y)), y] += strength
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_trainable_head_reaches_the_logistic_regression_optimum():
+    rng = np.random.default_rng(0)
+    y = rng.choice(3, 600, p=[0.31, 0.56, 0.13])
+    p_rf, p_img = _probabilities(rng, y, 1.0), _probabilities(rng, y, 1.5)
+    x = np.hstack([p_rf, p_img])
+    reference = LogisticRegression(C=np.inf, solver="lbfgs", max_iter=20000, tol=1e-10).fit(x, y)
+    optimum = log_loss(y, reference.predict_proba(x))
+    head = build_fusion_head(["metadata", "thermal_map"], "trainable", random_state=0)
+    start = head_log_loss(head, [p_rf, p_img], y)
+    history = fit_head(head, [p_rf, p_img], y, trainer=HeadTrainer(monitor="none", max_epochs=4000))
+    final = head_log_loss(head, [p_rf, p_img], y)
+    print(f"log-loss: start {start:.4f}, head {final:.4f}, sklearn optimum {optimum:.4f}, "
+          f"stopped: {history['stopped']} at {history['best_epoch']}")
+    assert start > optimum * 1.1            # the start is far from the optimum ...
+    assert final <= optimum * 1.01          # ... and training gets within 1 % of it
+
+
+def test_early_stopping_restores_a_trained_head_not_the_start():
+    rng = np.random.default_rng(1)
+    y = rng.choice(3, 500, p=[0.31, 0.56, 0.13])
+    p_rf, p_img = _probabilities(rng, y, 0.3), _probabilities(rng, y, 2.0)
+    head = build_fusion_head(["metadata", "thermal_map"], "trainable", random_state=0)
+    history = fit_head(head, [p_rf[:400], p_img[:400]], y[:400], [p_rf[400:], p_img[400:]], y[400:])
+    assert history["epoch"][0] == 0                      # the untrained start is scored too
+    assert history["best_epoch"] > 0
+    assert min(history["val_loss"]) < history["val_loss"][0] - 0.5   # far better than the start
+    assert history["stopped"] == "early_stopping"
+
+
+def _experiment(tmp_path_factory, preset, fusion, folds=3, **extra):
+    root = tmp_path_factory.getbasetemp() / f"cohort_{preset}"
+    if not (root / "cohort.json").exists():
+        generate_cohort(root, preset=preset, random_state=0, n_patients=90)
+    params = validate({"name": f"{preset}_{fusion}", "fusion": fusion, **FAST, "folds": folds, **extra})
+    cache = tmp_path_factory.getbasetemp() / f"cache_{preset}"
+    return run_experiment(params, cohort=load_cohort(root), cache_dir=cache, progress=False)
+
+
+KNOWN_GAP = ("open: with ~90 patients the early-stopped head still gives the uninformative branch's "
+             "noise 10-40 % of the Jacobian share (docs/results.md has the measured figures)")
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=KNOWN_GAP)
+def test_images_without_signal_make_the_head_trust_the_rf(tmp_path_factory):
+    result = _experiment(tmp_path_factory, "images_uninformative", "trainable")
+    shares = result.fold_table()["rf_share"]
+    print("RF share per fold:", shares.round(3).tolist())
+    assert shares.mean() > 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=KNOWN_GAP)
+def test_clinical_table_without_signal_makes_the_head_trust_the_images(tmp_path_factory):
+    result = _experiment(tmp_path_factory, "clinical_uninformative", "trainable")
+    shares = result.fold_table()["rf_share"]
+    print("RF share per fold:", shares.round(3).tolist())
+    assert shares.mean() < 0.1
+
+
+@pytest.mark.slow
+def test_clinical_features_weak_for_r_lower_the_rf_share_for_r(tmp_path_factory):
+    table = _experiment(tmp_path_factory, "clinical_weak_for_R", "trainable").fold_table()
+    means = table[["rf_share_I", "rf_share_P", "rf_share_R"]].mean()
+    print("per-class RF share:", means.round(3).to_dict())
+    assert means["rf_share_R"] < means["rf_share_I"] - 0.1
+    assert means["rf_share_R"] < means["rf_share_P"] - 0.1
+
+
+@pytest.mark.slow
+def test_trainable_beats_fixed_where_70_30_is_the_wrong_mix(tmp_path_factory):
+    fixed = _experiment(tmp_path_factory, "fixed_mix_wrong", "fixed", folds=5)
+    trainable = _experiment(tmp_path_factory, "fixed_mix_wrong", "trainable", folds=5)
+    assert trainable.provenance["branch_cache"]["misses"] == 0   # same cached branches
+    a, b = fixed.fold_table()["qwk"], trainable.fold_table()["qwk"]
+    print("fixed QWK per fold:", a.round(3).tolist(), "trainable:", b.round(3).tolist())
+    assert fixed.fold_table()["rf_share"].round(6).eq(0.7).all()
+    assert b.mean() > a.mean()
+    assert (b > a).sum() >= 4
+
+
+@pytest.mark.slow
+def test_same_seed_gives_the_same_qwk_twice(tmp_path_factory):
+    root = tmp_path_factory.getbasetemp() / "cohort_det"
+    generate_cohort(root, preset="dfu_like", random_state=3, n_patients=40)
+    params = validate({"name": "det", "fusion": "trainable", **FAST, "folds": 2, "image_epochs": 4})
+    runs = [run_experiment(params, cohort=load_cohort(root), cache_dir=None, progress=False)
+            for _ in range(2)]
+    first, second = (r.fold_table() for r in runs)
+    np.testing.assert_array_equal(first["qwk"].to_numpy(), second["qwk"].to_numpy())
+    np.testing.assert_array_equal(runs[0].predictions()["p_I"], runs[1].predictions()["p_I"])
