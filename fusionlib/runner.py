@@ -428,20 +428,53 @@ def _execute(tasks: list, outcomes: dict, jobs: int, scheduler: str | None, tota
         bar.close()
 
 
+def branch_group(params_dict: dict) -> str:
+    """Runs with the same group train the same branches (they differ only in the fusion head).
+
+    In parallel modes the first run of a group goes first and the others follow
+    it, so they read its cached branch probabilities instead of all training the
+    same branches at once.
+    """
+    shared = {k: v for k, v in params_dict.items()
+              if k not in ("name", "description", "fusion", "fusion_options", "missing_cases")
+              and not k.startswith(("head_", "stage2"))}
+    return hashlib.sha256(json.dumps(shared, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _waves(tasks: list) -> tuple[list, dict]:
+    """``(leaders, followers)``: the first task of each branch group, and the rest by leader name."""
+    leaders, followers, seen = [], {}, {}
+    for task in tasks:
+        group = branch_group(task["params"])
+        if group in seen:
+            followers[seen[group]].append(task)
+        else:
+            seen[group] = task["name"]
+            followers[task["name"]] = []
+            leaders.append(task)
+    return leaders, followers
+
+
 def _execute_processes(tasks: list, outcomes: dict, jobs: int, bar) -> None:
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
+    leaders, followers = _waves(tasks)
     pool = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)),
                                mp_context=multiprocessing.get_context("spawn"),
                                initializer=_worker_init)
     try:
-        futures = {pool.submit(execute_run, task): task for task in tasks}
-        for future in as_completed(futures):
-            _report(_outcome_of(future, futures[future]), outcomes, bar)
+        pending = {pool.submit(execute_run, task): task for task in leaders}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                task = pending.pop(future)
+                _report(_outcome_of(future, task), outcomes, bar)
+                for follower in followers.get(task["name"], []):
+                    pending[pool.submit(execute_run, follower)] = follower
     except BaseException:
         # Interrupted: stop the workers (each cleans its temporary folder on SIGTERM).
-        for process in list(getattr(pool, "_processes", {}).values()):
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
             if process.is_alive():
                 process.terminate()
         pool.shutdown(wait=False, cancel_futures=True)
@@ -452,13 +485,29 @@ def _execute_processes(tasks: list, outcomes: dict, jobs: int, bar) -> None:
 def _execute_dask(tasks: list, outcomes: dict, scheduler: str, bar) -> None:
     from dask.distributed import Client, as_completed
 
+    leaders, followers = _waves(tasks)
+
+    def submit(client, task):
+        return client.submit(execute_run, task, pure=False,
+                             key=f"fusionlib-run-{task['name']}-{secrets.token_hex(4)}")
+
     with Client(scheduler) as client:
-        futures = client.map(execute_run, tasks, key=[f"fusionlib-run-{t['name']}-{secrets.token_hex(4)}"
-                                                      for t in tasks], pure=False)
-        by_key = {f.key: t for f, t in zip(futures, tasks)}
+        by_key = {}
+        futures = []
+        for task in leaders:
+            future = submit(client, task)
+            by_key[future.key] = task
+            futures.append(future)
+        queue = as_completed(futures)
         try:
-            for future in as_completed(futures):
-                _report(_outcome_of(future, by_key[future.key]), outcomes, bar)
+            for future in queue:
+                task = by_key[future.key]
+                _report(_outcome_of(future, task), outcomes, bar)
+                for follower in followers.get(task["name"], []):
+                    new = submit(client, follower)
+                    by_key[new.key] = follower
+                    futures.append(new)
+                    queue.add(new)
         except BaseException:
             client.cancel(futures)
             raise

@@ -260,3 +260,16 @@ def test_dask_scheduler_matches_local(local_runs, tmp_path, cache_dir):
         assert dask_summary[metric]["mean"] == pytest.approx(local_summary[metric]["mean"], abs=1e-9)
     assert (json.loads((dask_dir / "done.json").read_text())["key"]
             == json.loads((local_dir / "done.json").read_text())["key"])
+
+
+def test_parallel_runs_wait_for_the_run_that_trains_their_branches():
+    def task(name, **params):
+        return {"name": name, "params": {"name": name, "fusion": "fixed", "data_percentage": 100,
+                                         "seed": 0, **params}}
+
+    tasks = [task("f100"), task("t100", fusion="trainable", head_max_epochs=5), task("f50", data_percentage=50),
+             task("t50", fusion="mlp", data_percentage=50), task("s1", seed=1)]
+    leaders, followers = runner._waves(tasks)
+    assert [t["name"] for t in leaders] == ["f100", "f50", "s1"]
+    assert {k: [t["name"] for t in v] for k, v in followers.items()} == {
+        "f100": ["t100"], "f50": ["t50"], "s1": []}
