@@ -24,8 +24,9 @@ def test_environment_yml_mirrors_pyproject_dependencies():
 def test_ci_runs_exactly_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
-    first_block = readme.split("```")[1].strip().splitlines()
-    commands = [line for line in first_block if line and not line.startswith("#")]
+    first_block = readme.split("```")[1].strip().splitlines()[1:]  # after the language tag
+    commands = [line.split("#")[0].strip() for line in first_block if not line.startswith("#")]
+    commands = [c for c in commands if c]
     assert commands == ["make run", "make test"]
     assert ci.strip().splitlines()[-1] == "make test"
 
