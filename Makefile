@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 # The main job: the default sweep on the embedded synthetic cohort, then the report.
 run: $(STAMP)
-	$(BIN)/fusionlib run params/*.yaml
+	$(BIN)/fusionlib run --jobs 2 params/*.yaml
 	$(BIN)/fusionlib report
 
 # The whole test suite. pytest exits 5 when it ran no test: that is a failure here.

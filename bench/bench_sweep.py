@@ -35,6 +35,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=str(REPO / "params" / "*.yaml"))
     parser.add_argument("--keep", help="work in this folder and keep it (default: a temp folder)")
+    parser.add_argument("--jobs", type=int, default=2, help="parallel runs, as `make run` uses")
     args = parser.parse_args()
     from fusionlib.report import build_report
     from fusionlib.runner import run_all
@@ -43,10 +44,11 @@ def main() -> int:
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="fusionlib-bench-"))
     runs, cache, reports = work / "runs", work / "cache", work / "reports"
     print(f"{len(files)} parameter files, work folder {work}, {os.cpu_count()} CPUs")
-    cold = timed("cold sweep (branches trained, all runs)", lambda: run_all(
-        files, runs_dir=runs, cache_dir=cache))
+    cold = timed(f"cold sweep (branches trained, --jobs {args.jobs})", lambda: run_all(
+        files, runs_dir=runs, cache_dir=cache, jobs=args.jobs))
     report = timed("report (index.html + one page per run)", lambda: build_report(runs, reports) and 0)
-    noop = timed("second run, nothing changed", lambda: run_all(files, runs_dir=runs, cache_dir=cache))
+    noop = timed("second run, nothing changed", lambda: run_all(files, runs_dir=runs, cache_dir=cache,
+                                                                jobs=args.jobs))
     one = [f for f in files if Path(f).stem.startswith("trainable_100")] or files[:1]
     shutil.rmtree(runs / Path(one[0]).stem, ignore_errors=True)
     warm = timed("one run, branches cached (fusion only)", lambda: run_all(
