@@ -21,25 +21,24 @@ Adding a variant means writing one :class:`Fusion` subclass and adding it to
 the ``_VARIANTS`` tuple at the bottom of this module; nothing else dispatches
 on names.
 
-Keras is imported lazily (see :mod:`fusionlib._tf`): the Keras layer classes
-are created and registered with ``keras.saving`` on first use.  So that a bare
-``keras.models.load_model(path)`` works after ``import fusionlib.fusion``, the
-layers are registered at import time when Keras is already loaded, and
-otherwise right after Keras's own import finishes (a one-shot import hook).
-:func:`register_layers` does the same explicitly and returns the custom
-objects.
+This module imports Keras (quietly, through :mod:`fusionlib._tf`).  Its layer
+classes are registered with ``keras.saving`` when it is imported, so after
+``import fusionlib.fusion`` a bare ``keras.models.load_model(path)`` reads saved
+fusion models.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib.abc
-import importlib.util
 import math
-import sys
 from numbers import Real
 
 import numpy as np
+
+from ._tf import keras as _keras
+
+keras = _keras()
+ops = keras.ops
 
 FIXED_RF_WEIGHT = 0.70
 """The old study's fixed share of the Random-Forest (metadata) probabilities."""
@@ -48,258 +47,177 @@ N_CLASSES = 3
 
 
 # ---------------------------------------------------------------------------
-# Keras layers (created lazily, registered once)
+# Keras layers (registered with keras.saving on import)
 # ---------------------------------------------------------------------------
 
-_LAYERS: dict | None = None
+_register = keras.saving.register_keras_serializable(package="fusionlib")
 
 
-def _define_layers() -> dict:
-    """Create the fusionlib Keras layer/initializer classes and register them."""
-    from ._tf import keras
+def _floats(values) -> list[float]:
+    return [float(v) for v in values]
 
-    keras = keras()
-    ops = keras.ops
-    register = keras.saving.register_keras_serializable(package="fusionlib")
 
-    def _split(values):
-        return [float(v) for v in values]
+def _constant(values):
+    """A Keras initializer returning the array ``values`` (whatever the requested shape)."""
+    return lambda shape, dtype=None: ops.convert_to_tensor(values, dtype=dtype)
 
-    @register
-    class FixedFusion(keras.layers.Layer):
-        """Fixed weighted mean ``sum_m w_m p_m`` of the modality probabilities (no weights)."""
 
-        def __init__(self, modality_weights, **kwargs):
-            super().__init__(**kwargs)
-            self.modality_weights = _split(modality_weights)
+def _weighted_sum(mix, inputs):
+    """``sum_m mix[m] * inputs[m]``."""
+    out = mix[0] * inputs[0]
+    for a, p in zip(mix[1:], inputs[1:]):
+        out = out + a * p
+    return out
 
-        def call(self, inputs):
-            out = self.modality_weights[0] * inputs[0]
-            for w, p in zip(self.modality_weights[1:], inputs[1:]):
-                out = out + w * p
-            return out
 
-        def compute_output_shape(self, input_shape):
-            return tuple(input_shape[0])
+@_register
+class FixedFusion(keras.layers.Layer):
+    """Fixed weighted mean ``sum_m w_m p_m`` of the modality probabilities (no weights)."""
 
-        def get_config(self):
-            return {**super().get_config(), "modality_weights": list(self.modality_weights)}
+    def __init__(self, modality_weights, **kwargs):
+        super().__init__(**kwargs)
+        self.modality_weights = _floats(modality_weights)
 
-    @register
-    class ConvexFusion(keras.layers.Layer):
-        """Learned convex mix: ``a p_0 + (1 - a) p_1`` with ``a = sigmoid(logit)`` for two
-        modalities (1 weight); ``sum_m softmax(logits)_m p_m`` for M > 2 (M weights)."""
+    def call(self, inputs):
+        return _weighted_sum(self.modality_weights, inputs)
 
-        def __init__(self, init_weights, **kwargs):
-            super().__init__(**kwargs)
-            self.init_weights = _split(init_weights)
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
 
-        def build(self, input_shape):
-            w = np.asarray(self.init_weights, dtype="float64")
-            if len(input_shape) == 2:
-                init = np.array([math.log(w[0] / w[1])])
-            else:
-                init = np.log(w)
-            self.logits = self.add_weight(
-                shape=init.shape, name="logits",
-                initializer=lambda shape, dtype=None: ops.convert_to_tensor(init, dtype=dtype))
+    def get_config(self):
+        return {**super().get_config(), "modality_weights": list(self.modality_weights)}
 
-        def mix(self):
-            if len(self.init_weights) == 2:
-                a = ops.sigmoid(self.logits)
-                return [a, 1.0 - a]
-            s = ops.softmax(self.logits)
-            return [s[i] for i in range(len(self.init_weights))]
 
-        def call(self, inputs):
-            mix = self.mix()
-            out = mix[0] * inputs[0]
-            for a, p in zip(mix[1:], inputs[1:]):
-                out = out + a * p
-            return out
+class _LearnedMix(keras.layers.Layer):
+    """Base of :class:`ConvexFusion` and :class:`PerClassConvexFusion`: learned ``logits``
+    started at the mix ``init_weights``.  Two modalities: ``a = sigmoid(logits)`` and
+    ``1 - a``; more: ``softmax`` of the logits over the modalities (axis 0)."""
 
-        def compute_output_shape(self, input_shape):
-            return tuple(input_shape[0])
+    def __init__(self, init_weights, **kwargs):
+        super().__init__(**kwargs)
+        self.init_weights = _floats(init_weights)
 
-        def get_config(self):
-            return {**super().get_config(), "init_weights": list(self.init_weights)}
+    def _start_logits(self, w, n_modalities: int) -> np.ndarray:
+        raise NotImplementedError
 
-    @register
-    class PerClassConvexFusion(keras.layers.Layer):
-        """Per-class convex mix, renormalised: ``m_c = a_c p_0,c + (1 - a_c) p_1,c`` with
-        ``a_c = sigmoid(logit_c)`` (3 weights); for M > 2 ``m_c = sum_m softmax_m(L)_{m,c} p_m,c``
-        (3M weights).  Output ``m / sum_c m_c``."""
+    def build(self, input_shape):
+        init = self._start_logits(np.asarray(self.init_weights, dtype="float64"),
+                                  len(input_shape))
+        self.logits = self.add_weight(shape=init.shape, name="logits",
+                                      initializer=_constant(init))
 
-        def __init__(self, init_weights, **kwargs):
-            super().__init__(**kwargs)
-            self.init_weights = _split(init_weights)
+    def mix(self):
+        if len(self.init_weights) == 2:
+            a = ops.sigmoid(self.logits)
+            return [a, 1.0 - a]
+        s = ops.softmax(self.logits, axis=0)
+        return [s[i] for i in range(len(self.init_weights))]
 
-        def build(self, input_shape):
-            w = np.asarray(self.init_weights, dtype="float64")
-            if len(input_shape) == 2:
-                init = np.full((N_CLASSES,), math.log(w[0] / w[1]))
-            else:
-                init = np.repeat(np.log(w)[:, None], N_CLASSES, axis=1)
-            self.logits = self.add_weight(
-                shape=init.shape, name="logits",
-                initializer=lambda shape, dtype=None: ops.convert_to_tensor(init, dtype=dtype))
+    def call(self, inputs):
+        return _weighted_sum(self.mix(), inputs)
 
-        def mix(self):
-            if len(self.logits.shape) == 1:
-                a = ops.sigmoid(self.logits)
-                return [a, 1.0 - a]
-            s = ops.softmax(self.logits, axis=0)
-            return [s[i] for i in range(len(self.init_weights))]
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
 
-        def call(self, inputs):
-            mix = self.mix()
-            out = mix[0] * inputs[0]
-            for a, p in zip(mix[1:], inputs[1:]):
-                out = out + a * p
-            total = ops.sum(out, axis=-1, keepdims=True)
-            return out / ops.maximum(total, keras.backend.epsilon())
+    def get_config(self):
+        return {**super().get_config(), "init_weights": list(self.init_weights)}
 
-        def compute_output_shape(self, input_shape):
-            return tuple(input_shape[0])
 
-        def get_config(self):
-            return {**super().get_config(), "init_weights": list(self.init_weights)}
+@_register
+class ConvexFusion(_LearnedMix):
+    """Learned convex mix: ``a p_0 + (1 - a) p_1`` with ``a = sigmoid(logit)`` for two
+    modalities (1 weight); ``sum_m softmax(logits)_m p_m`` for M > 2 (M weights)."""
 
-    @register
-    class GatedFusion(keras.layers.Layer):
-        """Per-sample gate over the concatenated probabilities ``x``: for two modalities
-        ``a(x) = sigmoid(x k + b)`` (``3M + 1`` weights) and ``a(x) p_0 + (1 - a(x)) p_1``;
-        for M > 2 ``g(x) = softmax(x K + b)`` (``3M*M + M`` weights) and ``sum_m g_m(x) p_m``."""
+    def _start_logits(self, w, n_modalities):
+        return np.array([math.log(w[0] / w[1])]) if n_modalities == 2 else np.log(w)
 
-        def __init__(self, init_weights, stddev=0.01, seed=0, **kwargs):
-            super().__init__(**kwargs)
-            self.init_weights = _split(init_weights)
-            self.stddev = float(stddev)
-            self.seed = int(seed)
 
-        def build(self, input_shape):
-            n_mod = len(input_shape)
-            w = np.asarray(self.init_weights, dtype="float64")
-            width = 1 if n_mod == 2 else n_mod
-            bias = np.array([math.log(w[0] / w[1])]) if n_mod == 2 else np.log(w)
-            self.kernel = self.add_weight(
-                shape=(N_CLASSES * n_mod, width), name="kernel",
-                initializer=keras.initializers.RandomNormal(0.0, self.stddev, seed=self.seed))
-            self.bias = self.add_weight(
-                shape=(width,), name="bias",
-                initializer=lambda shape, dtype=None: ops.convert_to_tensor(bias, dtype=dtype))
+@_register
+class PerClassConvexFusion(_LearnedMix):
+    """Per-class convex mix, renormalised: ``m_c = a_c p_0,c + (1 - a_c) p_1,c`` with
+    ``a_c = sigmoid(logit_c)`` (3 weights); for M > 2 ``m_c = sum_m softmax_m(L)_{m,c} p_m,c``
+    (3M weights).  Output ``m / sum_c m_c``."""
 
-        def call(self, inputs):
-            x = ops.concatenate(list(inputs), axis=-1)
-            z = ops.matmul(x, self.kernel) + self.bias
-            if len(inputs) == 2:
-                a = ops.sigmoid(z)
-                return a * inputs[0] + (1.0 - a) * inputs[1]
-            g = ops.softmax(z, axis=-1)
-            out = g[:, 0:1] * inputs[0]
-            for i in range(1, len(inputs)):
-                out = out + g[:, i:i + 1] * inputs[i]
-            return out
+    def _start_logits(self, w, n_modalities):
+        if n_modalities == 2:
+            return np.full((N_CLASSES,), math.log(w[0] / w[1]))
+        return np.repeat(np.log(w)[:, None], N_CLASSES, axis=1)
 
-        def compute_output_shape(self, input_shape):
-            return tuple(input_shape[0])
+    def call(self, inputs):
+        out = super().call(inputs)
+        total = ops.sum(out, axis=-1, keepdims=True)
+        return out / ops.maximum(total, keras.backend.epsilon())
 
-        def get_config(self):
-            return {**super().get_config(), "init_weights": list(self.init_weights),
-                    "stddev": self.stddev, "seed": self.seed}
 
-    @register
-    class ModalityIdentityInitializer(keras.initializers.Initializer):
-        """Kernel start for a Dense(3) over concatenated modality probabilities:
-        ``N(0, stddev)`` noise plus ``temperature * w_m * I_3`` on modality ``m``'s 3 rows."""
+@_register
+class GatedFusion(keras.layers.Layer):
+    """Per-sample gate over the concatenated probabilities ``x``: for two modalities
+    ``a(x) = sigmoid(x k + b)`` (``3M + 1`` weights) and ``a(x) p_0 + (1 - a(x)) p_1``;
+    for M > 2 ``g(x) = softmax(x K + b)`` (``3M*M + M`` weights) and ``sum_m g_m(x) p_m``."""
 
-        def __init__(self, block_weights, temperature=5.0, stddev=0.01, seed=0):
-            self.block_weights = _split(block_weights)
-            self.temperature = float(temperature)
-            self.stddev = float(stddev)
-            self.seed = int(seed)
+    def __init__(self, init_weights, stddev=0.01, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.init_weights = _floats(init_weights)
+        self.stddev = float(stddev)
+        self.seed = int(seed)
 
-        def __call__(self, shape, dtype=None):
-            expected = (N_CLASSES * len(self.block_weights), N_CLASSES)
-            if tuple(shape) != expected:
-                raise ValueError(f"ModalityIdentityInitializer expects kernel shape {expected} "
-                                 f"for {len(self.block_weights)} modalities, got {tuple(shape)}")
-            base = np.vstack([self.temperature * w * np.eye(N_CLASSES) for w in self.block_weights])
-            noise = keras.initializers.RandomNormal(0.0, self.stddev, seed=self.seed)(shape, dtype)
-            return ops.convert_to_tensor(base, dtype=dtype) + noise
+    def build(self, input_shape):
+        n_mod = len(input_shape)
+        w = np.asarray(self.init_weights, dtype="float64")
+        width = 1 if n_mod == 2 else n_mod
+        bias = np.array([math.log(w[0] / w[1])]) if n_mod == 2 else np.log(w)
+        self.kernel = self.add_weight(
+            shape=(N_CLASSES * n_mod, width), name="kernel",
+            initializer=keras.initializers.RandomNormal(0.0, self.stddev, seed=self.seed))
+        self.bias = self.add_weight(shape=(width,), name="bias", initializer=_constant(bias))
 
-        def get_config(self):
-            return {"block_weights": list(self.block_weights), "temperature": self.temperature,
-                    "stddev": self.stddev, "seed": self.seed}
+    def call(self, inputs):
+        x = ops.concatenate(list(inputs), axis=-1)
+        z = ops.matmul(x, self.kernel) + self.bias
+        if len(inputs) == 2:
+            a = ops.sigmoid(z)
+            return a * inputs[0] + (1.0 - a) * inputs[1]
+        g = ops.softmax(z, axis=-1)
+        return _weighted_sum([g[:, i:i + 1] for i in range(len(inputs))], inputs)
 
-    classes = {cls.__name__: cls for cls in (FixedFusion, ConvexFusion, PerClassConvexFusion,
-                                             GatedFusion, ModalityIdentityInitializer)}
-    for cls in classes.values():
-        cls.__qualname__ = cls.__name__
-    return classes
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+    def get_config(self):
+        return {**super().get_config(), "init_weights": list(self.init_weights),
+                "stddev": self.stddev, "seed": self.seed}
+
+
+@_register
+class ModalityIdentityInitializer(keras.initializers.Initializer):
+    """Kernel start for a Dense(3) over concatenated modality probabilities:
+    ``N(0, stddev)`` noise plus ``temperature * w_m * I_3`` on modality ``m``'s 3 rows."""
+
+    def __init__(self, block_weights, temperature=5.0, stddev=0.01, seed=0):
+        self.block_weights = _floats(block_weights)
+        self.temperature = float(temperature)
+        self.stddev = float(stddev)
+        self.seed = int(seed)
+
+    def __call__(self, shape, dtype=None):
+        expected = (N_CLASSES * len(self.block_weights), N_CLASSES)
+        if tuple(shape) != expected:
+            raise ValueError(f"ModalityIdentityInitializer expects kernel shape {expected} "
+                             f"for {len(self.block_weights)} modalities, got {tuple(shape)}")
+        base = np.vstack([self.temperature * w * np.eye(N_CLASSES) for w in self.block_weights])
+        noise = keras.initializers.RandomNormal(0.0, self.stddev, seed=self.seed)(shape, dtype)
+        return ops.convert_to_tensor(base, dtype=dtype) + noise
+
+    def get_config(self):
+        return {"block_weights": list(self.block_weights), "temperature": self.temperature,
+                "stddev": self.stddev, "seed": self.seed}
 
 
 def register_layers() -> dict:
-    """Create and register fusionlib's Keras objects (idempotent); return them by class name.
-
-    The returned dict can also be passed as ``custom_objects`` to
-    ``keras.models.load_model``.
-    """
-    global _LAYERS
-    if _LAYERS is None:
-        _LAYERS = _define_layers()
-    return dict(_LAYERS)
-
-
-def __getattr__(name):
-    # The layer classes are module attributes on first access (creating them imports Keras).
-    if name in {"FixedFusion", "ConvexFusion", "PerClassConvexFusion", "GatedFusion",
-                "ModalityIdentityInitializer"}:
-        return register_layers()[name]
-    raise AttributeError(f"module 'fusionlib.fusion' has no attribute {name!r}")
-
-
-class _RegisterAfterKerasImport(importlib.abc.MetaPathFinder):
-    """One-shot import hook: registers the fusionlib layers once ``keras`` has been imported."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != "keras":
-            return None
-        _remove_hook()
-        spec = importlib.util.find_spec("keras")
-        if spec is None or spec.loader is None:
-            return spec
-        spec.loader = _RegisteringLoader(spec.loader)
-        return spec
-
-
-class _RegisteringLoader(importlib.abc.Loader):
-    def __init__(self, inner):
-        self._inner = inner
-
-    def create_module(self, spec):
-        return self._inner.create_module(spec)
-
-    def exec_module(self, module):
-        self._inner.exec_module(module)
-        try:
-            register_layers()
-        except Exception:  # noqa: BLE001 - never break Keras's import; builders register again
-            pass
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-
-def _remove_hook():
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _RegisterAfterKerasImport)]
-
-
-if "keras" in sys.modules:
-    register_layers()
-else:
-    _remove_hook()
-    sys.meta_path.insert(0, _RegisterAfterKerasImport())
+    """fusionlib's Keras layer and initializer classes by name, for ``custom_objects`` of
+    ``keras.models.load_model`` (they are already registered when this module is imported)."""
+    return {cls.__name__: cls for cls in (FixedFusion, ConvexFusion, PerClassConvexFusion,
+                                          GatedFusion, ModalityIdentityInitializer)}
 
 
 # ---------------------------------------------------------------------------
@@ -480,7 +398,6 @@ class Fusion:
             raise ValueError(f"unknown option(s) {unknown} for fusion {cls.name!r}; expected "
                              f"some of {sorted(cls.defaults)}")
         opts = {**cls.defaults, **options}
-        register_layers()
         return FusionBlock(cls.name, modalities, cls._layers(modalities, opts))
 
     @classmethod
@@ -520,7 +437,7 @@ class FixedFusionVariant(Fusion):
     @classmethod
     def _layers(cls, modalities, opts):
         weights = _check_weights(opts["weights"], modalities, cls.name, strictly_positive=False)
-        return [register_layers()["FixedFusion"](weights, name="fixed_fusion")]
+        return [FixedFusion(weights, name="fixed_fusion")]
 
     @classmethod
     def raw_weights(cls, model):
@@ -540,16 +457,11 @@ class TrainableFusion(Fusion):
 
     @classmethod
     def _kernel_initializer(cls, modalities, opts):
-        from ._tf import keras
-
         seed = _check_seed(opts["random_state"], cls.name)
-        return keras().initializers.RandomNormal(0.0, 0.01, seed=seed)
+        return keras.initializers.RandomNormal(0.0, 0.01, seed=seed)
 
     @classmethod
     def _layers(cls, modalities, opts):
-        from ._tf import keras
-
-        keras = keras()
         init = cls._kernel_initializer(modalities, opts)
         return [keras.layers.Concatenate(axis=-1, name="fusion_concat"),
                 keras.layers.Dense(N_CLASSES, activation="softmax", kernel_initializer=init,
@@ -601,8 +513,8 @@ class TrainableRFBiasedFusion(TrainableFusion):
         weights = _check_weights(opts["weights"], modalities, cls.name, strictly_positive=True)
         temperature = _check_positive(opts["temperature"], "temperature", cls.name)
         seed = _check_seed(opts["random_state"], cls.name)
-        return register_layers()["ModalityIdentityInitializer"](
-            weights, temperature=temperature, stddev=0.01, seed=seed)
+        return ModalityIdentityInitializer(weights, temperature=temperature, stddev=0.01,
+                                           seed=seed)
 
     @classmethod
     def matches(cls, model):
@@ -622,9 +534,6 @@ class MLPFusion(Fusion):
 
     @classmethod
     def _layers(cls, modalities, opts):
-        from ._tf import keras
-
-        keras = keras()
         units = opts["hidden_units"]
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
             raise ValueError(f"fusion 'mlp': hidden_units must be a positive int, got {units!r}")
@@ -660,7 +569,7 @@ class ConvexVariant(Fusion):
     @classmethod
     def _layers(cls, modalities, opts):
         weights = _check_weights(opts["weights"], modalities, cls.name, strictly_positive=True)
-        return [register_layers()["ConvexFusion"](weights, name="convex_fusion")]
+        return [ConvexFusion(weights, name="convex_fusion")]
 
     @classmethod
     def raw_weights(cls, model):
@@ -690,8 +599,7 @@ class PerClassConvexVariant(Fusion):
     @classmethod
     def _layers(cls, modalities, opts):
         weights = _check_weights(opts["weights"], modalities, cls.name, strictly_positive=True)
-        return [register_layers()["PerClassConvexFusion"](weights,
-                                                          name="per_class_convex_fusion")]
+        return [PerClassConvexFusion(weights, name="per_class_convex_fusion")]
 
     @classmethod
     def raw_weights(cls, model):
@@ -723,8 +631,7 @@ class GatedVariant(Fusion):
     def _layers(cls, modalities, opts):
         weights = _check_weights(opts["weights"], modalities, cls.name, strictly_positive=True)
         seed = _check_seed(opts["random_state"], cls.name)
-        return [register_layers()["GatedFusion"](weights, stddev=0.01, seed=seed,
-                                                 name="gated_fusion")]
+        return [GatedFusion(weights, stddev=0.01, seed=seed, name="gated_fusion")]
 
     @classmethod
     def raw_weights(cls, model):

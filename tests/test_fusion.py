@@ -200,14 +200,16 @@ def test_rf_biased_kernel_is_scaled_identity_blocks():
     assert np.abs(kernel - expected).max() < 0.06  # N(0, 0.01) noise on top
 
 
-def test_layers_register_after_a_later_keras_import(tmp_path):
-    """``import fusionlib.fusion`` stays Keras-free yet bare ``load_model`` works afterwards."""
+def test_saved_head_loads_in_a_fresh_process_after_importing_fusion(tmp_path):
+    """``import fusionlib`` stays Keras-free; after ``import fusionlib.fusion`` a bare
+    ``keras.models.load_model`` reads a saved fusion head."""
     path = tmp_path / "gated.keras"
     build_fusion_head(TWO, "gated").save(path)
     code = (
         "import sys\n"
-        "import fusionlib.fusion\n"
+        "import fusionlib\n"
         "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules\n"
+        "import fusionlib.fusion\n"
         "import keras\n"
         f"m = keras.models.load_model({str(path)!r})\n"
         "print(type(m.get_layer('gated_fusion')).__name__)\n"
