@@ -228,6 +228,10 @@ class Cohort:
             lines.append("  images: none")
         for key, value in self.meta.get("summary", {}).items():
             lines.append(f"  {key}: {value}")
+        problems = self.meta.get("problems")
+        if problems:
+            lines.append(f"  data-folder problems (files left out): {problems.get('total', 0)}")
+            lines.extend(f"    {line}" for line in FolderProblems.from_dict(problems).summary())
         return "\n".join(lines)
 
 
@@ -394,15 +398,93 @@ def read_bounding_boxes(path: str | Path) -> pd.DataFrame:
     return out
 
 
+PROBLEM_KINDS = {
+    "unreadable_image": "unreadable or corrupt PNG",
+    "bad_filename": "file name outside the convention",
+    "no_clinical_row": "image with no clinical row",
+    "box_outside_image": "box outside the image",
+    "box_without_image": "box but no image",
+}
+"""Kinds of data-folder problem :func:`scan_images` collects, with their readable names."""
+
+
+@dataclass
+class FolderProblems:
+    """Problems found while scanning a cohort folder: counts per kind and the first few files.
+
+    Files with a problem are left out of the cohort; the rest loads normally.
+    ``examples[kind]`` holds up to ``keep`` names (``folder/file.png`` relative to the
+    cohort folder; for ``box_without_image`` the box table's Filename).
+    """
+
+    root: str = ""
+    counts: dict = field(default_factory=dict)
+    examples: dict = field(default_factory=dict)
+    keep: int = 5
+
+    def add(self, kind: str, name: str) -> None:
+        if kind not in PROBLEM_KINDS:
+            raise ValueError(f"unknown problem kind {kind!r}; expected one of {', '.join(PROBLEM_KINDS)}")
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        shown = self.examples.setdefault(kind, [])
+        if len(shown) < self.keep:
+            shown.append(name)
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.counts.values()))
+
+    def __bool__(self) -> bool:
+        return self.total > 0
+
+    def to_dict(self) -> dict:
+        """Plain, JSON-able form (what ``cohort.meta["problems"]`` holds)."""
+        return {"root": self.root, "total": self.total,
+                "counts": {k: int(self.counts[k]) for k in PROBLEM_KINDS if k in self.counts},
+                "examples": {k: list(self.examples[k]) for k in PROBLEM_KINDS if k in self.examples}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FolderProblems":
+        return cls(root=data.get("root", ""), counts=dict(data.get("counts", {})),
+                   examples={k: list(v) for k, v in data.get("examples", {}).items()})
+
+    def summary(self) -> list[str]:
+        """Readable lines: one per kind with its count and first files (none when clean)."""
+        lines = []
+        for kind, label in PROBLEM_KINDS.items():
+            n = self.counts.get(kind, 0)
+            if n:
+                shown = ", ".join(self.examples.get(kind, []))
+                more = ", ..." if n > len(self.examples.get(kind, [])) else ""
+                lines.append(f"{label}: {n} ({shown}{more})")
+        return lines
+
+    def one_line(self) -> str:
+        """``N problems: 2 corrupt..., 1 ...; first: <file>`` for a strict-mode DataError."""
+        parts = [f"{self.counts[k]} {label}" for k, label in PROBLEM_KINDS.items() if self.counts.get(k)]
+        first = next((self.examples[k][0] for k in PROBLEM_KINDS if self.examples.get(k)), None)
+        return (f"{self.total} data-folder problem{'s' if self.total != 1 else ''} "
+                f"({', '.join(parts)}); first: {first}")
+
+
 def load_cohort(root: str | Path, *, clinical: str = CLINICAL_FILENAME,
                 image_dirs: dict[str, str] | None = None, features: str | list[str] = "auto",
-                name: str | None = None) -> Cohort:
+                name: str | None = None, strict: bool = False) -> Cohort:
     """Load a cohort folder laid out as the study's (clinical table, box tables, image folders).
 
     Image folders that do not exist are skipped (a table-only cohort is valid).
     Each image is matched to its case by (patient, appointment, ulcer); a case key
     that repeats in the table gets the images on its first record. The wound box
     comes from the camera's bounding-box table (the first box for that file name).
+    Several images per case are normal.
+
+    Problems in the image folders (see :data:`PROBLEM_KINDS`: a corrupt PNG, a file
+    name outside the convention, an image with no clinical row, a box outside its
+    image, a box row whose file is not in an existing modality folder) do not stop
+    the load: the files concerned are left out and a summary is kept in
+    ``cohort.meta["problems"]`` (a plain dict, see :class:`FolderProblems`), which
+    :meth:`Cohort.summary` prints. With ``strict=True`` any problem is a DataError
+    naming the folder, the counts per kind and the first file.
     """
     root = Path(root)
     if not root.is_dir():
@@ -413,12 +495,29 @@ def load_cohort(root: str | Path, *, clinical: str = CLINICAL_FILENAME,
     if meta_file.exists():
         cohort.meta = json.loads(meta_file.read_text())
         cohort.name = name or cohort.meta.get("name", cohort.name)
-    cohort.images = scan_images(root, cohort.cases, image_dirs or DEFAULT_IMAGE_DIRS)
+    problems = FolderProblems(root=str(root))
+    cohort.images = scan_images(root, cohort.cases, image_dirs or DEFAULT_IMAGE_DIRS, problems)
+    if problems:
+        if strict:
+            raise DataError(problems.one_line(), root)
+        cohort.meta["problems"] = problems.to_dict()
     return cohort
 
 
-def scan_images(root: Path, cases: pd.DataFrame, image_dirs: dict[str, str]) -> pd.DataFrame:
-    """Find each modality's PNGs under ``root`` and match them to cases and boxes."""
+def scan_images(root: Path, cases: pd.DataFrame, image_dirs: dict[str, str],
+                problems: FolderProblems | None = None) -> pd.DataFrame:
+    """Find each modality's PNGs under ``root`` and match them to cases and boxes.
+
+    Every readable, well-named image with a clinical row (and a box inside it, when
+    it has a box) becomes one row; the others are recorded in ``problems`` (a
+    :class:`FolderProblems`, created and dropped when not given) and left out.
+    Hidden files are ignored. Each PNG is checked with Pillow's ``verify`` (header
+    and chunk checksums, no decoding).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(root)
+    problems = problems if problems is not None else FolderProblems(root=str(root))
     first_record = cases[~cases["case_id"].str.contains("r", regex=False)]
     key_to_case = {(p, a, d): c for c, p, a, d in zip(
         first_record["case_id"], first_record["patient"], first_record["appt"], first_record["dfu"])}
@@ -435,16 +534,39 @@ def scan_images(root: Path, cases: pd.DataFrame, image_dirs: dict[str, str]) -> 
         if not directory.is_dir():
             continue
         table = boxes.get(MODALITY_CAMERA[modality])
-        for png in sorted(directory.glob("*.png")):
-            parts = parse_image_filename(png.name)
+        present = set()
+        for path in sorted(directory.iterdir()):
+            if path.name.startswith(".") or not path.is_file():
+                continue
+            present.add(path.name)
+            shown = f"{folder}/{path.name}"
+            parts = parse_image_filename(path.name)
             if parts is None:
+                problems.add("bad_filename", shown)
                 continue
             case = key_to_case.get((parts["patient"], parts["appt"], parts["dfu"]))
             if case is None:
+                problems.add("no_clinical_row", shown)
                 continue
-            box = (table.loc[png.name].to_numpy(dtype=float)
-                   if table is not None and png.name in table.index else np.full(4, np.nan))
-            rows.append((case, modality, str(png.resolve()), *box))
+            try:
+                with Image.open(path) as opened:
+                    width, height = opened.size
+                    opened.verify()
+            except (OSError, UnidentifiedImageError, SyntaxError, ValueError,
+                    Image.DecompressionBombError):
+                problems.add("unreadable_image", shown)
+                continue
+            box = (table.loc[path.name].to_numpy(dtype=float)
+                   if table is not None and path.name in table.index else np.full(4, np.nan))
+            if not np.isnan(box).any() and (box[0] < 0 or box[1] < 0 or box[2] > width
+                                            or box[3] > height):
+                problems.add("box_outside_image", shown)
+                continue
+            rows.append((case, modality, str(path.resolve()), *box))
+        if table is not None:
+            for filename in table.index:
+                if filename not in present:
+                    problems.add("box_without_image", f"{folder}/{filename}")
     if not rows:
         return _empty_images()
     images = pd.DataFrame(rows, columns=list(IMAGE_COLUMNS))
