@@ -155,12 +155,14 @@ def _stat(summary: dict, key: str, part: str = "mean"):
     return np.nan if value is None else value
 
 
-def _fmt(value, digits: int = 3) -> str:
+def _fmt(value, digits: int = 3, sign: str = "") -> str:
+    """``value`` with ``digits`` decimals (``sign="+"`` always shows the sign); "–" if not a
+    finite number."""
     try:
         value = float(value)
     except (TypeError, ValueError):
         return "–"
-    return "–" if not np.isfinite(value) else f"{value:.{digits}f}"
+    return "–" if not np.isfinite(value) else f"{value:{sign}.{digits}f}"
 
 
 def runs_table(runs: list[Run]) -> pd.DataFrame:
@@ -215,58 +217,10 @@ def _per_fold_qwk_diffs(joined: pd.DataFrame) -> list[float]:
     return diffs
 
 
-_QW = (np.arange(3)[:, None] - np.arange(3)[None, :]) ** 2.0
-
-
-def _qwk_from_confusion(conf: np.ndarray) -> np.ndarray:
-    """QWK of (..., 9) flattened 3x3 confusion counts, as :func:`fusionlib.metrics.qwk` does
-    (0.0 when both sides hold a single class or the kappa is undefined)."""
-    conf = conf.reshape(*conf.shape[:-1], 3, 3).astype(float)
-    n = conf.sum(axis=(-2, -1))
-    rows, cols = conf.sum(axis=-1), conf.sum(axis=-2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        expected = rows[..., :, None] * cols[..., None, :] / n[..., None, None]
-        value = 1.0 - (_QW * conf).sum(axis=(-2, -1)) / (_QW * expected).sum(axis=(-2, -1))
-    single = ((rows > 0).sum(axis=-1) < 2) & ((cols > 0).sum(axis=-1) < 2)
-    return np.where(single | ~np.isfinite(value), 0.0, value)
-
-
-def fast_paired_bootstrap_qwk(y_true, pred_a, pred_b, groups, n_boot: int = 2000,
-                              random_state: int = 0, level: float = 0.95) -> dict:
-    """Same result as :func:`fusionlib.metrics.paired_bootstrap_qwk` (same patient draws,
-    same statistic; checked by the tests), vectorised through per-patient confusion counts,
-    so thousands of resamples take milliseconds instead of seconds."""
-    from .metrics import qwk
-
-    y_true = np.asarray(y_true, dtype=int)
-    pred_a = np.asarray(pred_a, dtype=int)
-    pred_b = np.asarray(pred_b, dtype=int)
-    patients, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    n_pat = len(patients)
-    conf_a = np.zeros((n_pat, 9))
-    conf_b = np.zeros((n_pat, 9))
-    np.add.at(conf_a, (inverse, y_true * 3 + pred_a), 1)
-    np.add.at(conf_b, (inverse, y_true * 3 + pred_b), 1)
-    rng = np.random.default_rng(random_state)
-    draws = np.empty((n_boot, n_pat))
-    for b in range(n_boot):
-        draws[b] = np.bincount(rng.integers(0, n_pat, n_pat), minlength=n_pat)
-    deltas = _qwk_from_confusion(draws @ conf_a) - _qwk_from_confusion(draws @ conf_b)
-    alpha = (1 - level) / 2
-    return {
-        "delta": qwk(y_true, pred_a) - qwk(y_true, pred_b),
-        "ci_low": float(np.quantile(deltas, alpha)),
-        "ci_high": float(np.quantile(deltas, 1 - alpha)),
-        "p_a_not_better": float(np.mean(deltas <= 0)),
-        "n_boot": int(n_boot),
-        "n_patients": int(n_pat),
-    }
-
-
 def _paired_row(variant_name: str, kind: str, pct: float, fixed: Run, pred_a: pd.DataFrame,
                 n_boot: int, random_state: int, note: str = "") -> dict:
     """Pair ``pred_a`` (repeat, case_id, fold, label, patient, pred_a) with ``fixed``'s predictions."""
-    from .metrics import qwk
+    from .metrics import paired_bootstrap_qwk, qwk
 
     base = fixed.predictions[["repeat", "case_id", "label", "pred"]].rename(
         columns={"pred": "pred_b", "label": "label_b"})
@@ -280,7 +234,7 @@ def _paired_row(variant_name: str, kind: str, pct: float, fixed: Run, pred_a: pd
         return {**row, **empty, "note": note or "no common cases (different seed or folds?)"}
     if (joined["label"] != joined["label_b"]).any():
         return {**row, **empty, "note": "labels differ for the same case ids: not comparable"}
-    boot = fast_paired_bootstrap_qwk(joined["label"].to_numpy(), joined["pred_a"].to_numpy(),
+    boot = paired_bootstrap_qwk(joined["label"].to_numpy(), joined["pred_a"].to_numpy(),
                                 joined["pred_b"].to_numpy(), joined["patient"].to_numpy(),
                                 n_boot=n_boot, random_state=random_state)
     diffs = _per_fold_qwk_diffs(joined)
@@ -356,7 +310,7 @@ def paired_side_by_side(paired: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     frame = paired.copy()
     frame["row"] = [_variant_key(v, k) for v, k in zip(frame["variant"], frame["kind"])]
-    frame["cell"] = [f"{_signed(d)} [{_signed(lo)}, {_signed(hi)}]"
+    frame["cell"] = [f"{_fmt(d, sign='+')} [{_fmt(lo, sign='+')}, {_fmt(hi, sign='+')}]"
                      for d, lo, hi in zip(frame["QWK diff"], frame["CI low"], frame["CI high"])]
     table = frame.pivot_table(index="row", columns="data %", values="cell", aggfunc="first")
     table = table[sorted(table.columns, reverse=True)]
@@ -370,14 +324,6 @@ def _variant_key(name: str, kind: str) -> str:
         return re.sub(r" \(baseline of .*\)$", "", name) + " (baseline)"
     # Strip a trailing data-percentage token such as "_100", "_50pct", "-p50".
     return re.sub(r"[_\-]?(p?\d+(\.\d+)?(pct|%)?)$", "", name) or name
-
-
-def _signed(value) -> str:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return "–"
-    return "–" if not np.isfinite(value) else f"{value:+.3f}"
 
 
 def calibration_table(runs: list[Run]) -> pd.DataFrame:

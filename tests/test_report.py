@@ -113,22 +113,22 @@ def test_paired_needs_fixed_at_same_percentage(runs_dir):
     assert report.paired_side_by_side(report.paired_comparisons(runs)).empty
 
 
-def test_fast_bootstrap_matches_metrics():
+def test_paired_comparisons_use_the_metrics_bootstrap(runs_dir):
+    """The paired row's QWK diff and CI are :func:`fusionlib.metrics.paired_bootstrap_qwk` on
+    the case-joined predictions (its agreement with a slow reference is in test_metrics)."""
     from fusionlib.metrics import paired_bootstrap_qwk
 
-    rng = np.random.default_rng(3)
-    for n, n_patients in ((60, 17), (150, 40), (12, 3)):
-        y = rng.integers(0, 3, n)
-        a = np.where(rng.random(n) < 0.6, y, rng.integers(0, 3, n))
-        b = np.where(rng.random(n) < 0.4, y, rng.integers(0, 3, n))
-        groups = rng.integers(0, n_patients, n)
-        slow = paired_bootstrap_qwk(y, a, b, groups, n_boot=150, random_state=5)
-        fast = report.fast_paired_bootstrap_qwk(y, a, b, groups, n_boot=150, random_state=5)
-        for key in slow:
-            assert fast[key] == pytest.approx(slow[key], abs=1e-9), key
-    # degenerate: one class everywhere
-    same = np.zeros(10, int)
-    assert report.fast_paired_bootstrap_qwk(same, same, same, np.arange(10), n_boot=20)["delta"] == 0
+    fixed, trainable = report.load_runs(runs_dir)
+    row = report.paired_comparisons([fixed, trainable], n_boot=200, random_state=4,
+                                    baselines=False).iloc[0]
+    joined = trainable.predictions.merge(fixed.predictions[["repeat", "case_id", "pred"]],
+                                         on=["repeat", "case_id"], suffixes=("_a", "_b"))
+    boot = paired_bootstrap_qwk(joined["label"].to_numpy(), joined["pred_a"].to_numpy(),
+                                joined["pred_b"].to_numpy(), joined["patient"].to_numpy(),
+                                n_boot=200, random_state=4)
+    assert (row["QWK diff"], row["CI low"], row["CI high"], row["P(not better)"]) == \
+        (boot["delta"], boot["ci_low"], boot["ci_high"], boot["p_a_not_better"])
+    assert row["patients"] == boot["n_patients"]
 
 
 def test_html_table_has_id_and_caption():

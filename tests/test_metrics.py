@@ -1,0 +1,113 @@
+"""Scores: QWK, Brier score, ECE, t-based CIs and the patient-level paired bootstrap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn.metrics import cohen_kappa_score
+
+from fusionlib import metrics
+
+
+def _kappa(y, pred) -> float:
+    """Reference QWK: sklearn's, 0.0 when both sides hold one class or it is undefined."""
+    if len(np.unique(y)) < 2 and len(np.unique(pred)) < 2:
+        return 0.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = cohen_kappa_score(y, pred, weights="quadratic", labels=[0, 1, 2])
+    return 0.0 if np.isnan(value) else float(value)
+
+
+def _slow_paired_bootstrap(y, a, b, groups, n_boot, seed, level=0.95) -> dict:
+    """Straightforward reference: resample patients, recompute both kappas on the rows."""
+    patients, inverse = np.unique(groups, return_inverse=True)
+    rows_of = [np.flatnonzero(inverse == i) for i in range(len(patients))]
+    rng = np.random.default_rng(seed)
+    deltas = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(patients), len(patients))
+        rows = np.concatenate([rows_of[i] for i in pick])
+        deltas.append(_kappa(y[rows], a[rows]) - _kappa(y[rows], b[rows]))
+    alpha = (1 - level) / 2
+    return {"delta": _kappa(y, a) - _kappa(y, b),
+            "ci_low": float(np.quantile(deltas, alpha)),
+            "ci_high": float(np.quantile(deltas, 1 - alpha)),
+            "p_a_not_better": float(np.mean(np.asarray(deltas) <= 0)),
+            "n_boot": n_boot, "n_patients": len(patients)}
+
+
+def _case(rng, n, n_patients):
+    y = rng.integers(0, 3, n)
+    a = np.where(rng.random(n) < 0.6, y, rng.integers(0, 3, n))
+    b = np.where(rng.random(n) < 0.4, y, rng.integers(0, 3, n))
+    groups = rng.integers(0, n_patients, n)
+    return y, a, b, groups
+
+
+# --------------------------------------------------------------------------- QWK, Brier, ECE
+
+
+def test_qwk_single_class_is_zero_not_nan():
+    assert metrics.qwk([1, 1, 1], [1, 1, 1]) == 0.0
+    assert metrics.qwk([0, 1, 2, 2], [0, 1, 2, 2]) == pytest.approx(1.0)
+
+
+def test_brier_score_by_hand():
+    y = [0, 2, 2]
+    proba = [[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]]
+    # squared distances to the one-hot labels: 0.14, 1.46, 0.54
+    assert metrics.brier_score(y, proba) == pytest.approx((0.14 + 1.46 + 0.54) / 3)
+
+
+def test_expected_calibration_error_by_hand():
+    y = [0, 2, 2]
+    proba = [[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]]
+    # one row per bin: confidences 0.7 (right), 0.8 (wrong), 0.4 (right)
+    expected = (abs(1 - 0.7) + abs(0 - 0.8) + abs(1 - 0.4)) / 3
+    assert metrics.expected_calibration_error(y, proba) == pytest.approx(expected)
+
+
+def test_mean_ci_matches_scipy():
+    values = np.array([0.52, 0.61, 0.55, 0.70, 0.48])
+    mean, sd, low, high = metrics.mean_ci(values)
+    ref_low, ref_high = stats.t.interval(0.95, len(values) - 1, loc=values.mean(),
+                                         scale=stats.sem(values))
+    assert mean == pytest.approx(values.mean())
+    assert sd == pytest.approx(values.std(ddof=1))
+    assert (low, high) == pytest.approx((ref_low, ref_high), abs=1e-12)
+    assert metrics.mean_ci([0.4]) == (0.4, 0.0, 0.4, 0.4)
+
+
+# --------------------------------------------------------------------------- paired bootstrap
+
+
+def test_bootstrap_delta_is_the_qwk_difference():
+    y, a, b, groups = _case(np.random.default_rng(0), 120, 30)
+    boot = metrics.paired_bootstrap_qwk(y, a, b, groups, n_boot=500, random_state=1)
+    assert boot["delta"] == metrics.qwk(y, a) - metrics.qwk(y, b)
+    assert boot["ci_low"] <= boot["delta"] <= boot["ci_high"]
+    assert boot["n_boot"] == 500 and boot["n_patients"] == len(np.unique(groups))
+
+
+def test_bootstrap_identical_predictions_give_a_zero_width_ci():
+    y, a, _, groups = _case(np.random.default_rng(1), 80, 20)
+    boot = metrics.paired_bootstrap_qwk(y, a, a.copy(), groups, n_boot=200)
+    assert boot["delta"] == 0.0 and boot["ci_low"] == 0.0 and boot["ci_high"] == 0.0
+    assert boot["p_a_not_better"] == 1.0
+
+
+def test_bootstrap_matches_a_slow_reference():
+    rng = np.random.default_rng(3)
+    for n, n_patients in ((60, 17), (150, 40), (12, 3)):
+        y, a, b, groups = _case(rng, n, n_patients)
+        fast = metrics.paired_bootstrap_qwk(y, a, b, groups, n_boot=150, random_state=5)
+        slow = _slow_paired_bootstrap(y, a, b, groups, n_boot=150, seed=5)
+        assert set(fast) == set(slow)
+        for key in slow:
+            assert fast[key] == pytest.approx(slow[key], abs=1e-9), key
+    # degenerate: one class everywhere
+    same = np.zeros(10, int)
+    boot = metrics.paired_bootstrap_qwk(same, same, same, np.arange(10), n_boot=20)
+    assert boot == pytest.approx(_slow_paired_bootstrap(same, same, same, np.arange(10), 20, 0))
+    assert boot["delta"] == 0
