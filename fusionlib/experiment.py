@@ -45,6 +45,13 @@ def load_dataset(params: ExperimentParams) -> Cohort:
 
         root = ensure_default_cohort(preset=params.preset, random_state=params.cohort_seed)
         return load_cohort(root)
+    if params.dataset == "real_synthetic_images":
+        # The real clinical table and labels; thermal maps rendered from the true labels.
+        from .cohort import ensure_real_synthetic_cohort
+
+        root = ensure_real_synthetic_cohort(params.resolved_data_dir(), params.image_signal,
+                                            params.cohort_seed)
+        return load_cohort(root)
     return load_cohort(params.resolved_data_dir(), name="real:dfu")
 
 
@@ -143,6 +150,23 @@ class ExperimentResult:
                 out[metric] = {"mean": mean, "sd": sd, "ci95": [lo, hi]}
         pooled = self.predictions()
         out["pooled"] = classification_scores(pooled["label"], pooled[["p_I", "p_P", "p_R"]].to_numpy())
+        # Cases by modality availability (each case is a test case once per repeat), and the
+        # pooled scores on the test cases that have every modality (those the head fused).
+        present = {m: (np.ones(self.cohort.n_cases, bool) if m == "metadata"
+                       else self.cohort.has_modality(m)) for m in self.params.modalities}
+        combos = ["+".join(m for m in self.params.modalities if present[m][i]) or "none"
+                  for i in range(self.cohort.n_cases)]
+        if len(self.params.modalities) > 1:
+            combos = [f"{c} only" if c in self.params.modalities else c for c in combos]
+        out["modality_counts"] = {c: int(n) for c, n in pd.Series(combos).value_counts().items()}
+        complete = np.ones(len(pooled), bool)
+        for m in self.params.modalities:
+            if f"{m}_p_I" in pooled:
+                complete &= pooled[f"{m}_p_I"].notna().to_numpy()
+        sub = pooled[complete]
+        out["scores_complete_cases"] = (
+            classification_scores(sub["label"], sub[["p_I", "p_P", "p_R"]].to_numpy())
+            if len(sub) else {"n": 0})
         return out
 
     def predictions(self) -> pd.DataFrame:

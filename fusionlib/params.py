@@ -10,6 +10,7 @@ file and the key. The same names are the ``parameters`` cell of
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,7 +19,7 @@ from .data import MODALITIES
 from .errors import ParamsError
 from .splits import SAMPLING_STRATEGIES
 
-DATASETS = ("synthetic", "real")
+DATASETS = ("synthetic", "real", "real_synthetic_images")
 MISSING_CASES = ("use", "exclude")
 REAL_DATA_ENV = "FUSIONLIB_DFU_DIR"
 """Environment variable naming the real data folder when ``data_dir`` is not given."""
@@ -34,6 +35,7 @@ class ExperimentParams:
     preset: str = "dfu_like"
     cohort_seed: int = 0
     data_dir: str | None = None
+    image_signal: list = field(default_factory=lambda: [0.9, 0.9, 1.3])
     modalities: list = field(default_factory=lambda: ["metadata", "thermal_map"])
     fusion: str = "trainable"
     fusion_options: dict = field(default_factory=dict)
@@ -69,8 +71,11 @@ class ExperimentParams:
         return asdict(self)
 
     def resolved_data_dir(self) -> Path | None:
-        """The real data folder: ``data_dir``, else $FUSIONLIB_DFU_DIR, else ../shared/data/dfu."""
-        if self.dataset != "real":
+        """The real data folder: ``data_dir``, else $FUSIONLIB_DFU_DIR, else ../shared/data/dfu.
+
+        For ``real_synthetic_images`` this is where the real clinical table is read from.
+        """
+        if self.dataset not in ("real", "real_synthetic_images"):
             return Path(self.data_dir) if self.data_dir else None
         return Path(self.data_dir or os.environ.get(REAL_DATA_ENV) or "../shared/data/dfu")
 
@@ -145,6 +150,11 @@ def validate(raw: dict, source: str | Path = "<params>") -> ExperimentParams:
     for key in ("head_learning_rate", "stage2_learning_rate"):
         if not getattr(params, key) > 0:
             _fail(source, key, f"must be > 0, got {getattr(params, key)}")
+    signal = params.image_signal
+    if len(signal) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                   and math.isfinite(v) and v >= 0 for v in signal):
+        _fail(source, "image_signal", f"expected three non-negative numbers (I, P, R), got {signal!r}")
+    params.image_signal = [float(v) for v in signal]
     if not params.modalities:
         _fail(source, "modalities", "must name at least one modality")
     for m in params.modalities:
