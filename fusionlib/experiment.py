@@ -303,18 +303,33 @@ def run_fold(cohort: Cohort, params: ExperimentParams, fold, outputs: dict, log=
     y_fit = y[fit_rows][ok_fit][resampled]
     x_val, y_val = [p[ok_val] for p in p_val], y[val_rows][ok_val]
 
-    head = build_fusion_head(modalities, fusion=params.fusion, fusion_options=params.fusion_options,
-                             random_state=params.seed + fold.index)
+    def new_head():
+        return build_fusion_head(modalities, fusion=params.fusion, fusion_options=params.fusion_options,
+                                 random_state=params.seed + fold.index)
+
+    head = new_head()
     n_params = fusion_parameter_count(head)
     if params.fusion != "fixed":
         log(f"Using {params.fusion} fusion layer (adaptive RF/Image weighting)"
             if params.fusion != "trainable" else
             "Using trainable fusion layer (adaptive RF/Image weighting)")
     log(f"Stage 1 trainable parameters: {n_params}")
-    trainer = HeadTrainer(loss=params.head_loss, class_weight=params.head_class_weight,
-                          optimizer=params.head_optimizer, learning_rate=params.head_learning_rate, max_epochs=params.head_max_epochs,
-                          patience=params.head_patience, monitor=params.head_monitor)
-    history = fit_head(head, x_fit, y_fit, x_val, y_val, trainer, random_state=params.seed + fold.index)
+    # The ridge strength is chosen like the stopping epoch: on the inner-validation patients.
+    candidates = sorted(set(params.head_l2)) if n_params else [0.0]
+    best = None
+    for l2 in candidates:
+        trainer = HeadTrainer(loss=params.head_loss, class_weight=params.head_class_weight,
+                              optimizer=params.head_optimizer, learning_rate=params.head_learning_rate,
+                              max_epochs=params.head_max_epochs, patience=params.head_patience,
+                              monitor=params.head_monitor, l2=l2)
+        candidate = new_head() if best is not None else head
+        history = fit_head(candidate, x_fit, y_fit, x_val, y_val, trainer,
+                           random_state=params.seed + fold.index)
+        score = _selection_score(history, params.head_monitor)
+        if best is None or score < best[0]:
+            best = (score, candidate, history, l2)
+    _, head, history, chosen_l2 = best
+    history["l2"] = chosen_l2
 
     test_probs = [outputs[m].test_proba for m in modalities]
     test_rows = fold.test
@@ -328,6 +343,7 @@ def run_fold(cohort: Cohort, params: ExperimentParams, fold, outputs: dict, log=
 
     stage1_val = classification_scores(y_val, fuse_with_missing(head, x_val))["qwk"] if len(y_val) else None
     stage_scores = {"stage1_val_qwk": stage1_val, "stage1_best_epoch": history.get("best_epoch"),
+                    "stage1_l2": history.get("l2"),
                     "n_test_all_modalities": int(complete(test_probs).sum())}
     for m in modalities:
         if m != "metadata":
@@ -362,6 +378,14 @@ def run_fold(cohort: Cohort, params: ExperimentParams, fold, outputs: dict, log=
     return FoldResult(fold.index, fold.repeat, test_rows, y_test, proba,
                       dict(zip(modalities, test_probs)), baselines, scores, stage_scores, weights,
                       history={"head": history})
+
+
+def _selection_score(history: dict, monitor: str) -> float:
+    """Lower is better: the restored epoch's validation loss (or minus its QWK)."""
+    if monitor == "none" or not history["val_loss"]:
+        return 0.0
+    i = history["epoch"].index(history["best_epoch"])
+    return history["val_loss"][i] if monitor == "val_loss" else -history["val_qwk"][i]
 
 
 def run_experiment(params: ExperimentParams, cohort: Cohort | None = None,

@@ -62,6 +62,7 @@ class ExperimentParams:
     head_max_epochs: int = 3000
     head_patience: int = 300
     head_monitor: str = "val_loss"
+    head_l2: list = field(default_factory=lambda: [0.0, 0.001, 0.01])
     validation_fraction: float = 0.2
     stage2: bool = False
     stage2_epochs: int = 10
@@ -147,6 +148,9 @@ def validate(raw: dict, source: str | Path = "<params>") -> ExperimentParams:
             _fail(source, key, f"must be in [0, 1], got {getattr(params, key)}")
     if not 0 < params.validation_fraction < 0.5:
         _fail(source, "validation_fraction", f"must be in (0, 0.5), got {params.validation_fraction}")
+    if not params.head_l2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
+                                 for v in params.head_l2):
+        _fail(source, "head_l2", f"must be a non-empty list of numbers >= 0, got {params.head_l2}")
     for key in ("head_learning_rate", "stage2_learning_rate"):
         if not getattr(params, key) > 0:
             _fail(source, key, f"must be > 0, got {getattr(params, key)}")

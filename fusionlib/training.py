@@ -68,6 +68,7 @@ class HeadTrainer:
     patience: int = 300
     eval_every: int = 10
     monitor: str = "val_loss"
+    l2: float = 0.0
     tolerance: float = 1e-7
 
     def __post_init__(self):
@@ -121,11 +122,16 @@ def fit_head(head, x_train: list, y_train, x_val: list | None = None, y_val=None
     optimizer = (keras().optimizers.SGD(trainer.learning_rate, momentum=0.9, nesterov=True)
                  if trainer.optimizer == "sgd" else keras().optimizers.Adam(trainer.learning_rate))
     variables = head.trainable_weights
+    # Ridge on Dense kernels only: biases and mixing logits stay free.
+    kernels = [v for v in variables if v.path.endswith("kernel")]
+    l2 = float(trainer.l2)
 
     @T.function
     def step():
         with T.GradientTape() as tape:
             value = T.reduce_sum(wt * per_row(yt, head(xs, training=True))) / T.reduce_sum(wt)
+            if l2 and kernels:
+                value += l2 * T.add_n([T.reduce_sum(T.square(k)) for k in kernels])
         optimizer.apply_gradients(zip(tape.gradient(value, variables), variables))
         return value
 
