@@ -40,6 +40,7 @@ class BranchOutput:
     train_proba: np.ndarray
     test_proba: np.ndarray
     info: dict = field(default_factory=dict)
+    models: list = field(default_factory=list, repr=False)  # the image branch's inner CNNs
 
     @property
     def train_mask(self) -> np.ndarray:
@@ -203,6 +204,7 @@ class ImageBranch:
         test_sum = np.zeros((len(test_index), 3))
         position = {row: i for i, row in enumerate(train_index)}
         self.history = []
+        models = []
         folds = list(inner_folds(y, cohort.groups, train_index, self.inner_folds, self.random_state))
         for k, (fit, held) in enumerate(folds):
             fit_rows, val_rows = inner_validation_split(
@@ -210,6 +212,7 @@ class ImageBranch:
             model, history = train_image_classifier(
                 self, images, image_case, y, fit_rows, val_rows, random_state=self.random_state + k)
             self.history.append(history)
+            models.append(model)
             held_proba = case_probabilities(model, images, image_case, held, self.batch_size)
             train_proba[[position[r] for r in held]] = held_proba
             test_sum += case_probabilities(model, images, image_case, test_index, self.batch_size)
@@ -217,7 +220,8 @@ class ImageBranch:
                 progress(k + 1, len(folds))
         test_proba = test_sum / len(folds)
         return BranchOutput(train_index, test_index, train_proba, test_proba,
-                            info={"settings": self.settings(), "history": self.history})
+                            info={"settings": self.settings(), "history": self.history},
+                            models=models)
 
 
 def case_probabilities(model, images, image_case, rows, batch_size: int = 64) -> np.ndarray:

@@ -83,6 +83,7 @@ class BranchCache:
                     out = BranchOutput(data["train_index"], data["test_index"],
                                        data["train_proba"], data["test_proba"],
                                        json.loads(str(data["info"])))
+                out.models = self._load_models(key, int(out.info.get("n_models", 0)))
                 self.hits += 1
                 return out
             except (OSError, ValueError, KeyError):  # unreadable entry: recompute it
@@ -93,9 +94,35 @@ class BranchCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
             os.close(fd)
+            # Models first, the .npz last: an entry counts only once everything is on disk.
+            for k, model in enumerate(out.models):
+                final = self.directory / f"{key}_model{k}.keras"
+                staged = self.directory / f".{key}_model{k}.tmp.keras"
+                model.save(staged)
+                os.replace(staged, final)
+            out.info["n_models"] = len(out.models)
             np.savez(tmp, info=np.array(json.dumps(_jsonable(out.info))), **out.to_arrays())
             os.replace(tmp, path)
         return out
+
+    def _load_models(self, key: str, n_models: int) -> list:
+        """The inner CNNs saved with an entry, loaded only when Stage 2 asks for them."""
+        return [_LazyModel(self.directory / f"{key}_model{k}.keras") for k in range(n_models)]
+
+
+class _LazyModel:
+    """A cached ``.keras`` file that is loaded on first use (most runs never need it)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._model = None
+
+    def get(self):
+        if self._model is None:
+            from .models import load_model
+
+            self._model = load_model(self.path)
+        return self._model
 
 
 # --------------------------------------------------------------------------- results
@@ -349,6 +376,12 @@ def run_fold(cohort: Cohort, params: ExperimentParams, fold, outputs: dict, log=
         if m != "metadata":
             stage_scores[f"{m}_val_qwk"] = float(np.mean(
                 [h["best_val_qwk"] for h in outputs[m].info.get("history", [])] or [np.nan]))
+    if params.stage2:
+        stage2 = run_stage2(cohort, params, fold, head, outputs, fit_rows, val_rows, test_rows, proba, log)
+        stage_scores.update(stage2["scores"])
+        if stage2["kept"]:
+            head, proba = stage2["head"], stage2["proba"]
+            history["stage2"] = stage2["history"]
 
     # Baselines on the same cached probabilities.
     baselines = {}
@@ -378,6 +411,51 @@ def run_fold(cohort: Cohort, params: ExperimentParams, fold, outputs: dict, log=
     return FoldResult(fold.index, fold.repeat, test_rows, y_test, proba,
                       dict(zip(modalities, test_probs)), baselines, scores, stage_scores, weights,
                       history={"head": history})
+
+
+def run_stage2(cohort: Cohort, params: ExperimentParams, fold, head, outputs: dict, fit_rows, val_rows,
+               test_rows, stage1_proba, log) -> dict:
+    """Optional Stage 2: end-to-end fine-tuning, kept only if inner-validation QWK improves.
+
+    Needs the metadata branch and exactly one image modality. The comparison is
+    between the end-to-end model before (epoch 0) and after fine-tuning, on the
+    inner-validation patients; note that the inner CNNs saw some of those
+    patients while cross-fitting, so both numbers are optimistic alike.
+    """
+    from .images import cohort_image_arrays
+    from .training import fine_tune_end_to_end
+
+    images_only = [m for m in params.modalities if m != "metadata"]
+    models = outputs[images_only[0]].models if len(images_only) == 1 else []
+    if "metadata" not in params.modalities or len(images_only) != 1 or not models:
+        log("Stage 2 skipped: it needs the metadata branch, one image modality and its CNNs")
+        return {"kept": False, "scores": {"stage2_val_qwk": None, "stage2_kept": False}}
+    modality = images_only[0]
+    images, image_case = cohort_image_arrays(cohort, modality, size=params.image_size,
+                                             margin=params.crop_margin)
+    rf = outputs["metadata"]
+    meta = {int(r): p for r, p in zip(rf.train_index, rf.train_proba)}
+    meta.update({int(r): p for r, p in zip(rf.test_index, rf.test_proba)})
+    cnns = [m.get() if hasattr(m, "get") else m for m in models]
+    model, tuned_head, history = fine_tune_end_to_end(
+        head, cnns, images, image_case, meta, cohort.y, fit_rows, val_rows, modality,
+        epochs=params.stage2_epochs, learning_rate=params.stage2_learning_rate,
+        random_state=params.seed + fold.index)
+    before, after = history["val_qwk"][0], max(history["val_qwk"])
+    kept = history["best_epoch"] > 0
+    log(f"Stage 2 validation QWK {before:.3f} -> {after:.3f} ({'kept' if kept else 'discarded'})")
+    scores = {"stage2_val_qwk_before": before, "stage2_val_qwk": after, "stage2_kept": kept}
+    if not kept:
+        return {"kept": False, "scores": scores}
+    proba = stage1_proba.copy()
+    has_image = np.isin(test_rows, image_case)
+    rows = test_rows[has_image]
+    idx = np.flatnonzero(np.isin(image_case, rows))
+    fused = np.asarray(model([np.stack([meta[int(c)] for c in image_case[idx]]).astype("float32"),
+                              images[idx]], training=False))
+    for j, row in zip(np.flatnonzero(has_image), rows):
+        proba[j] = fused[image_case[idx] == row].mean(axis=0)
+    return {"kept": True, "scores": scores, "head": tuned_head, "proba": proba, "history": history}
 
 
 def _selection_score(history: dict, monitor: str) -> float:

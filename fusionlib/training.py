@@ -267,3 +267,71 @@ def train_image_classifier(config, images, image_case, y, fit_rows, val_rows, ra
                "best_val_qwk": float(stopper.best[0]) if stopper.best else 0.0,
                "epochs_run": len(stopper.scores)}
     return model, history
+
+
+# --------------------------------------------------------------------------- Stage 2
+
+
+def build_end_to_end(head, cnn_models, image_shape, image_modality: str):
+    """Functional model: (RF probabilities, image) -> mean of the inner CNNs -> fusion head.
+
+    The inner CNNs are cloned with their weights, so fine-tuning never changes
+    the cached Stage-1 models.
+    """
+    k = keras()
+    p_meta = k.Input(shape=(3,), name="metadata_input")
+    image = k.Input(shape=tuple(image_shape), name=f"{image_modality}_input")
+    clones = []
+    for i, model in enumerate(cnn_models):
+        clone = k.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+        clone.name = f"{image_modality}_cnn{i}"
+        clones.append(clone(image))
+    p_img = clones[0] if len(clones) == 1 else k.layers.Average(name=f"{image_modality}_ensemble")(clones)
+    head_copy = k.models.clone_model(head)
+    head_copy.set_weights(head.get_weights())
+    fused = head_copy([p_meta, p_img])
+    return k.Model([p_meta, image], fused, name="end_to_end"), head_copy
+
+
+def fine_tune_end_to_end(head, cnn_models, images, image_case, meta_proba: dict, y, fit_rows, val_rows,
+                         image_modality: str, epochs: int = 10, learning_rate: float = 1e-4,
+                         batch_size: int = 32, random_state: int = 0):
+    """Stage 2: fine-tune CNNs and fusion head together at a low learning rate.
+
+    ``meta_proba`` maps a case position to its (out-of-fold) RF probabilities.
+    Every image of a fit case is one training row. Returns the end-to-end model,
+    its fused head, and case-level validation QWK per epoch (epoch 0 = Stage 1),
+    so the caller keeps Stage 2 only if validation QWK improves.
+    """
+    set_seed(random_state)
+    y = np.asarray(y, dtype=int)
+    model, fused_head = build_end_to_end(head, cnn_models, images.shape[1:], image_modality)
+
+    def rows_of(cases):
+        keep = np.isin(image_case, [c for c in cases if c in meta_proba])
+        idx = np.flatnonzero(keep)
+        return idx, np.stack([meta_proba[c] for c in image_case[idx]]).astype("float32")
+
+    fit_idx, fit_meta = rows_of(fit_rows)
+    val_idx, val_meta = rows_of(val_rows)
+
+    def val_qwk():
+        if not len(val_idx):
+            return 0.0
+        proba = np.asarray(model([val_meta, images[val_idx]], training=False))
+        cases = image_case[val_idx]
+        order = np.unique(cases)
+        mean = np.stack([proba[cases == c].mean(axis=0) for c in order])
+        return qwk(y[order], mean.argmax(axis=1))
+
+    model.compile(optimizer=keras().optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy")
+    scores, best, best_weights = [val_qwk()], 0, model.get_weights()
+    for epoch in range(1, epochs + 1):
+        model.fit([fit_meta, images[fit_idx]], y[image_case[fit_idx]], epochs=1, batch_size=batch_size,
+                  shuffle=True, verbose=0)
+        scores.append(val_qwk())
+        if scores[-1] > scores[best]:
+            best, best_weights = epoch, model.get_weights()
+    model.set_weights(best_weights)
+    return model, fused_head, {"val_qwk": scores, "best_epoch": best}

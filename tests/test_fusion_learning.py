@@ -119,3 +119,20 @@ def test_same_seed_gives_the_same_qwk_twice(tmp_path_factory):
     first, second = (r.fold_table() for r in runs)
     np.testing.assert_array_equal(first["qwk"].to_numpy(), second["qwk"].to_numpy())
     np.testing.assert_array_equal(runs[0].predictions()["p_I"], runs[1].predictions()["p_I"])
+
+
+@pytest.mark.slow
+def test_stage2_fine_tunes_end_to_end_and_is_kept_only_if_validation_improves(tmp_path):
+    root = generate_cohort(tmp_path / "cohort", preset="dfu_like", random_state=1, n_patients=40)
+    params = validate({"name": "s2", "fusion": "trainable", **FAST, "folds": 2, "image_epochs": 4,
+                       "stage2": True, "stage2_epochs": 3, "stage2_learning_rate": 1e-3})
+    first = run_experiment(params, cohort=load_cohort(root), cache_dir=tmp_path / "cache", progress=False)
+    table = first.fold_table()
+    for _, row in table.iterrows():
+        assert row["stage2_kept"] == (row["stage2_val_qwk"] > row["stage2_val_qwk_before"])
+        assert row["stage2_val_qwk"] >= row["stage2_val_qwk_before"]
+    # From the cache, the inner CNNs are reloaded from .keras files and give the same result.
+    again = run_experiment(params, cohort=load_cohort(root), cache_dir=tmp_path / "cache", progress=False)
+    assert again.provenance["branch_cache"]["misses"] == 0
+    np.testing.assert_allclose(again.fold_table()["qwk"], table["qwk"])
+    np.testing.assert_allclose(again.fold_table()["stage2_val_qwk"], table["stage2_val_qwk"])
