@@ -107,8 +107,11 @@ def run_key(params_dict: dict, code: str, data_fingerprint: str) -> str:
 
 
 def _dataset_id(params) -> tuple:
-    return (params.dataset, params.preset, params.cohort_seed,
-            str(params.resolved_data_dir()) if params.dataset == "real" else None)
+    """Everything that selects the data a run loads (runs sharing it share one fingerprint)."""
+    if params.dataset == "synthetic":
+        return (params.dataset, params.preset, params.cohort_seed)
+    synthetic_images = tuple(params.image_signal) if params.dataset == "real_synthetic_images" else None
+    return (params.dataset, str(params.resolved_data_dir()), synthetic_images, params.cohort_seed)
 
 
 # --------------------------------------------------------------------------- validation
