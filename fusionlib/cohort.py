@@ -629,24 +629,29 @@ def generate_cohort(out_dir: str | Path, preset: str = DEFAULT_PRESET, random_st
             "counts": {lab: int(c) for lab, c in zip(LABELS, counts)},
         }
         _write_atomic(tmp / "cohort.json", (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
-        os.chmod(tmp, 0o755)
-        if out_dir.exists():
-            trash = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
-            os.replace(out_dir, trash / "old")
-            try:
-                os.replace(tmp, out_dir)
-            except BaseException:
-                os.replace(trash / "old", out_dir)
-                raise
-            finally:
-                shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        _swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
 
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` by the finished folder ``tmp`` with renames; on failure keep the old one."""
+    os.chmod(tmp, 0o755)
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)
+        return
+    trash = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
+    os.replace(out_dir, trash / "old")
+    try:
+        os.replace(tmp, out_dir)
+    except BaseException:
+        os.replace(trash / "old", out_dir)
+        raise
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
 
 def _ground_truth_line(knobs: dict) -> str:
     c, i = knobs["clinical_signal"], knobs["image_signal"]
@@ -791,19 +796,7 @@ def synthesize_thermal_images(clinical_csv_or_folder: str | Path, out_dir: str |
             },
         }
         _write_atomic(tmp / "cohort.json", (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
-        os.chmod(tmp, 0o755)
-        if out_dir.exists():
-            trash = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
-            os.replace(out_dir, trash / "old")
-            try:
-                os.replace(tmp, out_dir)
-            except BaseException:
-                os.replace(trash / "old", out_dir)
-                raise
-            finally:
-                shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        _swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
