@@ -182,6 +182,10 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
             "QWK 95% CI": f"[{_fmt(low)}, {_fmt(high)}]",
             "QWK mean": mean, "QWK sd": sd, "QWK CI low": low, "QWK CI high": high,
             "pooled QWK": (s.get("pooled") or {}).get("qwk", np.nan),
+            # Cases by available modality, and the score on those with every modality.
+            "cases by modality": ", ".join(f"{k} {v}" for k, v in
+                                           (s.get("modality_counts") or {}).items()) or "–",
+            "QWK complete cases": (s.get("scores_complete_cases") or {}).get("qwk", np.nan),
             "accuracy": _stat(s, "accuracy"),
             "macro-F1": _stat(s, "macro_f1"),
             **{f"F1 {label}": _stat(s, f"f1_{label}") for label in LABELS},

@@ -87,6 +87,10 @@ def test_runs_table(runs_dir):
     assert table.loc[0, "RF share"] == pytest.approx(0.70, abs=1e-4)
     assert (table["QWK CI low"] <= table["QWK mean"] + 1e-12).all()
     assert re.match(r"^-?\d\.\d{3} ± \d\.\d{3}$", table.loc[0, "QWK"])
+    # The report says which modalities the cases had and scores the complete ones apart.
+    summary = report.load_runs(runs_dir)[0].summary
+    assert "metadata+thermal_map" in table.loc[0, "cases by modality"]
+    assert table.loc[0, "QWK complete cases"] == pytest.approx(summary["scores_complete_cases"]["qwk"])
 
 
 def test_paired_comparisons(runs_dir):
