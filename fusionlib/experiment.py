@@ -341,22 +341,28 @@ def run_fold(cohort: Cohort, params: ExperimentParams, fold, outputs: dict, log=
             if params.fusion != "trainable" else
             "Using trainable fusion layer (adaptive RF/Image weighting)")
     log(f"Stage 1 trainable parameters: {n_params}")
-    # The ridge strength is chosen like the stopping epoch: on the inner-validation patients.
-    candidates = sorted(set(params.head_l2)) if n_params else [0.0]
-    best = None
-    for l2 in candidates:
+    # The penalty strength is chosen like the stopping epoch, on the inner-validation patients.
+    # Default: the one-standard-error rule, i.e. the strongest penalty whose validation loss is
+    # within one standard error of the best. Smaller differences are noise, and the stronger
+    # penalty is the one that does not fit noise in an uninformative branch ("min": the best).
+    candidates = sorted(set(params.head_penalty)) if n_params else [0.0]
+    fitted = []
+    for strength in candidates:
         trainer = HeadTrainer(loss=params.head_loss, class_weight=params.head_class_weight,
                               optimizer=params.head_optimizer, learning_rate=params.head_learning_rate,
                               max_epochs=params.head_max_epochs, patience=params.head_patience,
-                              monitor=params.head_monitor, l2=l2)
-        candidate = new_head() if best is not None else head
+                              monitor=params.head_monitor, penalty=strength,
+                              penalty_kind=params.head_penalty_kind)
+        candidate = new_head() if fitted else head
         history = fit_head(candidate, x_fit, y_fit, x_val, y_val, trainer,
                            random_state=params.seed + fold.index)
-        score = _selection_score(history, params.head_monitor)
-        if best is None or score < best[0]:
-            best = (score, candidate, history, l2)
-    _, head, history, chosen_l2 = best
-    history["l2"] = chosen_l2
+        fitted.append((_selection_score(history, params.head_monitor), strength, candidate, history))
+    best_score, _, _, best_history = min(fitted, key=lambda f: f[0])
+    tolerance = best_score
+    if params.head_penalty_rule == "one_se" and params.head_monitor == "val_loss":
+        tolerance += best_history.get("val_loss_se", 0.0)
+    _, chosen, head, history = max((f for f in fitted if f[0] <= tolerance), key=lambda f: f[1])
+    history["penalty"] = chosen
 
     test_probs = [outputs[m].test_proba for m in modalities]
     test_rows = fold.test
@@ -370,7 +376,7 @@ def run_fold(cohort: Cohort, params: ExperimentParams, fold, outputs: dict, log=
 
     stage1_val = classification_scores(y_val, fuse_with_missing(head, x_val))["qwk"] if len(y_val) else None
     stage_scores = {"stage1_val_qwk": stage1_val, "stage1_best_epoch": history.get("best_epoch"),
-                    "stage1_l2": history.get("l2"),
+                    "stage1_penalty": history.get("penalty"),
                     "n_test_all_modalities": int(complete(test_probs).sum())}
     for m in modalities:
         if m != "metadata":

@@ -21,6 +21,7 @@ from .splits import SAMPLING_STRATEGIES
 
 DATASETS = ("synthetic", "real", "real_synthetic_images")
 MISSING_CASES = ("use", "exclude")
+PENALTY_RULES = ("one_se", "min")
 REAL_DATA_ENV = "FUSIONLIB_DFU_DIR"
 """Environment variable naming the real data folder when ``data_dir`` is not given."""
 
@@ -62,7 +63,9 @@ class ExperimentParams:
     head_max_epochs: int = 3000
     head_patience: int = 300
     head_monitor: str = "val_loss"
-    head_l2: list = field(default_factory=lambda: [0.0, 0.001, 0.01])
+    head_penalty: list = field(default_factory=lambda: [0.0, 0.003, 0.01, 0.03])
+    head_penalty_kind: str = "group"
+    head_penalty_rule: str = "one_se"
     validation_fraction: float = 0.2
     stage2: bool = False
     stage2_epochs: int = 10
@@ -124,7 +127,7 @@ def validate(raw: dict, source: str | Path = "<params>") -> ExperimentParams:
     _choice(source, "missing_cases", params.missing_cases, MISSING_CASES)
     from .cohort import PRESETS
     from .fusion import FUSIONS
-    from .training import LOSSES, MONITORS, OPTIMIZERS
+    from .training import LOSSES, MONITORS, OPTIMIZERS, PENALTIES
 
     _choice(source, "fusion", params.fusion, list(FUSIONS))
     _choice(source, "head_loss", params.head_loss, LOSSES)
@@ -148,9 +151,11 @@ def validate(raw: dict, source: str | Path = "<params>") -> ExperimentParams:
             _fail(source, key, f"must be in [0, 1], got {getattr(params, key)}")
     if not 0 < params.validation_fraction < 0.5:
         _fail(source, "validation_fraction", f"must be in (0, 0.5), got {params.validation_fraction}")
-    if not params.head_l2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
-                                 for v in params.head_l2):
-        _fail(source, "head_l2", f"must be a non-empty list of numbers >= 0, got {params.head_l2}")
+    if not params.head_penalty or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
+                                      for v in params.head_penalty):
+        _fail(source, "head_penalty", f"must be a non-empty list of numbers >= 0, got {params.head_penalty}")
+    _choice(source, "head_penalty_kind", params.head_penalty_kind, PENALTIES)
+    _choice(source, "head_penalty_rule", params.head_penalty_rule, PENALTY_RULES)
     for key in ("head_learning_rate", "stage2_learning_rate"):
         if not getattr(params, key) > 0:
             _fail(source, key, f"must be > 0, got {getattr(params, key)}")

@@ -22,6 +22,7 @@ from .metrics import qwk
 logger = logging.getLogger("fusionlib")
 
 LOSSES = ("cross_entropy", "focal")
+PENALTIES = ("group", "l2")
 OPTIMIZERS = ("sgd", "adam")
 MONITORS = ("val_loss", "val_qwk", "none")
 
@@ -57,6 +58,13 @@ class HeadTrainer:
     patience, eval_every :
         Stop after ``patience`` epochs without improvement, checking every
         ``eval_every`` epochs.
+    penalty, penalty_kind :
+        Strength and kind of the penalty on the Dense kernels (0 = none: the
+        head is then plain multinomial logistic regression). ``"group"`` adds
+        ``penalty * sum_m ||W_m||_F`` over each modality's block of input rows,
+        which can switch a whole uninformative modality off while shrinking an
+        informative block only by a constant; ``"l2"`` adds ``penalty * ||W||^2``,
+        which shrinks every weight in proportion. Other kernels get the L2 form.
     """
 
     loss: str = "cross_entropy"
@@ -68,7 +76,8 @@ class HeadTrainer:
     patience: int = 300
     eval_every: int = 10
     monitor: str = "val_loss"
-    l2: float = 0.0
+    penalty: float = 0.0
+    penalty_kind: str = "group"
     tolerance: float = 1e-7
 
     def __post_init__(self):
@@ -78,6 +87,10 @@ class HeadTrainer:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.monitor not in MONITORS:
             raise ValueError(f"monitor must be one of {MONITORS}, got {self.monitor!r}")
+        if self.penalty_kind not in PENALTIES:
+            raise ValueError(f"penalty_kind must be one of {PENALTIES}, got {self.penalty_kind!r}")
+        if self.penalty < 0:
+            raise ValueError(f"penalty must be >= 0, got {self.penalty!r}")
         if self.class_weight not in (None, "balanced"):
             raise ValueError(f"class_weight must be None or 'balanced', got {self.class_weight!r}")
         for name in ("max_epochs", "patience", "eval_every"):
@@ -86,6 +99,16 @@ class HeadTrainer:
 
     def settings(self) -> dict:
         return asdict(self)
+
+
+def _kernel_penalty(kernel, n_modalities: int, group: bool):
+    """Group norm over per-modality row blocks (a kernel fed the concatenation), else L2."""
+    T = tf()
+    if group and kernel.shape[0] == 3 * n_modalities:
+        blocks = T.reshape(kernel, (n_modalities, -1))
+        # The small constant keeps the gradient finite when a block reaches zero.
+        return T.reduce_sum(T.sqrt(T.reduce_sum(T.square(blocks), axis=1) + 1e-12))
+    return T.reduce_sum(T.square(kernel))
 
 
 def _per_row_loss(kind: str, gamma: float):
@@ -122,16 +145,17 @@ def fit_head(head, x_train: list, y_train, x_val: list | None = None, y_val=None
     optimizer = (keras().optimizers.SGD(trainer.learning_rate, momentum=0.9, nesterov=True)
                  if trainer.optimizer == "sgd" else keras().optimizers.Adam(trainer.learning_rate))
     variables = head.trainable_weights
-    # Ridge on Dense kernels only: biases and mixing logits stay free.
+    # Penalty on Dense kernels only: biases and mixing logits stay free.
     kernels = [v for v in variables if v.path.endswith("kernel")]
-    l2 = float(trainer.l2)
+    strength = float(trainer.penalty)
+    group = trainer.penalty_kind == "group"
 
     @T.function
     def step():
         with T.GradientTape() as tape:
             value = T.reduce_sum(wt * per_row(yt, head(xs, training=True))) / T.reduce_sum(wt)
-            if l2 and kernels:
-                value += l2 * T.add_n([T.reduce_sum(T.square(k)) for k in kernels])
+            if strength and kernels:
+                value += strength * T.add_n([_kernel_penalty(k, len(xs), group) for k in kernels])
         optimizer.apply_gradients(zip(tape.gradient(value, variables), variables))
         return value
 
@@ -152,13 +176,16 @@ def fit_head(head, x_train: list, y_train, x_val: list | None = None, y_val=None
         history["train_loss"].append(train_loss)
         if use_val:
             proba = head(xv, training=False)
-            val_loss = float(T.reduce_mean(per_row(yv, proba)))
+            rows = np.asarray(per_row(yv, proba))
+            val_loss = float(rows.mean())
             val_qwk = qwk(y_val, np.asarray(proba).argmax(axis=1))
             history["val_loss"].append(val_loss)
             history["val_qwk"].append(val_qwk)
             score = val_loss if trainer.monitor == "val_loss" else -val_qwk
             if score < best_score - 1e-9:
                 best_score, best_weights, best_epoch = score, head.get_weights(), epoch
+                # Standard error of the validation loss, for the one-standard-error rule.
+                history["val_loss_se"] = float(rows.std(ddof=1) / np.sqrt(len(rows))) if len(rows) > 1 else 0.0
             elif epoch - best_epoch >= trainer.patience:
                 history["stopped"] = "early_stopping"
                 break
