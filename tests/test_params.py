@@ -130,3 +130,11 @@ def test_shipped_params_validate():
                           text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("ok  ") == len(SHIPPED)
+
+
+def test_every_params_file_in_subfolders_validates():
+    """params/real/ and params/variants/ are not in the default sweep but must stay valid."""
+    files = sorted(p for p in (REPO / "params").rglob("*.yaml") if p.parent != REPO / "params")
+    assert {p.parent.name for p in files} >= {"real", "variants"}
+    for path in files:
+        assert load_params(path).name == path.stem
