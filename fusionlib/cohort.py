@@ -619,6 +619,7 @@ def generate_cohort(out_dir: str | Path, preset: str = DEFAULT_PRESET, random_st
             "preset": preset,
             "random_state": random_state,
             "generator_version": GENERATOR_VERSION,
+            "generator_digest": _generator_digest(),
             "knobs": {k: list(v) if isinstance(v, tuple) else v for k, v in knobs.items()},
             "summary": {
                 "ground truth": (_ground_truth_line(knobs) if custom
@@ -697,6 +698,14 @@ def ensure_default_cohort(preset: str = DEFAULT_PRESET, random_state: int = DEFA
     return folder
 
 
+def _generator_digest() -> str:
+    """Hash of this module's source: an edited generator never reuses a stale default cohort
+    (a forgotten GENERATOR_VERSION bump once left results computed on an old cohort)."""
+    import hashlib
+
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
 def _is_current(folder: Path, preset: str, random_state: int) -> bool:
     try:
         meta = json.loads((folder / "cohort.json").read_text())
@@ -704,6 +713,7 @@ def _is_current(folder: Path, preset: str, random_state: int) -> bool:
         return False
     return (meta.get("preset") == preset and meta.get("random_state") == int(random_state)
             and meta.get("generator_version") == GENERATOR_VERSION
+            and meta.get("generator_digest") == _generator_digest()
             and meta.get("knobs", {}).get("n_patients") == DEFAULT_KNOBS["n_patients"]
             and (folder / CLINICAL_FILENAME).is_file())
 

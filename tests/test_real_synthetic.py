@@ -98,7 +98,8 @@ def test_dataset_real_synthetic_images_and_its_parameter(tmp_path, table, monkey
 def test_real_params_validate_and_stay_out_of_the_default_sweep():
     files = sorted((REPO / "params" / "real").glob("*.yaml"))
     assert {f.stem for f in files} == {"real_metadata_only", "real_synth_fixed_100",
-                                       "real_synth_trainable_100"}
+                                       "real_synth_trainable_100",
+                                       "real_synth_trainable_minrule_100"}
     for path in files:
         params = load_params(path)
         assert params.name == path.stem and params.description.strip()
