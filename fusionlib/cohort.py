@@ -101,6 +101,7 @@ import pandas as pd
 
 from .data import (BBOX_COLUMNS, BBOX_FILENAMES, CLINICAL_FILENAME, DEFAULT_IMAGE_DIRS, LABELS,
                    image_filename)
+from ._io import atomic_write_bytes
 from .errors import DataError
 
 GENERATOR_VERSION = 1
@@ -542,17 +543,6 @@ def _write_images(rng: np.random.Generator, cases: pd.DataFrame, skin_by_patient
 # --------------------------------------------------------------------------- writing
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _is_generated(folder: Path) -> bool:
     try:
         meta = json.loads((folder / "cohort.json").read_text())
@@ -606,9 +596,9 @@ def generate_cohort(out_dir: str | Path, preset: str = DEFAULT_PRESET, random_st
     try:
         boxes = _write_images(skin_rng, cases, skin_by_patient, knobs,
                               tmp / DEFAULT_IMAGE_DIRS["thermal_map"])
-        _write_atomic(tmp / CLINICAL_FILENAME, _format_table(table))
+        atomic_write_bytes(tmp / CLINICAL_FILENAME, _format_table(table))
         if len(boxes):
-            _write_atomic(tmp / BBOX_FILENAMES["thermal"],
+            atomic_write_bytes(tmp / BBOX_FILENAMES["thermal"],
                           boxes.to_csv(index=False, lineterminator="\n").encode("utf-8"))
         else:  # the loader refuses a box table without rows; a table-only cohort is valid
             (tmp / DEFAULT_IMAGE_DIRS["thermal_map"]).rmdir()
@@ -629,7 +619,7 @@ def generate_cohort(out_dir: str | Path, preset: str = DEFAULT_PRESET, random_st
             },
             "counts": {lab: int(c) for lab, c in zip(LABELS, counts)},
         }
-        _write_atomic(tmp / "cohort.json", (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+        atomic_write_bytes(tmp / "cohort.json", (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
         _swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -785,7 +775,7 @@ def synthesize_thermal_images(clinical_csv_or_folder: str | Path, out_dir: str |
     try:
         boxes = _write_images(rng, cases, skin_by_patient, knobs, tmp / DEFAULT_IMAGE_DIRS["thermal_map"])
         shutil.copyfile(source, tmp / CLINICAL_FILENAME)
-        _write_atomic(tmp / BBOX_FILENAMES["thermal"],
+        atomic_write_bytes(tmp / BBOX_FILENAMES["thermal"],
                       boxes.to_csv(index=False, lineterminator="\n").encode("utf-8"))
         with_image = boxes.drop_duplicates(["Patient#", "Appt#", "DFU#"]).shape[0]
         meta = {
@@ -805,7 +795,7 @@ def synthesize_thermal_images(clinical_csv_or_folder: str | Path, out_dir: str |
                              f"{with_image} of {len(cases)} case keys",
             },
         }
-        _write_atomic(tmp / "cohort.json", (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+        atomic_write_bytes(tmp / "cohort.json", (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
         _swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

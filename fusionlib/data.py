@@ -518,7 +518,7 @@ def scan_images(root: Path, cases: pd.DataFrame, image_dirs: dict[str, str],
 
     root = Path(root)
     problems = problems if problems is not None else FolderProblems(root=str(root))
-    first_record = cases[~cases["case_id"].str.contains("r", regex=False)]
+    first_record = cases.drop_duplicates(["patient", "appt", "dfu"], keep="first")
     key_to_case = {(p, a, d): c for c, p, a, d in zip(
         first_record["case_id"], first_record["patient"], first_record["appt"], first_record["dfu"])}
     boxes = {}

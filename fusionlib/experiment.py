@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._io import atomic_open, atomic_write_text
 from .branches import BranchOutput, ImageBranch, MetadataBranch
 from .data import LABELS, Cohort, load_cohort
 from .metrics import classification_scores, mean_ci
@@ -91,9 +91,6 @@ class BranchCache:
         self.misses += 1
         out = compute()
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-            os.close(fd)
             # Models first, the .npz last: an entry counts only once everything is on disk.
             for k, model in enumerate(out.models):
                 final = self.directory / f"{key}_model{k}.keras"
@@ -101,8 +98,8 @@ class BranchCache:
                 model.save(staged)
                 os.replace(staged, final)
             out.info["n_models"] = len(out.models)
-            np.savez(tmp, info=np.array(json.dumps(_jsonable(out.info))), **out.to_arrays())
-            os.replace(tmp, path)
+            with atomic_open(path, "wb") as handle:
+                np.savez(handle, info=np.array(json.dumps(_jsonable(out.info))), **out.to_arrays())
         return out
 
     def _load_models(self, key: str, n_models: int) -> list:
@@ -230,16 +227,6 @@ class ExperimentResult:
         for name, text in files.items():
             atomic_write_text(directory / name, text)
         return directory
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-    os.replace(tmp, path)
 
 
 def _jsonable(value):

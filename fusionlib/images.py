@@ -12,12 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ._io import atomic_open
 from .data import MODALITIES
 from .errors import DataError
 
@@ -114,14 +113,8 @@ def _cache_key(path: Path, box, size: int, margin: float) -> str:
 
 
 def _save_atomic(array: np.ndarray, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(target, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
 
 
 def load_images(paths, boxes=None, size: int = 32, margin: float = 0.15,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import html
 import json
 import logging
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._io import atomic_write_text
 from .data import LABELS
 from .errors import FusionlibError
 
@@ -489,18 +489,6 @@ def notebook_to_html(notebook, title: str | None = None, strip_stderr: bool = Fa
     return body
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_report(runs_dir: str | Path = "runs", out_dir: str | Path = "reports",
                  notebook: str | Path | None = None, kernel_name: str | None = None,
                  n_boot: int = 2000) -> Path:
@@ -532,7 +520,7 @@ def build_report(runs_dir: str | Path = "runs", out_dir: str | Path = "reports",
             except Exception as err:  # a broken notebook must not block the whole report
                 logger.warning("could not convert %s: %s", run.executed_notebook, err)
                 continue
-            _atomic_write(out_dir / "runs" / f"{run.name}.html", page)
+            atomic_write_text(out_dir / "runs" / f"{run.name}.html", page)
 
     with tempfile.TemporaryDirectory(prefix=".report-", dir=out_dir) as tmp:
         executed = Path(tmp) / "report.ipynb"
@@ -545,11 +533,11 @@ def build_report(runs_dir: str | Path = "runs", out_dir: str | Path = "reports",
         except PapermillExecutionError as err:
             kept = out_dir / "report-failed.ipynb"
             if executed.is_file():
-                _atomic_write(kept, executed.read_text(encoding="utf-8"))
+                atomic_write_text(kept, executed.read_text(encoding="utf-8"))
             raise FusionlibError(f"report notebook failed in cell {err.exec_count}: {err.ename}: "
                                  f"{err.evalue} (executed copy: {kept})") from err
         page = notebook_to_html(executed, title="fusionlib report", strip_stderr=True)
     index = out_dir / "index.html"
-    _atomic_write(index, page)
+    atomic_write_text(index, page)
     (out_dir / "report-failed.ipynb").unlink(missing_ok=True)
     return index

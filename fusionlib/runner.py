@@ -36,6 +36,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from ._io import atomic_write_text
 from .errors import FusionlibError, ParamsError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -308,9 +309,7 @@ def execute_run(task: dict) -> dict:
                 "seconds": round(finished - started, 2), "qwk_mean": qwk,
                 "host": socket.gethostname()}
         (tmp / OWNER_FILE).unlink()
-        done_tmp = tmp / f".{DONE_FILE}.tmp"
-        done_tmp.write_text(json.dumps(done, indent=2), encoding="utf-8")
-        os.replace(done_tmp, tmp / DONE_FILE)            # written last
+        atomic_write_text(tmp / DONE_FILE, json.dumps(done, indent=2))   # written last
         swap_into_place(tmp, runs_dir / name)
         failed_nb.unlink(missing_ok=True)
         result.update(status="ok", seconds=done["seconds"], qwk=qwk, message=None)

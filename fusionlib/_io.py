@@ -1,0 +1,42 @@
+"""Atomic file writes: readers see the old file or the new one, never half of one.
+
+Every generated file (cohort CSVs and PNGs, crop and branch caches, run results,
+HTML reports) goes through :func:`atomic_open`, so an interrupted run never
+leaves a truncated file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None):
+    """Open a temporary file beside ``path``; on success it replaces ``path``, on error it goes.
+
+    The result is readable by others (0644): mkstemp's 0600 suits secrets, not results.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, encoding=encoding) as handle:
+            yield handle
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
