@@ -9,7 +9,8 @@ probabilities are **out-of-fold**, from inner folds grouped by patient:
   inner fold for the training rows' probabilities, and one RF on the whole
   training fold for the test rows;
 * the image branch (:class:`ImageBranch`) cross-fits its CNN the same way; the
-  test rows get the mean of the inner CNNs (no extra training run).
+  test rows get each inner CNN's probabilities (``test_proba_models``; their mean
+  is ``test_proba``), no extra training run.
 
 Everything is fitted on the fold's training rows only: imputation, category
 encoding, class resampling, early stopping.
@@ -41,6 +42,14 @@ class BranchOutput:
     test_proba: np.ndarray
     info: dict = field(default_factory=dict)
     models: list = field(default_factory=list, repr=False)  # the image branch's inner CNNs
+    # (K, n_test, 3): each inner model's test probabilities (image branch). The training rows'
+    # probabilities come from single inner models, so a head fitted on them should meet single
+    # models at test time too: fuse each model's test probabilities, then average the fused ones.
+    test_proba_models: np.ndarray | None = None
+
+    def test_proba_per_model(self) -> np.ndarray:
+        """(K, n_test, 3): per-model test probabilities (K = 1 for a single-model branch)."""
+        return self.test_proba[None] if self.test_proba_models is None else self.test_proba_models
 
     @property
     def train_mask(self) -> np.ndarray:
@@ -51,8 +60,11 @@ class BranchOutput:
         return ~np.isnan(self.test_proba).any(axis=1)
 
     def to_arrays(self) -> dict:
-        return {"train_index": self.train_index, "test_index": self.test_index,
-                "train_proba": self.train_proba, "test_proba": self.test_proba}
+        arrays = {"train_index": self.train_index, "test_index": self.test_index,
+                  "train_proba": self.train_proba, "test_proba": self.test_proba}
+        if self.test_proba_models is not None:
+            arrays["test_proba_models"] = self.test_proba_models
+        return arrays
 
 
 # --------------------------------------------------------------------------- metadata (RF)
@@ -185,7 +197,9 @@ class ImageBranch:
         out = asdict(self)
         for key in ("cache_dir", "history"):
             out.pop(key)
-        return {"branch": "image_cnn", **out}
+        # "outputs" names the cached arrays' layout: entries without per-model test
+        # probabilities are not reused.
+        return {"branch": "image_cnn", "outputs": "per_model_test", **out}
 
     def _arrays(self, cohort: Cohort):
         from .images import cohort_image_arrays
@@ -201,7 +215,7 @@ class ImageBranch:
         images, image_case = self._arrays(cohort)
         y = cohort.y
         train_proba = np.full((len(train_index), 3), np.nan)
-        test_sum = np.zeros((len(test_index), 3))
+        per_model = []
         position = {row: i for i, row in enumerate(train_index)}
         self.history = []
         models = []
@@ -215,13 +229,14 @@ class ImageBranch:
             models.append(model)
             held_proba = case_probabilities(model, images, image_case, held, self.batch_size)
             train_proba[[position[r] for r in held]] = held_proba
-            test_sum += case_probabilities(model, images, image_case, test_index, self.batch_size)
+            per_model.append(case_probabilities(model, images, image_case, test_index,
+                                                self.batch_size))
             if progress is not None:
                 progress(k + 1, len(folds))
-        test_proba = test_sum / len(folds)
-        return BranchOutput(train_index, test_index, train_proba, test_proba,
+        per_model = np.stack(per_model)
+        return BranchOutput(train_index, test_index, train_proba, per_model.mean(axis=0),
                             info={"settings": self.settings(), "history": self.history},
-                            models=models)
+                            models=models, test_proba_models=per_model)
 
 
 def case_probabilities(model, images, image_case, rows, batch_size: int = 64) -> np.ndarray:

@@ -82,7 +82,9 @@ class BranchCache:
                 with np.load(path) as data:
                     out = BranchOutput(data["train_index"], data["test_index"],
                                        data["train_proba"], data["test_proba"],
-                                       json.loads(str(data["info"])))
+                                       json.loads(str(data["info"])),
+                                       test_proba_models=(data["test_proba_models"]
+                                                          if "test_proba_models" in data else None))
                 out.models = self._load_models(key, int(out.info.get("n_models", 0)))
                 self.hits += 1
                 return out
@@ -125,6 +127,17 @@ class _LazyModel:
 # --------------------------------------------------------------------------- results
 
 
+SHARE_PREFIXES = ("", "converged_", "start_")
+"""Heads whose shares are reported: deployed (no prefix), converged at the same penalty, start."""
+
+SUMMARY_METRICS = (
+    "qwk", "accuracy", "macro_f1", "f1_I", "f1_P", "f1_R", "log_loss", "brier", "ece",
+    *[f"{prefix}{kind}{suffix}" for prefix in SHARE_PREFIXES
+      for kind in ("rf_share", "influence_rf_share") for suffix in ("", "_I", "_P", "_R")],
+    "train_objective_gap", "moved_from_start")
+"""Per-fold columns summarised as mean, SD and t-interval over folds in ``metrics.json``."""
+
+
 @dataclass
 class FoldResult:
     """Everything one outer fold produced."""
@@ -140,6 +153,7 @@ class FoldResult:
     stage_scores: dict
     weights: dict
     history: dict = field(default_factory=dict)
+    preds: dict = field(default_factory=dict)   # source ("fused", baselines) -> rule -> (n_test,)
 
 
 @dataclass
@@ -150,13 +164,20 @@ class ExperimentResult:
     provenance: dict
 
     def fold_table(self) -> pd.DataFrame:
-        """One row per (repeat, fold): test scores, stage scores and the RF share."""
+        """One row per (repeat, fold): test scores, stage scores and the learned-weight shares
+        (sensitivity and influence; deployed, converged and start heads)."""
         rows = []
         for f in self.folds:
             row = {"repeat": f.repeat, "fold": f.fold, **f.scores, **f.stage_scores,
-                   "rf_share": f.weights.get("rf_share")}
-            for label, share in zip(LABELS, f.weights.get("rf_share_per_class") or [None] * 3):
-                row[f"rf_share_{label}"] = share
+                   "decision": (f.weights.get("decision") or {}).get("fused")}
+            for prefix in SHARE_PREFIXES:
+                for kind in ("rf_share", "influence_rf_share"):
+                    row[f"{prefix}{kind}"] = f.weights.get(f"{prefix}{kind}")
+                    per_class = f.weights.get(f"{prefix}{kind}_per_class") or [None] * 3
+                    for label, share in zip(LABELS, per_class):
+                        row[f"{prefix}{kind}_{label}"] = share
+            row["train_objective_gap"] = f.weights.get("train_objective_gap")
+            row["moved_from_start"] = f.weights.get("moved_from_start")
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -166,14 +187,15 @@ class ExperimentResult:
                "data_percentage": self.params.data_percentage,
                "n_folds": int(len(table)), "n_cases": int(self.cohort.n_cases),
                "trainable_fusion_params": self.provenance.get("trainable_fusion_params")}
-        for metric in ("qwk", "accuracy", "macro_f1", "f1_I", "f1_P", "f1_R", "brier", "ece",
-                       "rf_share", "rf_share_I", "rf_share_P", "rf_share_R"):
+        out["decision"] = self.params.decision
+        for metric in SUMMARY_METRICS:
             values = table[metric].dropna().to_numpy(dtype=float) if metric in table else []
             if len(values):
                 mean, sd, lo, hi = mean_ci(values)
                 out[metric] = {"mean": mean, "sd": sd, "ci95": [lo, hi]}
         pooled = self.predictions()
-        out["pooled"] = classification_scores(pooled["label"], pooled[["p_I", "p_P", "p_R"]].to_numpy())
+        out["pooled"] = classification_scores(pooled["label"], pooled[["p_I", "p_P", "p_R"]].to_numpy(),
+                                              pooled["pred"].to_numpy())
         # Cases by modality availability (each case is a test case once per repeat), and the
         # pooled scores on the test cases that have every modality (those the head fused).
         present = {m: (np.ones(self.cohort.n_cases, bool) if m == "metadata"
@@ -189,7 +211,8 @@ class ExperimentResult:
                 complete &= pooled[f"{m}_p_I"].notna().to_numpy()
         sub = pooled[complete]
         out["scores_complete_cases"] = (
-            classification_scores(sub["label"], sub[["p_I", "p_P", "p_R"]].to_numpy())
+            classification_scores(sub["label"], sub[["p_I", "p_P", "p_R"]].to_numpy(),
+                                  sub["pred"].to_numpy())
             if len(sub) else {"n": 0})
         return out
 
@@ -203,10 +226,18 @@ class ExperimentResult:
                                   "patient": cases["patient"].to_numpy(), "label": f.y_true})
             for j, label in enumerate(LABELS):
                 frame[f"p_{label}"] = f.proba[:, j]
-            frame["pred"] = f.proba.argmax(axis=1)
+            fused = f.preds.get("fused", {})
+            frame["pred"] = fused.get(self.params.decision, f.proba.argmax(axis=1))
+            for rule, pred in fused.items():
+                frame[f"pred_{rule}"] = pred
             for source, proba in {**f.branch_proba, **f.baselines}.items():
                 for j, label in enumerate(LABELS):
                     frame[f"{source}_p_{label}"] = proba[:, j]
+            for source, by_rule in f.preds.items():
+                if source == "fused":
+                    continue
+                for rule, pred in by_rule.items():
+                    frame[f"{source}_pred_{rule}"] = pred
             frames.append(frame)
         return pd.concat(frames, ignore_index=True)
 
@@ -289,121 +320,298 @@ def fuse_with_missing(head, probs: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def run_fold(cohort: Cohort, params: ExperimentParams, fold, outputs: dict, log=None) -> FoldResult:
-    """Stage 1 fusion on one fold's cached branch outputs; scores on the test fold."""
-    from sklearn.linear_model import LogisticRegression
+def fuse_per_model(head, probs_per_model: list[list[np.ndarray]]) -> np.ndarray:
+    """The head's fused probabilities averaged over the branches' inner models.
 
-    from .models import build_fusion_head, fusion_parameter_count
-    from .training import HeadTrainer, fit_head
-    from .weights import effective_rf_share, raw_fusion_weights
+    ``probs_per_model[k]`` is the list of modality inputs built from inner model ``k``.
+    The head was fitted on training rows whose image probabilities each came from one inner
+    CNN, so at test time it meets one CNN's probabilities at a time too (the same kind and
+    strength of input) and the fused outputs are averaged. For a linear head such as
+    ``fixed`` this equals fusing the mean of the models' probabilities.
+    """
+    return np.mean([fuse_with_missing(head, probs) for probs in probs_per_model], axis=0)
 
-    log = log or logger.info
+
+def _per_model_inputs(outputs: dict, modalities: list, keep: np.ndarray) -> list[list[np.ndarray]]:
+    """Test inputs per inner model: ``[[p_m of model k for m in modalities] for k]``.
+
+    A single-model branch (the RF) gives the same array to every ``k``.
+    """
+    stacks = {m: outputs[m].test_proba_per_model()[:, keep] for m in modalities}
+    n_models = max(len(v) for v in stacks.values())
+    return [[stacks[m][k % len(stacks[m])] for m in modalities] for k in range(n_models)]
+
+
+@dataclass
+class FoldData:
+    """One outer fold's training inputs for the head, split into inner fit and validation."""
+
+    fit_rows: np.ndarray
+    val_rows: np.ndarray
+    x_fit: list
+    y_fit: np.ndarray
+    x_val: list
+    y_val: np.ndarray
+    groups_val: np.ndarray
+    y_train: np.ndarray             # every training row's label (for the decision rules' priors)
+
+
+def _complete(probs) -> np.ndarray:
+    return ~np.isnan(np.stack(probs)).any(axis=(0, 2))
+
+
+def split_training_rows(cohort: Cohort, params: ExperimentParams, fold, outputs: dict) -> FoldData:
+    """Inner fit / validation patients and the branch probabilities of their complete cases."""
     y = cohort.y
-    modalities = params.modalities
     fit_rows, val_rows = inner_validation_split(y, cohort.groups, fold.train, params.validation_fraction,
                                                 params.seed + 7919 * fold.repeat + fold.index)
     pos = {row: i for i, row in enumerate(fold.train)}
 
     def train_probs(rows):
-        return [outputs[m].train_proba[[pos[r] for r in rows]] for m in modalities]
-
-    def complete(probs):
-        return ~np.isnan(np.stack(probs)).any(axis=(0, 2))
+        return [outputs[m].train_proba[[pos[r] for r in rows]] for m in params.modalities]
 
     p_fit, p_val = train_probs(fit_rows), train_probs(val_rows)
-    ok_fit, ok_val = complete(p_fit), complete(p_val)
+    ok_fit, ok_val = _complete(p_fit), _complete(p_val)
     resampled = resample_training_rows(y[fit_rows][ok_fit], params.sampling, params.seed + fold.index)
-    x_fit = [p[ok_fit][resampled] for p in p_fit]
-    y_fit = y[fit_rows][ok_fit][resampled]
-    x_val, y_val = [p[ok_val] for p in p_val], y[val_rows][ok_val]
+    return FoldData(fit_rows, val_rows, [p[ok_fit][resampled] for p in p_fit],
+                    y[fit_rows][ok_fit][resampled], [p[ok_val] for p in p_val], y[val_rows][ok_val],
+                    cohort.groups[val_rows][ok_val], y[fold.train])
+
+
+def head_trainer(params: ExperimentParams, penalty: float, **overrides):
+    from .training import HeadTrainer
+
+    settings = dict(loss=params.head_loss, class_weight=params.head_class_weight,
+                    optimizer=params.head_optimizer, learning_rate=params.head_learning_rate,
+                    max_epochs=params.head_max_epochs, patience=params.head_patience,
+                    monitor=params.head_monitor, penalty=penalty,
+                    penalty_kind=params.head_penalty_kind)
+    return HeadTrainer(**{**settings, **overrides})
+
+
+def fit_head_with_penalty_search(params: ExperimentParams, data: FoldData, new_head, seed: int):
+    """Fit one head per candidate penalty; keep the one the penalty rule chooses.
+
+    The penalty is chosen like the stopping epoch, on the inner-validation patients.
+    ``one_se`` takes the strongest penalty whose validation loss is within one standard
+    error of the best (the SE of the paired, patient-clustered difference,
+    :func:`fusionlib.training.one_standard_error_choice`): smaller differences are noise,
+    and the stronger penalty is the one that does not fit noise in an uninformative branch.
+    ``min`` takes the best. Returns ``(head, history)``; ``history['penalty_table']`` holds
+    each candidate's validation-loss difference to the best and its SE.
+    """
+    from .models import fusion_parameter_count
+    from .training import fit_head, one_standard_error_choice
+
+    head = new_head()
+    candidates = sorted(set(params.head_penalty)) if fusion_parameter_count(head) else [0.0]
+    fitted = []
+    for strength in candidates:
+        candidate = new_head() if fitted else head
+        history = fit_head(candidate, data.x_fit, data.y_fit, data.x_val, data.y_val,
+                           head_trainer(params, strength), random_state=seed)
+        fitted.append((strength, candidate, history))
+    losses = [h.get("val_row_loss") for _, _, h in fitted]
+    if params.head_monitor == "val_loss" and all(v is not None for v in losses):
+        chosen, table = one_standard_error_choice(candidates, losses, data.groups_val,
+                                                  params.head_penalty_rule)
+    else:  # no validation losses to compare (monitor none or val_qwk): the selection score
+        scores = [_selection_score(h, params.head_monitor) for _, _, h in fitted]
+        chosen, table = candidates[int(np.argmin(scores))], {}
+    _, head, history = next(f for f in fitted if f[0] == chosen)
+    history["penalty"] = chosen
+    history["penalty_table"] = {str(k): list(v) for k, v in table.items()}
+    return head, history
+
+
+def explain_weights(params: ExperimentParams, head, start_head, data: FoldData, history: dict,
+                    test_inputs: list[list[np.ndarray]], n_params: int) -> dict:
+    """What the head learned: raw weights; sensitivity and influence shares of the deployed
+    head, of the same head fitted to convergence (same penalty, no early stopping) and of its
+    untrained start; the training-objective gap of the deployed head to that optimum."""
+    from .models import build_fusion_head
+    from .training import fit_head_converged, head_objective
+    from .weights import effective_rf_share, influence_share, modality_jacobians, raw_fusion_weights
+
+    modalities = params.modalities
+    weights = {"fusion": params.fusion, "raw": raw_fusion_weights(head, params.fusion),
+               "trainable_fusion_params": n_params}
+    # The rows the head meets at test time: complete cases, one block per inner model.
+    rows = [np.vstack([inputs[i] for inputs in test_inputs]) for i in range(len(modalities))]
+    complete = ~np.isnan(np.stack(rows)).any(axis=(0, 2))
+    if "metadata" not in modalities or len(modalities) < 2 or not complete.any():
+        return weights
+    probs = {m: r[complete] for m, r in zip(modalities, rows)}
+
+    def shares(model, prefix):
+        jac = modality_jacobians(model, probs)
+        sens, infl = effective_rf_share(model, probs, jac), influence_share(model, probs, jac)
+        return {f"{prefix}rf_share": sens["overall"], f"{prefix}rf_share_per_class": sens["per_class"],
+                f"{prefix}influence_rf_share": infl["overall"],
+                f"{prefix}influence_rf_share_per_class": infl["per_class"]}
+
+    weights.update(shares(head, ""))
+    weights["modality_share"] = effective_rf_share(head, probs)["per_modality"]
+    if not n_params:
+        return weights
+    trainer = head_trainer(params, history.get("penalty", 0.0))
+    converged = build_fusion_head(modalities, fusion=params.fusion, fusion_options=params.fusion_options)
+    converged.set_weights(head.get_weights())
+    fit = fit_head_converged(converged, data.x_fit, data.y_fit, trainer)
+    deployed_objective = head_objective(head, data.x_fit, data.y_fit, trainer)
+    weights.update(shares(converged, "converged_"))
+    weights.update(shares(start_head, "start_"))
+    weights["converged_raw"] = raw_fusion_weights(converged, params.fusion)
+    weights["train_objective_gap"] = deployed_objective - fit["train_objective"]
+    weights["converged_fit"] = fit
+    start = np.concatenate([np.ravel(w) for w in start_head.get_weights()])
+    now = np.concatenate([np.ravel(w) for w in head.get_weights()])
+    weights["moved_from_start"] = float(np.linalg.norm(now - start) / max(np.linalg.norm(start), 1e-12))
+    return weights
+
+
+def image_branch_gap(outputs: dict, modalities: list, y_train, y_test) -> dict:
+    """Train/test consistency of each image branch: mean top-class probability and QWK of the
+    out-of-fold training rows, of the test rows by the mean of the inner models (what a head
+    met before) and by single inner models (what it meets now, averaged over models)."""
+    from .metrics import qwk
+
+    out = {}
+    for m in modalities:
+        if m == "metadata":
+            continue
+        branch = outputs[m]
+        train_ok = branch.train_mask
+        per_model = branch.test_proba_per_model()
+        ok = ~np.isnan(per_model).any(axis=(0, 2))
+        if not train_ok.any() or not ok.any():
+            continue
+        out[f"{m}_train_top_p"] = float(branch.train_proba[train_ok].max(axis=1).mean())
+        out[f"{m}_test_top_p_mean_of_models"] = float(branch.test_proba[ok].max(axis=1).mean())
+        out[f"{m}_test_top_p_single_model"] = float(per_model[:, ok].max(axis=2).mean())
+        out[f"{m}_train_qwk"] = qwk(y_train[train_ok], branch.train_proba[train_ok].argmax(axis=1))
+        out[f"{m}_test_qwk_mean_of_models"] = qwk(y_test[ok], branch.test_proba[ok].argmax(axis=1))
+        out[f"{m}_test_qwk_single_model"] = float(np.mean(
+            [qwk(y_test[ok], p[ok].argmax(axis=1)) for p in per_model]))
+    return out
+
+
+def run_fold(cohort: Cohort, params: ExperimentParams, fold, outputs: dict, log=None) -> FoldResult:
+    """Stage 1 fusion on one fold's cached branch outputs, decided and scored on the test fold.
+
+    The steps: split the training patients into inner fit / validation; fit the head with
+    its penalty search; fuse the test cases (per inner model, then averaged); optional
+    Stage 2; baselines on the same probabilities; one decision rule for every source, fitted
+    on training data only; scores; the weight analysis.
+    """
+    from .models import build_fusion_head, fusion_parameter_count
+
+    log = log or logger.info
+    y = cohort.y
+    modalities = params.modalities
+    data = split_training_rows(cohort, params, fold, outputs)
+    seed = params.seed + fold.index
 
     def new_head():
         return build_fusion_head(modalities, fusion=params.fusion, fusion_options=params.fusion_options,
-                                 random_state=params.seed + fold.index)
+                                 random_state=seed)
 
-    head = new_head()
-    n_params = fusion_parameter_count(head)
+    start_head = new_head()
+    n_params = fusion_parameter_count(start_head)
     if params.fusion != "fixed":
         log(f"Using {params.fusion} fusion layer (adaptive RF/Image weighting)"
             if params.fusion != "trainable" else
             "Using trainable fusion layer (adaptive RF/Image weighting)")
     log(f"Stage 1 trainable parameters: {n_params}")
-    # The penalty strength is chosen like the stopping epoch, on the inner-validation patients.
-    # Default: the one-standard-error rule, i.e. the strongest penalty whose validation loss is
-    # within one standard error of the best. Smaller differences are noise, and the stronger
-    # penalty is the one that does not fit noise in an uninformative branch ("min": the best).
-    candidates = sorted(set(params.head_penalty)) if n_params else [0.0]
-    fitted = []
-    for strength in candidates:
-        trainer = HeadTrainer(loss=params.head_loss, class_weight=params.head_class_weight,
-                              optimizer=params.head_optimizer, learning_rate=params.head_learning_rate,
-                              max_epochs=params.head_max_epochs, patience=params.head_patience,
-                              monitor=params.head_monitor, penalty=strength,
-                              penalty_kind=params.head_penalty_kind)
-        candidate = new_head() if fitted else head
-        history = fit_head(candidate, x_fit, y_fit, x_val, y_val, trainer,
-                           random_state=params.seed + fold.index)
-        fitted.append((_selection_score(history, params.head_monitor), strength, candidate, history))
-    best_score, _, _, best_history = min(fitted, key=lambda f: f[0])
-    tolerance = best_score
-    if params.head_penalty_rule == "one_se" and params.head_monitor == "val_loss":
-        tolerance += best_history.get("val_loss_se", 0.0)
-    _, chosen, head, history = max((f for f in fitted if f[0] <= tolerance), key=lambda f: f[1])
-    history["penalty"] = chosen
+    head, history = fit_head_with_penalty_search(params, data, new_head, seed)
 
-    test_probs = [outputs[m].test_proba for m in modalities]
     test_rows = fold.test
     keep = np.ones(len(test_rows), bool)
     if params.missing_cases == "exclude":
-        keep = complete(test_probs)
-    test_probs = [p[keep] for p in test_probs]
+        keep = _complete([outputs[m].test_proba for m in modalities])
     test_rows = test_rows[keep]
-    proba = fuse_with_missing(head, test_probs)
+    test_probs = [outputs[m].test_proba[keep] for m in modalities]   # branch probabilities
+    test_inputs = _per_model_inputs(outputs, modalities, keep)
+    proba = fuse_per_model(head, test_inputs)
     y_test = y[test_rows]
+    complete_test = _complete(test_probs)
 
-    stage1_val = classification_scores(y_val, fuse_with_missing(head, x_val))["qwk"] if len(y_val) else None
-    stage_scores = {"stage1_val_qwk": stage1_val, "stage1_best_epoch": history.get("best_epoch"),
+    val_proba = fuse_with_missing(head, data.x_val) if len(data.y_val) else np.empty((0, 3))
+    stage_scores = {"stage1_val_qwk": classification_scores(data.y_val, val_proba)["qwk"]
+                    if len(data.y_val) else None,
+                    "stage1_best_epoch": history.get("best_epoch"),
                     "stage1_penalty": history.get("penalty"),
-                    "n_test_all_modalities": int(complete(test_probs).sum())}
+                    "n_test_all_modalities": int(complete_test.sum()),
+                    # The same head on the mean of the inner models' probabilities (the old input).
+                    "log_loss_mean_of_models_input": classification_scores(
+                        y_test, fuse_with_missing(head, test_probs))["log_loss"]}
     for m in modalities:
         if m != "metadata":
             stage_scores[f"{m}_val_qwk"] = float(np.mean(
                 [h["best_val_qwk"] for h in outputs[m].info.get("history", [])] or [np.nan]))
+    stage_scores.update(image_branch_gap(outputs, modalities, y[fold.train], y[fold.test][keep]))
     if params.stage2:
-        stage2 = run_stage2(cohort, params, fold, head, outputs, fit_rows, val_rows, test_rows, proba, log)
+        stage2 = run_stage2(cohort, params, fold, head, outputs, data.fit_rows, data.val_rows,
+                            test_rows, proba, log)
         stage_scores.update(stage2["scores"])
         if stage2["kept"]:
             head, proba = stage2["head"], stage2["proba"]
             history["stage2"] = stage2["history"]
 
-    # Baselines on the same cached probabilities.
-    baselines = {}
-    fallback = np.nanmean(np.stack(test_probs), axis=0)
-    if len(modalities) > 1:
-        x_all = np.hstack([np.vstack([a, b]) for a, b in zip(x_fit, x_val)]) if len(y_val) else \
-            np.hstack(x_fit)
-        y_all = np.concatenate([y_fit, y_val])
-        stacker = LogisticRegression(max_iter=2000).fit(x_all, y_all)
-        full = complete(test_probs)
-        stacked = fallback.copy()
-        if full.any():
-            stacked[full] = stacker.predict_proba(np.hstack([p[full] for p in test_probs]))
-        baselines["stacking"] = stacked
-    for m, p in zip(modalities, test_probs):
-        baselines[f"{m}_only"] = np.where(np.isnan(p), fallback, p)
-
-    complete_test = complete(test_probs)
-    weights = {"fusion": params.fusion, "raw": raw_fusion_weights(head, params.fusion),
-               "trainable_fusion_params": n_params}
-    if "metadata" in modalities and len(modalities) > 1 and complete_test.any():
-        share = effective_rf_share(head, {m: p[complete_test] for m, p in zip(modalities, test_probs)})
-        weights["rf_share"] = share["overall"]
-        weights["rf_share_per_class"] = list(share["per_class"])
-        weights["modality_share"] = share.get("per_modality")
-    scores = classification_scores(y_test, proba)
+    baselines, baseline_val = fit_baselines(modalities, data, test_probs, test_inputs)
+    sources = {"fused": (proba, val_proba), **{name: (baselines[name], baseline_val[name])
+                                              for name in baselines}}
+    preds, chosen = decide_sources(params.decision, sources, data)
+    scores = classification_scores(y_test, proba, preds["fused"][params.decision])
+    weights = explain_weights(params, head, start_head, data, history, test_inputs, n_params)
+    weights["decision"] = chosen
     return FoldResult(fold.index, fold.repeat, test_rows, y_test, proba,
                       dict(zip(modalities, test_probs)), baselines, scores, stage_scores, weights,
-                      history={"head": history})
+                      history={"head": history}, preds=preds)
+
+
+def fit_baselines(modalities: list, data: FoldData, test_probs: list, test_inputs: list) -> tuple:
+    """Baselines on the same cached probabilities: each branch alone and a logistic-regression
+    stacker (fitted on the inner fit rows, like the head). Returns test and validation
+    probabilities by name; a case missing a branch gets the fallback of the other branches."""
+    from sklearn.linear_model import LogisticRegression
+
+    baselines, validation = {}, {}
+    fallback = np.nanmean(np.stack(test_probs), axis=0)
+    if len(modalities) > 1:
+        stacker = LogisticRegression(max_iter=2000).fit(np.hstack(data.x_fit), data.y_fit)
+
+        def stack(inputs):
+            out = np.nanmean(np.stack(inputs), axis=0)
+            full = _complete(inputs)
+            if full.any():
+                out[full] = stacker.predict_proba(np.hstack([p[full] for p in inputs]))
+            return out
+
+        baselines["stacking"] = np.mean([stack(inputs) for inputs in test_inputs], axis=0)
+        validation["stacking"] = stack(data.x_val) if len(data.y_val) else np.empty((0, 3))
+    for i, (m, p) in enumerate(zip(modalities, test_probs)):
+        baselines[f"{m}_only"] = np.where(np.isnan(p), fallback, p)
+        validation[f"{m}_only"] = data.x_val[i]
+    return baselines, validation
+
+
+def decide_sources(decision: str, sources: dict, data: FoldData) -> tuple[dict, dict]:
+    """Predictions of every source under every decision rule, each rule fitted on training data
+    only (the training prevalence; ``tuned`` also on the source's own inner-validation
+    probabilities). The rule named ``decision`` is the run's headline; the others are kept so
+    a comparison can show every rule. Returns ``({source: {rule: pred}}, {source: applied})``."""
+    from .decision import DECISIONS, decide
+
+    preds, chosen = {}, {}
+    for source, (test_proba, val_proba) in sources.items():
+        preds[source] = {}
+        for name, rule_class in DECISIONS.items():
+            rule = rule_class().fit(data.y_train, val_proba, data.y_val)
+            preds[source][name] = decide(test_proba, rule)
+            if name == decision:
+                chosen[source] = rule.describe()
+    return preds, chosen
 
 
 def run_stage2(cohort: Cohort, params: ExperimentParams, fold, head, outputs: dict, fit_rows, val_rows,

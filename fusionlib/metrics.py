@@ -24,17 +24,23 @@ def qwk(y_true, y_pred) -> float:
     return 0.0 if np.isnan(value) else float(value)
 
 
-def classification_scores(y_true, proba) -> dict:
-    """QWK, accuracy, macro-F1, per-class F1, Brier score and ECE from class probabilities."""
+def classification_scores(y_true, proba, y_pred=None) -> dict:
+    """Decision scores (QWK, accuracy, macro-F1, per-class F1) of ``y_pred`` and proper scores
+    (log-loss, Brier) plus ECE of ``proba``.
+
+    ``y_pred`` is the decided class per case (:mod:`fusionlib.decision`); without it the
+    argmax of ``proba`` is scored. Proper scores never depend on the decision rule.
+    """
     y_true = np.asarray(y_true, dtype=int)
     proba = np.asarray(proba, dtype=float)
-    y_pred = proba.argmax(axis=1)
+    y_pred = proba.argmax(axis=1) if y_pred is None else np.asarray(y_pred, dtype=int)
     per_class = f1_score(y_true, y_pred, labels=list(range(N_CLASSES)), average=None, zero_division=0)
     scores = {
         "qwk": qwk(y_true, y_pred),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(np.mean(per_class)),
         **{f"f1_{label}": float(v) for label, v in zip(LABELS, per_class)},
+        "log_loss": log_loss(y_true, proba),
         "brier": brier_score(y_true, proba),
         "ece": expected_calibration_error(y_true, proba),
         "n": int(len(y_true)),
@@ -42,11 +48,32 @@ def classification_scores(y_true, proba) -> dict:
     return scores
 
 
-def brier_score(y_true, proba) -> float:
-    """Multi-class Brier score: mean over rows of the squared distance to the one-hot label."""
+LOG_LOSS_FLOOR = 1e-7
+"""Probabilities are clipped to this floor before the log, as the fusion head's loss does."""
+
+
+def case_log_loss(y_true, proba) -> np.ndarray:
+    """Per-case cross-entropy ``-log p[true class]`` (clipped at :data:`LOG_LOSS_FLOOR`)."""
+    proba = np.asarray(proba, dtype=float)
+    picked = proba[np.arange(len(proba)), np.asarray(y_true, dtype=int)]
+    return -np.log(np.clip(picked, LOG_LOSS_FLOOR, 1.0))
+
+
+def case_brier(y_true, proba) -> np.ndarray:
+    """Per-case multi-class Brier score: squared distance to the one-hot label."""
     proba = np.asarray(proba, dtype=float)
     onehot = np.eye(proba.shape[1])[np.asarray(y_true, dtype=int)]
-    return float(np.mean(np.sum((proba - onehot) ** 2, axis=1)))
+    return np.sum((proba - onehot) ** 2, axis=1)
+
+
+def log_loss(y_true, proba) -> float:
+    """Mean cross-entropy of the true class (a proper score: lower is better)."""
+    return float(np.mean(case_log_loss(y_true, proba))) if len(proba) else float("nan")
+
+
+def brier_score(y_true, proba) -> float:
+    """Multi-class Brier score: mean over rows of the squared distance to the one-hot label."""
+    return float(np.mean(case_brier(y_true, proba)))
 
 
 def expected_calibration_error(y_true, proba, n_bins: int = 10) -> float:
@@ -109,6 +136,19 @@ def _qwk_from_confusion(conf: np.ndarray) -> np.ndarray:
     return np.where(single | ~np.isfinite(value), 0.0, value)
 
 
+def patient_draws(n_patients: int, n_boot: int, random_state: int = 0) -> np.ndarray:
+    """(n_boot, n_patients) counts: how often each patient is drawn in each bootstrap resample.
+
+    Resample ``b`` draws ``rng.integers(0, n_patients, n_patients)`` with
+    ``rng = default_rng(random_state)``; every paired bootstrap here uses these draws.
+    """
+    rng = np.random.default_rng(random_state)
+    draws = np.empty((n_boot, n_patients))
+    for b in range(n_boot):
+        draws[b] = np.bincount(rng.integers(0, n_patients, n_patients), minlength=n_patients)
+    return draws
+
+
 def paired_bootstrap_qwk(y_true, pred_a, pred_b, groups, n_boot: int = 2000,
                          random_state: int = 0, level: float = 0.95) -> dict:
     """QWK(a) - QWK(b) on the same cases, with a bootstrap CI that resamples patients.
@@ -128,17 +168,37 @@ def paired_bootstrap_qwk(y_true, pred_a, pred_b, groups, n_boot: int = 2000,
     conf_b = np.zeros((n_pat, N_CLASSES * N_CLASSES))
     np.add.at(conf_a, (inverse, y_true * N_CLASSES + pred_a), 1)
     np.add.at(conf_b, (inverse, y_true * N_CLASSES + pred_b), 1)
-    rng = np.random.default_rng(random_state)
-    draws = np.empty((n_boot, n_pat))
-    for b in range(n_boot):
-        draws[b] = np.bincount(rng.integers(0, n_pat, n_pat), minlength=n_pat)
+    draws = patient_draws(n_pat, n_boot, random_state)
     deltas = _qwk_from_confusion(draws @ conf_a) - _qwk_from_confusion(draws @ conf_b)
     alpha = (1 - level) / 2
     return {
         "delta": qwk(y_true, pred_a) - qwk(y_true, pred_b),
         "ci_low": float(np.quantile(deltas, alpha)),
         "ci_high": float(np.quantile(deltas, 1 - alpha)),
-        "p_a_not_better": float(np.mean(deltas <= 0)),
+        # Not a p-value: the share of bootstrap resamples in which a is not better than b.
+        "share_not_better": float(np.mean(deltas <= 0)),
         "n_boot": int(n_boot),
         "n_patients": int(n_pat),
     }
+
+
+def paired_bootstrap_loss(loss_a, loss_b, groups, n_boot: int = 2000, random_state: int = 0,
+                          level: float = 0.95) -> dict:
+    """Mean per-case loss of a minus that of b (e.g. log-loss, Brier), with a patient bootstrap CI.
+
+    The same resampling as :func:`paired_bootstrap_qwk` (patients drawn with replacement, same
+    ``random_state`` -> same draws), so QWK and proper-score intervals of one comparison
+    come from the same resamples. Negative = a has the lower (better) loss.
+    """
+    diff = np.asarray(loss_a, dtype=float) - np.asarray(loss_b, dtype=float)
+    patients, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    n_pat = len(patients)
+    sums = np.bincount(inverse, weights=diff, minlength=n_pat)
+    counts = np.bincount(inverse, minlength=n_pat).astype(float)
+    draws = patient_draws(n_pat, n_boot, random_state)
+    deltas = (draws @ sums) / (draws @ counts)
+    alpha = (1 - level) / 2
+    return {"delta": float(diff.mean()), "ci_low": float(np.quantile(deltas, alpha)),
+            "ci_high": float(np.quantile(deltas, 1 - alpha)),
+            "share_not_better": float(np.mean(deltas >= 0)), "n_boot": int(n_boot),
+            "n_patients": int(n_pat)}

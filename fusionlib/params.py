@@ -66,6 +66,7 @@ class ExperimentParams:
     head_penalty: list = field(default_factory=lambda: [0.0, 0.003, 0.01, 0.03])
     head_penalty_kind: str = "group"
     head_penalty_rule: str = "one_se"
+    decision: str = "ordinal"
     validation_fraction: float = 0.2
     stage2: bool = False
     stage2_epochs: int = 10
@@ -156,6 +157,9 @@ def validate(raw: dict, source: str | Path = "<params>") -> ExperimentParams:
         _fail(source, "head_penalty", f"must be a non-empty list of numbers >= 0, got {params.head_penalty}")
     _choice(source, "head_penalty_kind", params.head_penalty_kind, PENALTIES)
     _choice(source, "head_penalty_rule", params.head_penalty_rule, PENALTY_RULES)
+    from .decision import DECISIONS
+
+    _choice(source, "decision", params.decision, list(DECISIONS))
     for key in ("head_learning_rate", "stage2_learning_rate"):
         if not getattr(params, key) > 0:
             _fail(source, key, f"must be > 0, got {getattr(params, key)}")

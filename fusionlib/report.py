@@ -249,7 +249,7 @@ def _paired_row(variant_name: str, kind: str, pct: float, fixed: Run, pred_a: pd
             "QWK variant": qwk(joined["label"], joined["pred_a"]),
             "QWK fixed": qwk(joined["label"], joined["pred_b"]),
             "QWK diff": boot["delta"], "CI low": boot["ci_low"], "CI high": boot["ci_high"],
-            "P(not better)": boot["p_a_not_better"],
+            "P(not better)": boot["share_not_better"],
             "per-fold diffs": [float(d) for d in diffs],
             "mean fold diff": float(np.mean(diffs)) if diffs else np.nan,
             "folds better": f"{sum(d > 0 for d in diffs)}/{len(diffs)}",

@@ -122,6 +122,32 @@ def _per_row_loss(kind: str, gamma: float):
     return loss
 
 
+def _objective(head, x_train: list, y_train, trainer: HeadTrainer):
+    """A zero-argument callable: the head's training objective at its current weights.
+
+    Mean (class-weighted) per-row loss on the training rows plus the penalty on the Dense
+    kernels only (biases and mixing logits stay free). One definition for the early-stopped
+    fit, the converged fit and the reported objective gap.
+    """
+    T = tf()
+    y_train = np.asarray(y_train, dtype=int)
+    xs = [T.constant(np.asarray(x, dtype="float32")) for x in x_train]
+    yt = T.constant(np.eye(3, dtype="float32")[y_train])
+    weights = class_weights(y_train) if trainer.class_weight == "balanced" else np.ones(3)
+    wt = T.constant(weights[y_train].astype("float32"))
+    per_row = _per_row_loss(trainer.loss, trainer.focal_gamma)
+    kernels = [v for v in head.trainable_weights if v.path.endswith("kernel")]
+    strength, group = float(trainer.penalty), trainer.penalty_kind == "group"
+
+    def value():
+        out = T.reduce_sum(wt * per_row(yt, head(xs, training=True))) / T.reduce_sum(wt)
+        if strength and kernels:
+            out += strength * T.add_n([_kernel_penalty(k, len(xs), group) for k in kernels])
+        return out
+
+    return value
+
+
 def fit_head(head, x_train: list, y_train, x_val: list | None = None, y_val=None,
              trainer: HeadTrainer | None = None, random_state: int = 0) -> dict:
     """Fit a fusion head full-batch; returns its history (losses, best epoch, stop reason).
@@ -136,26 +162,16 @@ def fit_head(head, x_train: list, y_train, x_val: list | None = None, y_val=None
     if not head.trainable_weights:
         return history
     set_seed(random_state)
-    y_train = np.asarray(y_train, dtype=int)
-    xs = [T.constant(np.asarray(x, dtype="float32")) for x in x_train]
-    yt = T.constant(np.eye(3, dtype="float32")[y_train])
-    weights = class_weights(y_train) if trainer.class_weight == "balanced" else np.ones(3)
-    wt = T.constant(weights[y_train].astype("float32"))
-    per_row = _per_row_loss(trainer.loss, trainer.focal_gamma)
     optimizer = (keras().optimizers.SGD(trainer.learning_rate, momentum=0.9, nesterov=True)
                  if trainer.optimizer == "sgd" else keras().optimizers.Adam(trainer.learning_rate))
     variables = head.trainable_weights
-    # Penalty on Dense kernels only: biases and mixing logits stay free.
-    kernels = [v for v in variables if v.path.endswith("kernel")]
-    strength = float(trainer.penalty)
-    group = trainer.penalty_kind == "group"
+    objective = _objective(head, x_train, y_train, trainer)
+    per_row = _per_row_loss(trainer.loss, trainer.focal_gamma)
 
     @T.function
     def step():
         with T.GradientTape() as tape:
-            value = T.reduce_sum(wt * per_row(yt, head(xs, training=True))) / T.reduce_sum(wt)
-            if strength and kernels:
-                value += strength * T.add_n([_kernel_penalty(k, len(xs), group) for k in kernels])
+            value = objective()
         optimizer.apply_gradients(zip(tape.gradient(value, variables), variables))
         return value
 
@@ -184,8 +200,9 @@ def fit_head(head, x_train: list, y_train, x_val: list | None = None, y_val=None
             score = val_loss if trainer.monitor == "val_loss" else -val_qwk
             if score < best_score - 1e-9:
                 best_score, best_weights, best_epoch = score, head.get_weights(), epoch
-                # Standard error of the validation loss, for the one-standard-error rule.
-                history["val_loss_se"] = float(rows.std(ddof=1) / np.sqrt(len(rows))) if len(rows) > 1 else 0.0
+                # Per-row validation losses of the restored epoch: the one-standard-error rule
+                # compares candidates on the same rows (see one_standard_error_choice).
+                history["val_row_loss"] = rows.astype(float).tolist()
             elif epoch - best_epoch >= trainer.patience:
                 history["stopped"] = "early_stopping"
                 break
@@ -197,10 +214,111 @@ def fit_head(head, x_train: list, y_train, x_val: list | None = None, y_val=None
             previous_loss = train_loss
     head.set_weights(best_weights)
     history["best_epoch"] = best_epoch
+    history["train_objective"] = float(objective())  # of the restored weights
     if use_val and best_epoch == 0:
         logger.warning("fusion head: no step improved the validation %s on its start; the "
                        "untrained start is kept", trainer.monitor)
     return history
+
+
+def fit_head_converged(head, x_train: list, y_train, trainer: HeadTrainer | None = None,
+                       max_iter: int = 2000, tol: float = 1e-10) -> dict:
+    """Minimise the head's training objective to convergence, without early stopping.
+
+    The same objective as :func:`fit_head` (class weighting and the kernel penalty of
+    ``trainer`` included), minimised by L-BFGS over all trainable weights, starting from the
+    head's current weights. It answers "what weighting does this head converge to at this
+    penalty?", beside the early-stopped head that is deployed. For ``trainable`` (a convex
+    problem) the result is the optimum whatever the start. Returns the objective before and
+    after, iterations and scipy's convergence flag.
+    """
+    from scipy.optimize import minimize
+
+    trainer = trainer or HeadTrainer()
+    T = tf()
+    variables = head.trainable_weights
+    if not variables:
+        return {"train_objective": None, "iterations": 0, "converged": True}
+    objective = _objective(head, x_train, y_train, trainer)
+    shapes = [tuple(v.shape) for v in variables]
+    sizes = [int(np.prod(shape)) for shape in shapes]
+
+    @T.function
+    def value_and_grad():
+        with T.GradientTape() as tape:
+            value = objective()
+        return value, tape.gradient(value, variables)
+
+    def assign(theta):
+        for v, part, shape in zip(variables, np.split(theta, np.cumsum(sizes)[:-1]), shapes):
+            v.assign(part.reshape(shape).astype("float32"))
+
+    def fun(theta):
+        assign(theta)
+        value, grads = value_and_grad()
+        # float64 for scipy; the objective itself is evaluated in float32 like the training loop.
+        return float(value), np.concatenate([np.asarray(g, dtype="float64").ravel() for g in grads])
+
+    theta0 = np.concatenate([np.asarray(v, dtype="float64").ravel() for v in variables])
+    before = fun(theta0)[0]
+    result = minimize(fun, theta0, jac=True, method="L-BFGS-B",
+                      options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-7})
+    best = result.x if result.fun <= before else theta0
+    value, grad = fun(best)
+    # float32 objectives often end L-BFGS on a line-search failure at the optimum; the
+    # gradient norm says whether it is one.
+    return {"train_objective": value, "start_objective": float(before),
+            "iterations": int(result.nit), "grad_max": float(np.abs(grad).max()),
+            "converged": bool(result.success or np.abs(grad).max() < 1e-4)}
+
+
+def head_objective(head, x_train: list, y_train, trainer: HeadTrainer | None = None) -> float:
+    """The training objective of :func:`fit_head` (weighted loss + penalty) at the head's weights."""
+    return float(_objective(head, x_train, y_train, trainer or HeadTrainer())())
+
+
+def one_standard_error_choice(strengths, val_row_loss, groups, rule: str = "one_se") -> tuple:
+    """The penalty strength chosen from validation losses of several candidates.
+
+    ``val_row_loss[k]`` holds candidate ``k``'s per-row validation losses, all on the
+    same rows, whose patients are ``groups``. ``rule="min"`` takes the lowest mean loss.
+    ``rule="one_se"`` takes the strongest penalty whose mean loss exceeds the best one by
+    at most one standard error *of that difference*: the rows are shared, so the noise
+    that matters is that of the paired per-row difference, and visits of one patient are
+    not independent, so the SE is clustered by patient::
+
+        d_p = sum over rows of patient p of (loss_k - loss_best)
+        mean = sum_p d_p / n_rows
+        SE = sqrt(P / (P - 1) * sum_p (d_p - n_p * mean)^2) / n_rows
+
+    Returns ``(chosen strength, {strength: (mean difference to the best, its SE)})``.
+    """
+    strengths = [float(s) for s in strengths]
+    losses = [np.asarray(v, dtype=float) for v in val_row_loss]
+    if len(strengths) != len(losses) or not strengths:
+        raise ValueError(f"need one loss vector per strength, got {len(strengths)} strengths "
+                         f"and {len(losses)} loss vectors")
+    means = [v.mean() for v in losses]
+    best = int(np.argmin(means))
+    if rule == "min":
+        return strengths[best], {s: (float(m - means[best]), 0.0) for s, m in zip(strengths, means)}
+    if rule != "one_se":
+        raise ValueError(f"rule must be 'one_se' or 'min', got {rule!r}")
+    patients, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    n_rows, n_pat = len(inverse), len(patients)
+    per_patient_rows = np.bincount(inverse, minlength=n_pat).astype(float)
+    table = {}
+    for s, v in zip(strengths, losses):
+        if len(v) != n_rows:
+            raise ValueError(f"loss vector of strength {s} has {len(v)} rows, groups has {n_rows}")
+        diff = v - losses[best]
+        mean = diff.sum() / n_rows
+        d_p = np.bincount(inverse, weights=diff, minlength=n_pat)
+        se = (np.sqrt(n_pat / (n_pat - 1) * np.sum((d_p - per_patient_rows * mean) ** 2)) / n_rows
+              if n_pat > 1 else 0.0)
+        table[s] = (float(mean), float(se))
+    chosen = max(s for s in strengths if table[s][0] <= table[s][1] + 1e-12)
+    return chosen, table
 
 
 def head_log_loss(head, x: list, y) -> float:

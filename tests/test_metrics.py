@@ -33,7 +33,7 @@ def _slow_paired_bootstrap(y, a, b, groups, n_boot, seed, level=0.95) -> dict:
     return {"delta": _kappa(y, a) - _kappa(y, b),
             "ci_low": float(np.quantile(deltas, alpha)),
             "ci_high": float(np.quantile(deltas, 1 - alpha)),
-            "p_a_not_better": float(np.mean(np.asarray(deltas) <= 0)),
+            "share_not_better": float(np.mean(np.asarray(deltas) <= 0)),
             "n_boot": n_boot, "n_patients": len(patients)}
 
 
@@ -94,7 +94,7 @@ def test_bootstrap_identical_predictions_give_a_zero_width_ci():
     y, a, _, groups = _case(np.random.default_rng(1), 80, 20)
     boot = metrics.paired_bootstrap_qwk(y, a, a.copy(), groups, n_boot=200)
     assert boot["delta"] == 0.0 and boot["ci_low"] == 0.0 and boot["ci_high"] == 0.0
-    assert boot["p_a_not_better"] == 1.0
+    assert boot["share_not_better"] == 1.0
 
 
 def test_bootstrap_matches_a_slow_reference():

@@ -131,7 +131,7 @@ def test_paired_comparisons_use_the_metrics_bootstrap(runs_dir):
                                 joined["pred_b"].to_numpy(), joined["patient"].to_numpy(),
                                 n_boot=200, random_state=4)
     assert (row["QWK diff"], row["CI low"], row["CI high"], row["P(not better)"]) == \
-        (boot["delta"], boot["ci_low"], boot["ci_high"], boot["p_a_not_better"])
+        (boot["delta"], boot["ci_low"], boot["ci_high"], boot["share_not_better"])
     assert row["patients"] == boot["n_patients"]
 
 
