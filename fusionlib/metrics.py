@@ -202,3 +202,46 @@ def paired_bootstrap_loss(loss_a, loss_b, groups, n_boot: int = 2000, random_sta
             "ci_high": float(np.quantile(deltas, 1 - alpha)),
             "share_not_better": float(np.mean(deltas >= 0)), "n_boot": int(n_boot),
             "n_patients": int(n_pat)}
+
+
+def seed_averaged_bootstrap(seeds: list[dict], n_boot: int = 2000, random_state: int = 0,
+                            level: float = 0.95) -> dict:
+    """Variant minus baseline, averaged over seeds, with a bootstrap over patients.
+
+    Each element of ``seeds`` is one seed's paired test predictions of the same cases:
+    ``{"y", "pred_a", "pred_b", "loss_a", "loss_b", "groups"}`` (``loss_*`` per-case
+    log-loss). A resample draws patients with replacement from the union of all seeds'
+    patients (a patient absent from a seed, e.g. at 50 % of the data, contributes nothing
+    there) and recomputes every seed's QWK and mean-loss difference on it; the statistic is
+    the mean over seeds. The interval so covers the sampling of patients and, through the
+    average, the seeds' own spread around it; seed-to-seed variation enters as measured,
+    not modelled (docs/protocol.md).
+    """
+    patients = np.unique(np.concatenate([np.asarray(s["groups"]) for s in seeds]))
+    index = {p: i for i, p in enumerate(patients)}
+    draws = patient_draws(len(patients), n_boot, random_state)
+    qwk_deltas, loss_deltas, per_seed = [], [], []
+    for s in seeds:
+        y = np.asarray(s["y"], dtype=int)
+        rows = np.array([index[g] for g in np.asarray(s["groups"])])
+        conf_a = np.zeros((len(patients), N_CLASSES * N_CLASSES))
+        conf_b = np.zeros((len(patients), N_CLASSES * N_CLASSES))
+        np.add.at(conf_a, (rows, y * N_CLASSES + np.asarray(s["pred_a"], dtype=int)), 1)
+        np.add.at(conf_b, (rows, y * N_CLASSES + np.asarray(s["pred_b"], dtype=int)), 1)
+        qwk_deltas.append(_qwk_from_confusion(draws @ conf_a) - _qwk_from_confusion(draws @ conf_b))
+        diff = np.asarray(s["loss_a"], dtype=float) - np.asarray(s["loss_b"], dtype=float)
+        sums = np.bincount(rows, weights=diff, minlength=len(patients))
+        counts = np.bincount(rows, minlength=len(patients)).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            loss_deltas.append((draws @ sums) / (draws @ counts))
+        per_seed.append({"qwk": qwk(y, s["pred_a"]) - qwk(y, s["pred_b"]),
+                         "log_loss": float(diff.mean())})
+    alpha = (1 - level) / 2
+    out = {"per_seed": per_seed, "n_boot": int(n_boot), "n_patients": int(len(patients)),
+           "n_seeds": len(seeds)}
+    for name, deltas in (("qwk", qwk_deltas), ("log_loss", loss_deltas)):
+        mean = np.nanmean(np.stack(deltas), axis=0)
+        out[name] = {"delta": float(np.mean([p[name] for p in per_seed])),
+                     "ci_low": float(np.nanquantile(mean, alpha)),
+                     "ci_high": float(np.nanquantile(mean, 1 - alpha))}
+    return out

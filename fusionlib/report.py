@@ -68,6 +68,11 @@ class Run:
         return str(self.summary.get("fusion") or self.params.get("fusion") or "?")
 
     @property
+    def decision(self) -> str:
+        """The decision rule that turned probabilities into predictions (older runs: argmax)."""
+        return str(self.summary.get("decision") or self.params.get("decision") or "argmax")
+
+    @property
     def data_percentage(self) -> float:
         value = self.summary.get("data_percentage", self.params.get("data_percentage", 100.0))
         return float(value)
@@ -178,8 +183,9 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
             "name": run.name,
             "fusion": run.fusion,
             "data %": run.data_percentage,
+            "decision": s.get("decision", "argmax"),
             "QWK": f"{_fmt(mean)} ± {_fmt(sd)}",
-            "QWK 95% CI": f"[{_fmt(low)}, {_fmt(high)}]",
+            "QWK fold t-interval": f"[{_fmt(low)}, {_fmt(high)}]",
             "QWK mean": mean, "QWK sd": sd, "QWK CI low": low, "QWK CI high": high,
             "pooled QWK": (s.get("pooled") or {}).get("qwk", np.nan),
             # Cases by available modality, and the score on those with every modality.
@@ -189,10 +195,13 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
             "accuracy": _stat(s, "accuracy"),
             "macro-F1": _stat(s, "macro_f1"),
             **{f"F1 {label}": _stat(s, f"f1_{label}") for label in LABELS},
+            "log-loss": _stat(s, "log_loss"), "pooled log-loss": (s.get("pooled") or {}).get(
+                "log_loss", np.nan),
             "Brier": _stat(s, "brier"), "ECE": _stat(s, "ece"),
             "trainable fusion params": np.nan if params is None else int(params),
             "RF share": _stat(s, "rf_share"),
             "RF share sd": _stat(s, "rf_share", "sd"),
+            "RF influence": _stat(s, "influence_rf_share"),
             "folds": s.get("n_folds", len(run.metrics.get("folds", []))),
             "cases": s.get("n_cases"),
             "data": run.data_name or "?",
@@ -223,17 +232,21 @@ def _per_fold_qwk_diffs(joined: pd.DataFrame) -> list[float]:
 
 def _paired_row(variant_name: str, kind: str, pct: float, fixed: Run, pred_a: pd.DataFrame,
                 n_boot: int, random_state: int, note: str = "") -> dict:
-    """Pair ``pred_a`` (repeat, case_id, fold, label, patient, pred_a) with ``fixed``'s predictions."""
-    from .metrics import paired_bootstrap_qwk, qwk
+    """Pair ``pred_a`` (repeat, case_id, fold, label, patient, pred_a, loss_a) with ``fixed``'s
+    predictions (its ``pred``, decided by the same rule, and its per-case log-loss)."""
+    from .metrics import case_log_loss, paired_bootstrap_loss, paired_bootstrap_qwk, qwk
 
-    base = fixed.predictions[["repeat", "case_id", "label", "pred"]].rename(
+    frame = fixed.predictions
+    base = frame[["repeat", "case_id", "label", "pred"]].rename(
         columns={"pred": "pred_b", "label": "label_b"})
+    base["loss_b"] = case_log_loss(frame["label"], frame[PROBA_COLUMNS].to_numpy(dtype=float))
     joined = pred_a.merge(base, on=["repeat", "case_id"], how="inner")
     row = {"data %": pct, "variant": variant_name, "kind": kind, "vs": fixed.name,
            "cases": len(joined), "patients": joined["patient"].nunique() if len(joined) else 0}
     empty = {"QWK variant": np.nan, "QWK fixed": np.nan, "QWK diff": np.nan, "CI low": np.nan,
-             "CI high": np.nan, "P(not better)": np.nan, "per-fold diffs": [],
-             "mean fold diff": np.nan, "folds better": "–"}
+             "CI high": np.nan, SHARE_NOT_BETTER: np.nan, "log-loss diff": np.nan,
+             "log-loss CI low": np.nan, "log-loss CI high": np.nan, "per-fold diffs": [],
+             "mean fold diff": np.nan, "folds better": "–", "verdict": "–"}
     if not len(joined):
         return {**row, **empty, "note": note or "no common cases (different seed or folds?)"}
     if (joined["label"] != joined["label_b"]).any():
@@ -241,6 +254,9 @@ def _paired_row(variant_name: str, kind: str, pct: float, fixed: Run, pred_a: pd
     boot = paired_bootstrap_qwk(joined["label"].to_numpy(), joined["pred_a"].to_numpy(),
                                 joined["pred_b"].to_numpy(), joined["patient"].to_numpy(),
                                 n_boot=n_boot, random_state=random_state)
+    loss = paired_bootstrap_loss(joined["loss_a"].to_numpy(), joined["loss_b"].to_numpy(),
+                                 joined["patient"].to_numpy(), n_boot=n_boot,
+                                 random_state=random_state)
     diffs = _per_fold_qwk_diffs(joined)
     n_a = len(pred_a)
     if len(joined) < max(n_a, len(base)):
@@ -249,11 +265,37 @@ def _paired_row(variant_name: str, kind: str, pct: float, fixed: Run, pred_a: pd
             "QWK variant": qwk(joined["label"], joined["pred_a"]),
             "QWK fixed": qwk(joined["label"], joined["pred_b"]),
             "QWK diff": boot["delta"], "CI low": boot["ci_low"], "CI high": boot["ci_high"],
-            "P(not better)": boot["share_not_better"],
+            SHARE_NOT_BETTER: boot["share_not_better"],
+            "log-loss diff": loss["delta"], "log-loss CI low": loss["ci_low"],
+            "log-loss CI high": loss["ci_high"],
+            "verdict": verdict_text(boot["ci_low"], boot["ci_high"], loss["ci_low"], loss["ci_high"]),
             "per-fold diffs": [float(d) for d in diffs],
             "mean fold diff": float(np.mean(diffs)) if diffs else np.nan,
             "folds better": f"{sum(d > 0 for d in diffs)}/{len(diffs)}",
             "note": note}
+
+
+SHARE_NOT_BETTER = "share of resamples ΔQWK ≤ 0"
+"""Not a p-value: the bootstrap share of resampled QWK differences at or below zero."""
+
+
+def verdict_text(qwk_low, qwk_high, loss_low, loss_high) -> str:
+    """One phrase that reads both the QWK and the log-loss interval of variant − fixed."""
+    def side(low, high, lower_is_better):
+        if not (np.isfinite(low) and np.isfinite(high)):
+            return "?"
+        if lower_is_better:
+            low, high = -high, -low
+        return "better" if low > 0 else "worse" if high < 0 else "no detectable difference"
+
+    q, ll = side(qwk_low, qwk_high, False), side(loss_low, loss_high, True)
+    return f"QWK: {q}; log-loss: {ll}"
+
+
+def _with_loss(frame: pd.DataFrame, proba_columns: list[str]) -> pd.DataFrame:
+    from .metrics import case_log_loss
+
+    return frame.assign(loss_a=case_log_loss(frame["label"], frame[proba_columns].to_numpy(dtype=float)))
 
 
 def paired_comparisons(runs: list[Run], n_boot: int = 2000, random_state: int = 0,
@@ -270,7 +312,8 @@ def paired_comparisons(runs: list[Run], n_boot: int = 2000, random_state: int = 
     ``baseline``).
     """
     columns = ["data %", "variant", "kind", "vs", "cases", "patients", "QWK variant", "QWK fixed",
-               "QWK diff", "CI low", "CI high", "P(not better)", "per-fold diffs",
+               "QWK diff", "CI low", "CI high", SHARE_NOT_BETTER, "log-loss diff",
+               "log-loss CI low", "log-loss CI high", "verdict", "per-fold diffs",
                "mean fold diff", "folds better", "note"]
     rows = []
     by_pct: dict[float, list[Run]] = {}
@@ -287,7 +330,11 @@ def paired_comparisons(runs: list[Run], n_boot: int = 2000, random_state: int = 
             fixed = _choose_fixed(fixed_runs, run)
             note = "" if _pairing_key(fixed) == _pairing_key(run) else \
                 "seed, folds or data differ from the fixed run"
-            pred = run.predictions[["repeat", "fold", "case_id", "patient", "label", "pred"]]
+            if run.decision != fixed.decision:
+                note = (note + "; " if note else "") + \
+                    f"decision rules differ ({run.decision} vs {fixed.decision}): not comparable"
+            pred = _with_loss(run.predictions, PROBA_COLUMNS)[
+                ["repeat", "fold", "case_id", "patient", "label", "pred", "loss_a"]]
             rows.append(_paired_row(run.name, "fusion", pct, fixed, pred.rename(columns={"pred": "pred_a"}),
                                     n_boot, random_state, note))
         if baselines:
@@ -299,8 +346,11 @@ def paired_comparisons(runs: list[Run], n_boot: int = 2000, random_state: int = 
                 cols = [f"{source}_p_{label}" for label in LABELS]
                 proba = frame[cols].to_numpy(dtype=float)
                 ok = np.isfinite(proba).all(axis=1)
-                pred = frame.loc[ok, ["repeat", "fold", "case_id", "patient", "label"]].assign(
-                    pred_a=proba[ok].argmax(axis=1))
+                # The baseline decided by the run's own rule (older runs stored none: argmax).
+                decided = f"{source}_pred_{fixed.decision}"
+                pred_a = frame[decided].to_numpy()[ok] if decided in frame else proba[ok].argmax(axis=1)
+                pred = _with_loss(frame.loc[ok], cols)[
+                    ["repeat", "fold", "case_id", "patient", "label", "loss_a"]].assign(pred_a=pred_a)
                 rows.append(_paired_row(f"{source} (baseline of {fixed.name})", "baseline", pct,
                                         fixed, pred, n_boot, random_state))
     return pd.DataFrame(rows, columns=columns)
@@ -343,14 +393,32 @@ def calibration_table(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+SHARE_KINDS = {
+    "sensitivity": "rf_share",
+    "influence": "influence_rf_share",
+    "converged sensitivity": "converged_rf_share",
+    "converged influence": "converged_influence_rf_share",
+    "start sensitivity": "start_rf_share",
+}
+"""Learned-weight shares in the report: label -> metric name in ``metrics.json``."""
+
+
 def rf_share_table(runs: list[Run]) -> pd.DataFrame:
-    """Effective RF share per run, overall and per class: mean ± SD over folds."""
+    """RF share per run, overall / I / P / R as mean over folds (± SD for the overall value):
+    sensitivity and influence of the deployed head, of the same head converged (same
+    penalty, no early stopping) and the start's sensitivity; plus the training-objective gap
+    of the deployed head to that optimum."""
     rows = []
     for run in runs:
         row = {"name": run.name, "fusion": run.fusion, "data %": run.data_percentage}
-        for key, label in (("rf_share", "overall"), *[(f"rf_share_{c}", c) for c in LABELS]):
-            row[f"RF share {label}"] = (f"{_fmt(_stat(run.summary, key), 2)} ± "
-                                        f"{_fmt(_stat(run.summary, key, 'sd'), 2)}")
+        for label, key in SHARE_KINDS.items():
+            if not isinstance(run.summary.get(key), dict):
+                row[label] = "–"
+                continue
+            row[label] = (f"{_fmt(_stat(run.summary, key), 2)} ± {_fmt(_stat(run.summary, key, 'sd'), 2)}"
+                          f" ({' / '.join(_fmt(_stat(run.summary, f'{key}_{c}'), 2) for c in LABELS)})")
+        row["objective gap"] = _stat(run.summary, "train_objective_gap")
+        row["moved from start"] = _stat(run.summary, "moved_from_start")
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -80,7 +80,7 @@ def test_load_runs_missing_dir(tmp_path):
 def test_runs_table(runs_dir):
     table = report.runs_table(report.load_runs(runs_dir))
     assert list(table["fusion"]) == ["fixed", "trainable"]
-    for column in ("QWK", "QWK 95% CI", "accuracy", "macro-F1", "F1 I", "F1 P", "F1 R",
+    for column in ("QWK", "QWK fold t-interval", "accuracy", "macro-F1", "F1 I", "F1 P", "F1 R",
                    "trainable fusion params", "RF share"):
         assert column in table
     assert list(table["trainable fusion params"]) == [0, 21]
@@ -130,7 +130,7 @@ def test_paired_comparisons_use_the_metrics_bootstrap(runs_dir):
     boot = paired_bootstrap_qwk(joined["label"].to_numpy(), joined["pred_a"].to_numpy(),
                                 joined["pred_b"].to_numpy(), joined["patient"].to_numpy(),
                                 n_boot=200, random_state=4)
-    assert (row["QWK diff"], row["CI low"], row["CI high"], row["P(not better)"]) == \
+    assert (row["QWK diff"], row["CI low"], row["CI high"], row[report.SHARE_NOT_BETTER]) == \
         (boot["delta"], boot["ci_low"], boot["ci_high"], boot["share_not_better"])
     assert row["patients"] == boot["n_patients"]
 
