@@ -22,6 +22,7 @@ FAST = {"folds": 3, "image_epochs": 12, "image_patience": 4, "image_inner_folds"
 # The preset-recovery tests train the CNN as the default run does: a CNN cut short looks like an
 # uninformative branch, and the head would then rightly switch it off.
 PRESET = {"folds": 3, "rf_trees": 100, "rf_inner_folds": 3}
+LOG_LOSS_MARGIN = 0.1
 
 
 def _probabilities(rng, y, strength):
@@ -96,15 +97,19 @@ def test_clinical_features_weak_for_r_lower_the_rf_share_for_r(tmp_path_factory)
 
 
 @pytest.mark.slow
-def test_trainable_beats_fixed_where_70_30_is_the_wrong_mix(tmp_path_factory):
+def test_trainable_has_lower_log_loss_than_fixed_in_every_fold_where_70_30_is_the_wrong_mix(
+        tmp_path_factory):
+    # A property with a margin far beyond machine-to-machine variation, not a ranking of QWK
+    # (which flipped on another machine): where the images are far stronger than the table, the
+    # learned head's probabilities are much better than the 70/30 mix's in every fold. The QWK
+    # comparison over seeds is a benchmark (docs/results.md, `python -m fusionlib.study`).
     fixed = _experiment(tmp_path_factory, "fixed_mix_wrong", "fixed", folds=5)
     trainable = _experiment(tmp_path_factory, "fixed_mix_wrong", "trainable", folds=5)
     assert trainable.provenance["branch_cache"]["misses"] == 0   # same cached branches
-    a, b = fixed.fold_table()["qwk"], trainable.fold_table()["qwk"]
-    print("fixed QWK per fold:", a.round(3).tolist(), "trainable:", b.round(3).tolist())
+    a, b = fixed.fold_table()["log_loss"], trainable.fold_table()["log_loss"]
+    print("fixed log-loss per fold:", a.round(3).tolist(), "trainable:", b.round(3).tolist())
     assert fixed.fold_table()["rf_share"].round(6).eq(0.7).all()
-    assert b.mean() > a.mean()
-    assert (b > a).sum() >= 4
+    assert (b < a - LOG_LOSS_MARGIN).all()
 
 
 @pytest.mark.slow
