@@ -93,6 +93,23 @@ IMAGE_COLUMNS = ("case_id", "modality", "path", "xmin", "ymin", "xmax", "ymax")
 def case_id(patient: int, appt: int, dfu: int, repeat: int = 0) -> str:
     """Stable text key of a case; ``repeat`` tells apart rows that share a key."""
     base = f"P{patient:03d}A{appt:02d}U{dfu}"
+def file_digest(path: str | Path) -> str:
+    """``<size>-<sha256 of the bytes>`` of a file: what image caches and fingerprints key on.
+
+    Content, not path or modification time: a file rewritten in place (or a folder
+    swapped for another with the same names) must not reuse results of the old
+    pixels. SHA-256 costs about 2 ms per 3 MB PNG, a tenth of decoding it
+    (docs/protocol.md, cache section).
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        return f"{path.stat().st_size}-{digest}"
+    except OSError:
+        raise DataError("image not found or not readable", path) from None
+
+
     return base if repeat == 0 else f"{base}r{repeat}"
 
 
@@ -188,7 +205,11 @@ class Cohort:
                       dict(self.meta))
 
     def fingerprint(self) -> str:
-        """Content hash of cases, features and image list (not image bytes); 16 hex digits."""
+        """Content hash of cases, features, image list and image bytes; 16 hex digits.
+
+        Each image counts by name, box and :func:`file_digest` (size and SHA-256 of
+        its bytes), so changed pixels under the same name give a new fingerprint.
+        """
         digest = hashlib.sha256()
         digest.update(self.cases.to_csv(index=False).encode())
         digest.update(self.features.to_csv(index=False).encode())
@@ -199,6 +220,7 @@ class Cohort:
 
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.y, minlength=len(LABELS))
+        images["content"] = [file_digest(p) for p in images["path"]]
         return {label: int(c) for label, c in zip(LABELS, counts)}
 
     def summary(self) -> str:
