@@ -40,8 +40,24 @@ def _cmd_metadata_cv(args) -> int:
     from .data import CLINICAL_FILENAME, read_clinical_table
     from .metrics import mean_ci
 
+    from .splits import check_folds, check_phases, patient_folds
+
+    # Bad numbers are user errors (one line, exit 2), not tracebacks from scikit-learn.
+    if args.folds < 2:
+        raise FusionlibError(f"--folds must be at least 2, got {args.folds}")
+    bad_seeds = [s for s in args.seeds if s < 0]
+    if bad_seeds:
+        raise FusionlibError(f"--seeds must be integers >= 0, got {bad_seeds[0]}")
+    if args.jobs == 0:
+        raise FusionlibError("--jobs must be a positive number of processes (or -1 for all cores), got 0")
     path = Path(args.data)
-    cohort = read_clinical_table(path / CLINICAL_FILENAME if path.is_dir() else path)
+    table = path / CLINICAL_FILENAME if path.is_dir() else path
+    cohort = read_clinical_table(table)
+    check_folds(cohort.y, cohort.groups, args.folds, source=table, option="--folds")
+    for seed in args.seeds:
+        for fold in patient_folds(cohort.y, cohort.groups, args.folds, seed):
+            check_phases(cohort.y[fold.train], f"seed {seed}: the training rows of fold "
+                         f"{fold.index + 1}", table)
     print(f"metadata-only Random Forest, {args.folds}-fold patient-grouped CV on {cohort.name} "
           f"({cohort.n_cases} cases, {cohort.cases['patient'].nunique()} patients, "
           f"{cohort.features.shape[1]} features)")

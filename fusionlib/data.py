@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+
+logger = logging.getLogger("fusionlib")
 
 LABELS = ("I", "P", "R")
 """Healing phases in ordinal order; a label's integer code is its index here."""
@@ -90,6 +93,23 @@ BBOX_COLUMNS = ("Filename", "Patient#", "Appt#", "DFU#", "DebriStat", "Camera", 
 IMAGE_COLUMNS = ("case_id", "modality", "path", "xmin", "ymin", "xmax", "ymax")
 
 
+def file_digest(path: str | Path) -> str:
+    """``<size>-<sha256 of the bytes>`` of a file: what image caches and fingerprints key on.
+
+    Content, not path or modification time: a file rewritten in place (or a folder
+    swapped for another with the same names) must not reuse results of the old
+    pixels. SHA-256 costs about 2 ms per 3 MB PNG, a tenth of decoding it
+    (docs/protocol.md, cache section).
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        return f"{path.stat().st_size}-{digest}"
+    except OSError:
+        raise DataError("image not found or not readable", path) from None
+
+
 def case_id(patient: int, appt: int, dfu: int, repeat: int = 0) -> str:
     """Stable text key of a case; ``repeat`` tells apart rows that share a key."""
     base = f"P{patient:03d}A{appt:02d}U{dfu}"
@@ -132,6 +152,8 @@ class Cohort:
         Folder the cohort was read from (image paths are absolute).
     meta : dict
         Free-form facts, e.g. a synthetic cohort's ground truth.
+    source : Path or None
+        The clinical table the cases came from (named in data errors).
     """
 
     cases: pd.DataFrame
@@ -140,6 +162,7 @@ class Cohort:
     name: str = "cohort"
     root: Path | None = None
     meta: dict = field(default_factory=dict)
+    source: Path | None = None
 
     @property
     def n_cases(self) -> int:
@@ -185,14 +208,19 @@ class Cohort:
         features = self.features.iloc[index].reset_index(drop=True)
         images = self.images[self.images["case_id"].isin(set(cases["case_id"]))]
         return Cohort(cases, features, images.reset_index(drop=True), self.name, self.root,
-                      dict(self.meta))
+                      dict(self.meta), self.source)
 
     def fingerprint(self) -> str:
-        """Content hash of cases, features and image list (not image bytes); 16 hex digits."""
+        """Content hash of cases, features, image list and image bytes; 16 hex digits.
+
+        Each image counts by name, box and :func:`file_digest` (size and SHA-256 of
+        its bytes), so changed pixels under the same name give a new fingerprint.
+        """
         digest = hashlib.sha256()
         digest.update(self.cases.to_csv(index=False).encode())
         digest.update(self.features.to_csv(index=False).encode())
         images = self.images.copy()
+        images["content"] = [file_digest(p) for p in images["path"]]
         images["path"] = [Path(p).name for p in images["path"]]  # location-independent
         digest.update(images.to_csv(index=False).encode())
         return digest.hexdigest()[:16]
@@ -292,13 +320,22 @@ def _to_number(frame: pd.DataFrame, column: str, path: Path, integer: bool = Fal
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(f"column {column!r}, line {row + 2}: expected a number, got "
                         f"{text.iloc[row]!r}", path)
+    # "inf", "-inf" and overflowing literals (1e999) parse as numbers but break every model
+    # later without naming the column; text "nan" stays a missing value.
+    infinite = np.isinf(numbers.to_numpy(dtype=float))
+    if infinite.any():
+        row = int(np.flatnonzero(infinite)[0])
+        raise DataError(f"column {column!r}, line {row + 2}: expected a finite number, got "
+                        f"{text.iloc[row]!r}", path)
     if integer:
         if numbers.isna().any():
             row = int(np.flatnonzero(numbers.isna().to_numpy())[0])
             raise DataError(f"column {column!r}, line {row + 2}: value is missing; "
                             f"expected an integer", path)
-        if (numbers != numbers.round()).any():
-            row = int(np.flatnonzero((numbers != numbers.round()).to_numpy())[0])
+        # Beyond 2**53 a float no longer holds every integer (and int64 casts wrap around).
+        unfit = (numbers != numbers.round()) | (numbers.abs() > 2 ** 53)
+        if unfit.any():
+            row = int(np.flatnonzero(unfit.to_numpy())[0])
             raise DataError(f"column {column!r}, line {row + 2}: expected an integer, got "
                             f"{text.iloc[row]!r}", path)
         return numbers.astype(int)
@@ -377,7 +414,13 @@ def read_clinical_table(path: str | Path, features: str | list[str] | tuple = "a
         else:
             columns[col] = _to_number(frame, col, path)
     features_frame = pd.DataFrame(columns, index=cases.index)
-    return Cohort(cases=cases, features=features_frame, name=name or path.stem, root=path.parent)
+    # A table whose features are all empty still "trains" (on imputed constants) and reports
+    # a meaningless score; refuse it here, where the file can be named.
+    if chosen and features_frame.isna().all().all():
+        raise DataError(f"clinical table has no usable feature: all {len(chosen)} feature "
+                        f"columns are empty", path)
+    return Cohort(cases=cases, features=features_frame, name=name or path.stem, root=path.parent,
+                  source=path)
 
 
 def read_bounding_boxes(path: str | Path) -> pd.DataFrame:
@@ -501,7 +544,25 @@ def load_cohort(root: str | Path, *, clinical: str = CLINICAL_FILENAME,
         if strict:
             raise DataError(problems.one_line(), root)
         cohort.meta["problems"] = problems.to_dict()
+    cohort.meta["dropped_images"] = dropped = dropped_images(problems)
+    if dropped["count"]:
+        reasons = ", ".join(f"{n} {PROBLEM_KINDS[k]}" for k, n in dropped["by_reason"].items())
+        logger.warning("%s: %d image%s dropped (%s)", root, dropped["count"],
+                       "s" if dropped["count"] != 1 else "", reasons)
     return cohort
+
+
+DROPPED_KINDS = ("unreadable_image", "bad_filename", "no_clinical_row", "box_outside_image")
+"""Problem kinds that leave an image file out of the cohort (a box row without image is not one)."""
+
+
+def dropped_images(problems: FolderProblems | dict | None) -> dict:
+    """``{"count": n, "by_reason": {kind: n}}``: image files a folder scan left out, by reason."""
+    if isinstance(problems, dict):
+        problems = FolderProblems.from_dict(problems)
+    counts = {} if problems is None else problems.counts
+    by_reason = {k: int(counts[k]) for k in DROPPED_KINDS if counts.get(k)}
+    return {"count": int(sum(by_reason.values())), "by_reason": by_reason}
 
 
 def scan_images(root: Path, cases: pd.DataFrame, image_dirs: dict[str, str],

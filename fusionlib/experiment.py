@@ -18,7 +18,9 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +32,8 @@ from .branches import BranchOutput, ImageBranch, MetadataBranch
 from .data import LABELS, Cohort, load_cohort
 from .metrics import classification_scores, mean_ci
 from .params import ExperimentParams
-from .splits import inner_validation_split, patient_folds, resample_training_rows, subsample_patients
+from .splits import (check_folds, check_phases, inner_validation_split, patient_folds,
+                     resample_training_rows, subsample_patients)
 
 logger = logging.getLogger("fusionlib")
 
@@ -79,7 +82,7 @@ class BranchCache:
         path = None if self.directory is None else self.directory / f"{key}.npz"
         if path is not None and path.exists():
             try:
-                with np.load(path) as data:
+                with np.load(path, allow_pickle=False) as data:
                     out = BranchOutput(data["train_index"], data["test_index"],
                                        data["train_proba"], data["test_proba"],
                                        json.loads(str(data["info"])),
@@ -88,11 +91,17 @@ class BranchCache:
                 out.models = self._load_models(key, int(out.info.get("n_models", 0)))
                 self.hits += 1
                 return out
-            except (OSError, ValueError, KeyError):  # unreadable entry: recompute it
+            except _CACHE_READ_ERRORS as err:  # unreadable entry (or one of its models): recompute
+                logger.warning("branch cache entry %s is unreadable (%s: %s); recomputing it",
+                               path, type(err).__name__, " ".join(str(err).split())[:120])
                 path.unlink(missing_ok=True)
+                for stale in self.directory.glob(f"{key}_model*.keras"):
+                    stale.unlink(missing_ok=True)
         self.misses += 1
         out = compute()
         if path is not None:
+            # An image-only experiment saves models before any .npz creates the folder.
+            self.directory.mkdir(parents=True, exist_ok=True)
             # Models first, the .npz last: an entry counts only once everything is on disk.
             for k, model in enumerate(out.models):
                 final = self.directory / f"{key}_model{k}.keras"
@@ -105,8 +114,27 @@ class BranchCache:
         return out
 
     def _load_models(self, key: str, n_models: int) -> list:
-        """The inner CNNs saved with an entry, loaded only when Stage 2 asks for them."""
-        return [_LazyModel(self.directory / f"{key}_model{k}.keras") for k in range(n_models)]
+        """The inner CNNs saved with an entry, loaded only when Stage 2 asks for them.
+
+        Each file is checked now (a readable zip holding a Keras config), so a missing,
+        truncated or empty ``.keras`` file makes the whole entry be recomputed.
+        """
+        models = []
+        for k in range(n_models):
+            model_path = self.directory / f"{key}_model{k}.keras"
+            with zipfile.ZipFile(model_path) as archive:
+                if "config.json" not in archive.namelist():
+                    raise KeyError(f"{model_path.name} holds no config.json")
+                bad = archive.testzip()
+                if bad is not None:
+                    raise zipfile.BadZipFile(f"{model_path.name}: bad CRC in {bad}")
+            models.append(_LazyModel(model_path))
+        return models
+
+
+_CACHE_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile,
+                      pickle.UnpicklingError)
+"""Everything reading a damaged cache entry can raise (JSON errors are ValueErrors)."""
 
 
 class _LazyModel:
@@ -188,6 +216,9 @@ class ExperimentResult:
                "n_folds": int(len(table)), "n_cases": int(self.cohort.n_cases),
                "trainable_fusion_params": self.provenance.get("trainable_fusion_params")}
         out["decision"] = self.params.decision
+        out["dropped_images"] = self.cohort.meta.get("dropped_images", {"count": 0, "by_reason": {}})
+        out["head_never_trained_folds"] = int(sum(bool(f.stage_scores.get("head_never_trained"))
+                                                  for f in self.folds))
         for metric in SUMMARY_METRICS:
             values = table[metric].dropna().to_numpy(dtype=float) if metric in table else []
             if len(values):
@@ -545,6 +576,9 @@ def run_fold(cohort: Cohort, params: ExperimentParams, fold, outputs: dict, log=
                     # The same head on the mean of the inner models' probabilities (the old input).
                     "log_loss_mean_of_models_input": classification_scores(
                         y_test, fuse_with_missing(head, test_probs))["log_loss"]}
+    # A head with weights whose restored epoch is its start never trained (e.g. a learning rate
+    # that diverges at once): its "learned" weights are the initial ones, so flag it.
+    stage_scores["head_never_trained"] = bool(n_params) and history.get("best_epoch", 0) == 0
     for m in modalities:
         if m != "metadata":
             stage_scores[f"{m}_val_qwk"] = float(np.mean(
@@ -678,11 +712,17 @@ def run_experiment(params: ExperimentParams, cohort: Cohort | None = None,
     full_fingerprint = cohort.fingerprint()
     rows = subsample_patients(cohort.groups, params.data_percentage, params.seed)
     cohort = cohort.subset(rows)
+    # Refuse what cannot be learned before any model trains: too few patients for the folds,
+    # or a training set (the cohort, each outer fold's training rows) missing a phase.
+    check_folds(cohort.y, cohort.groups, params.folds, source=cohort.source)
     cache_root = None if cache_dir is None else Path(cache_dir)
     cache = BranchCache(None if cache_root is None else cache_root / "branches")
     branches = branch_configs(params, cache_root)
     folds = [f for r in range(params.repeats)
              for f in patient_folds(cohort.y, cohort.groups, params.folds, params.seed, r)]
+    for f in folds:
+        check_phases(cohort.y[f.train], what=f"the training rows of fold {f.index + 1} "
+                     f"(repeat {f.repeat + 1})", source=cohort.source)
     results = []
     bar = _progress(len(folds), f"{params.name}: folds", progress)
     for fold in folds:

@@ -11,17 +11,53 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ._io import atomic_open
-from .data import MODALITIES
+from .data import MODALITIES, file_digest
 from .errors import DataError
 
-CACHE_VERSION = 1
-"""Part of every cache key; bump when the crop/resize output changes."""
+logger = logging.getLogger("fusionlib")
+
+CACHE_VERSION = 2
+"""Part of every cache key; bump when the crop/resize output changes.
+
+2: keyed by file content (not path and mtime); 16-bit images scaled to their range.
+"""
+
+# Pillow modes that convert("RGB") handles without losing the value range.
+_RGB_CONVERTIBLE = {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK",
+                    "YCbCr", "LAB", "HSV"}
+# Single-channel modes wider than 8 bits: convert("RGB") clips them at 255 (a 16-bit
+# thermal map becomes white), so they are scaled from their own min..max to 0..255.
+_WIDE_GREY = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+# Any read failure of a cache file means "recompute it", never "fail the run".
+CACHE_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile,
+                     pickle.UnpicklingError)
+
+
+def _to_rgb(image, path: Path):
+    """An opened Pillow image as 8-bit RGB, keeping the contrast of wide greyscale modes."""
+    from PIL import Image
+
+    if image.mode in _RGB_CONVERTIBLE:
+        return image.convert("RGB")
+    if image.mode in _WIDE_GREY:
+        values = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise DataError(f"image mode {image.mode} holds non-finite values", path)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+        grey = Image.fromarray(np.round(scaled).astype(np.uint8))
+        return grey.convert("RGB")
+    raise DataError(f"unsupported image mode {image.mode!r}; expected 8-bit greyscale, palette, "
+                    f"RGB(A) or 16-bit greyscale", path)
 
 
 def _check_geometry(size, margin) -> tuple[int, float]:
@@ -82,7 +118,7 @@ def load_image(path: str | Path, box=None, size: int = 32, margin: float = 0.15)
     try:
         with Image.open(path) as opened:
             opened.load()
-            image = opened.convert("RGB")
+            image = _to_rgb(opened, path)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError):
         raise DataError("not a readable PNG image", path) from None
 
@@ -102,12 +138,12 @@ def load_image(path: str | Path, box=None, size: int = 32, margin: float = 0.15)
 
 
 def _cache_key(path: Path, box, size: int, margin: float) -> str:
-    try:
-        stat = path.stat()
-    except OSError:
-        raise DataError("image not found", path) from None
+    # The file's content (size and SHA-256), not its path and mtime: an image rewritten in
+    # place within the mtime granularity, or restored with its old mtime, must not hit.
+    if not path.is_file():
+        raise DataError("image not found", path)
     box = _normalise_box(box)
-    key = json.dumps([CACHE_VERSION, str(path.resolve()), stat.st_mtime_ns, stat.st_size,
+    key = json.dumps([CACHE_VERSION, file_digest(path),
                       None if box is None else list(box), size, repr(margin)])
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
@@ -123,9 +159,9 @@ def load_images(paths, boxes=None, size: int = 32, margin: float = 0.15,
 
     ``boxes``: None, or one box per path (a row of NaN, or None, means no box).
     With ``cache_dir`` each crop is kept as one ``.npy`` file keyed by the file's
-    path, modification time and size, the box, ``size`` and ``margin``, so a
+    content (size and SHA-256 of its bytes), the box, ``size`` and ``margin``, so a
     second load of unchanged files decodes no PNG. Cache files are written
-    atomically; an unreadable cache file is recomputed.
+    atomically; an unreadable cache file is logged, deleted and recomputed.
     """
     size, margin = _check_geometry(size, margin)
     paths = [Path(p) for p in paths]
@@ -148,11 +184,14 @@ def load_images(paths, boxes=None, size: int = 32, margin: float = 0.15,
         if target.is_file():
             try:
                 cached = np.load(target, allow_pickle=False)
-                if cached.shape == (size, size, 3) and cached.dtype == np.float32:
-                    out[i] = cached
-                    continue
-            except (OSError, ValueError):
-                pass
+                if cached.shape != (size, size, 3) or cached.dtype != np.float32:
+                    raise ValueError(f"shape {cached.shape}, dtype {cached.dtype}")
+                out[i] = cached
+                continue
+            except CACHE_READ_ERRORS as err:
+                logger.warning("crop cache entry %s is unreadable (%s); recomputing it",
+                               target, type(err).__name__)
+                target.unlink(missing_ok=True)
         out[i] = load_image(path, box, size, margin)
         _save_atomic(out[i], target)
     return out

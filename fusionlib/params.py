@@ -110,6 +110,26 @@ def _choice(source, key, value, options):
                            + (f" (did you mean {hint[0]!r}?)" if hint else ""))
 
 
+def _finite(value) -> bool:
+    """True for a finite number; an int too large for a float counts as not finite."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _check_finite_leaves(source, key, value):
+    """ParamsError for any inf/nan float inside a (nested) mapping or list."""
+    if isinstance(value, float) and not _finite(value):
+        _fail(source, key, f"must hold finite numbers only, got {value!r}")
+    if isinstance(value, dict):
+        for sub in value.values():
+            _check_finite_leaves(source, key, sub)
+    elif isinstance(value, list):
+        for sub in value:
+            _check_finite_leaves(source, key, sub)
+
+
 def validate(raw: dict, source: str | Path = "<params>") -> ExperimentParams:
     """Check a parameter mapping against the schema and return typed parameters."""
     if not isinstance(raw, dict):
@@ -121,6 +141,11 @@ def validate(raw: dict, source: str | Path = "<params>") -> ExperimentParams:
             _fail(source, key, "unknown parameter" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     for key, value in raw.items():
         _check_type(source, key, value, _TYPES[key])
+        # YAML's .inf/.nan are floats: range checks like "> 0" let inf through, and an
+        # infinite learning rate silently leaves the head at its start.
+        if _TYPES[key] == "float" and not _finite(value):
+            _fail(source, key, f"must be a finite number, got {value!r}")
+    _check_finite_leaves(source, "fusion_options", raw.get("fusion_options", {}))
     params = ExperimentParams(**raw)
     params.data_percentage = float(params.data_percentage)
     _choice(source, "dataset", params.dataset, DATASETS)
@@ -152,8 +177,8 @@ def validate(raw: dict, source: str | Path = "<params>") -> ExperimentParams:
             _fail(source, key, f"must be in [0, 1], got {getattr(params, key)}")
     if not 0 < params.validation_fraction < 0.5:
         _fail(source, "validation_fraction", f"must be in (0, 0.5), got {params.validation_fraction}")
-    if not params.head_penalty or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
-                                      for v in params.head_penalty):
+    if not params.head_penalty or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                      or not _finite(v) or v < 0 for v in params.head_penalty):
         _fail(source, "head_penalty", f"must be a non-empty list of numbers >= 0, got {params.head_penalty}")
     _choice(source, "head_penalty_kind", params.head_penalty_kind, PENALTIES)
     _choice(source, "head_penalty_rule", params.head_penalty_rule, PENALTY_RULES)
@@ -165,7 +190,7 @@ def validate(raw: dict, source: str | Path = "<params>") -> ExperimentParams:
             _fail(source, key, f"must be > 0, got {getattr(params, key)}")
     signal = params.image_signal
     if len(signal) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                   and math.isfinite(v) and v >= 0 for v in signal):
+                                   and _finite(v) and v >= 0 for v in signal):
         _fail(source, "image_signal", f"expected three non-negative numbers (I, P, R), got {signal!r}")
     params.image_signal = [float(v) for v in signal]
     if not params.modalities:

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
+from .errors import DataError
+
 SAMPLING_STRATEGIES = ("none", "random", "combined")
+_PHASES = ("I", "P", "R")  # fusionlib.data.LABELS (not imported: data imports pandas)
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,46 @@ def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_phases(y, what: str = "the training set", source=None) -> None:
+    """DataError (naming ``source``) unless ``y`` holds all three phases I, P and R.
+
+    A training set without a phase still "trains" and scores (QWK 0, accuracy 1 on a
+    one-class table), so it is refused before any model is fitted.
+    """
+    present = set(np.asarray(y, dtype=int).tolist())
+    absent = [label for code, label in enumerate(_PHASES) if code not in present]
+    if absent:
+        have = ", ".join(label for code, label in enumerate(_PHASES) if code in present) or "none"
+        raise DataError(f"{what} lacks phase{'s' if len(absent) > 1 else ''} {', '.join(absent)} "
+                        f"(has {have}); every training set needs all three phases I, P, R", source)
+
+
+def max_folds(y, groups) -> int:
+    """Most patient-grouped folds possible: the fewest patients that have any one phase."""
+    y, groups = np.asarray(y, dtype=int), np.asarray(groups)
+    return int(min(len(np.unique(groups[y == code])) for code in range(len(_PHASES))))
+
+
+def check_folds(y, groups, n_splits, source=None, option: str = "folds") -> None:
+    """DataError (naming ``source``) unless ``2 <= n_splits <= max_folds(y, groups)``.
+
+    Each phase must be able to reach every test fold, so no phase may have fewer
+    patients than there are folds.
+    """
+    check_phases(y, "the cohort", source)
+    possible = max_folds(y, groups)
+    n_patients = len(np.unique(np.asarray(groups)))
+    if isinstance(n_splits, bool) or not isinstance(n_splits, (int, np.integer)) \
+            or not 2 <= n_splits <= possible:
+        fewest = min(range(len(_PHASES)),
+                     key=lambda c: len(np.unique(np.asarray(groups)[np.asarray(y) == c])))
+        raise DataError(f"{option} {n_splits!r} is not possible: {n_patients} patients, the fewest "
+                        f"with one phase are {possible} (phase {_PHASES[fewest]}), so {option} "
+                        f"must be between 2 and {possible}"
+                        + ("" if possible >= 2 else " (no phase may have fewer than 2 patients)"),
+                        source)
 
 
 def patient_folds(y, groups, n_splits: int = 5, random_state: int = 0, repeat: int = 0) -> list[Fold]:

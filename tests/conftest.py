@@ -8,6 +8,13 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Property tests must be reproducible in CI: the same examples every run (derandomize), no
+# example database carried between runs, no timing-based failures on a loaded machine.
+settings.register_profile("ci", derandomize=True, max_examples=100, deadline=None, database=None,
+                          print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DIR = Path(os.environ.get("FUSIONLIB_DFU_DIR", REPO.parent / "shared" / "data" / "dfu"))
