@@ -557,9 +557,13 @@ def run_fold(cohort: Cohort, params: ExperimentParams, fold, outputs: dict, log=
     head, history = fit_head_with_penalty_search(params, data, new_head, seed)
 
     test_rows = fold.test
-    keep = np.ones(len(test_rows), bool)
+    branch_test = np.stack([outputs[m].test_proba for m in modalities])
+    # A case no branch could score (an image-only run's case without an image) has nothing to
+    # fuse or decide: it is left out of the scores and counted.
+    keep = ~np.isnan(branch_test).any(axis=2).all(axis=0)
+    n_unscored = int((~keep).sum())
     if params.missing_cases == "exclude":
-        keep = _complete([outputs[m].test_proba for m in modalities])
+        keep &= _complete(list(branch_test))
     test_rows = test_rows[keep]
     test_probs = [outputs[m].test_proba[keep] for m in modalities]   # branch probabilities
     test_inputs = _per_model_inputs(outputs, modalities, keep)
@@ -573,6 +577,7 @@ def run_fold(cohort: Cohort, params: ExperimentParams, fold, outputs: dict, log=
                     "stage1_best_epoch": history.get("best_epoch"),
                     "stage1_penalty": history.get("penalty"),
                     "n_test_all_modalities": int(complete_test.sum()),
+                    "n_test_unscored": n_unscored,
                     # The same head on the mean of the inner models' probabilities (the old input).
                     "log_loss_mean_of_models_input": classification_scores(
                         y_test, fuse_with_missing(head, test_probs))["log_loss"]}
@@ -583,7 +588,7 @@ def run_fold(cohort: Cohort, params: ExperimentParams, fold, outputs: dict, log=
         if m != "metadata":
             stage_scores[f"{m}_val_qwk"] = float(np.mean(
                 [h["best_val_qwk"] for h in outputs[m].info.get("history", [])] or [np.nan]))
-    stage_scores.update(image_branch_gap(outputs, modalities, y[fold.train], y[fold.test][keep]))
+    stage_scores.update(image_branch_gap(outputs, modalities, y[fold.train], y[fold.test]))
     if params.stage2:
         stage2 = run_stage2(cohort, params, fold, head, outputs, data.fit_rows, data.val_rows,
                             test_rows, proba, log)

@@ -95,6 +95,13 @@ def test_image_only_experiment_runs_on_a_fresh_cache_folder(tmp_path):
     summary = result.summary()
     assert summary["n_folds"] == 2 and summary["head_never_trained_folds"] == 0
     assert summary["dropped_images"] == {"count": 0, "by_reason": {}}
+    # Cases without an image cannot be scored by an image-only run: left out and counted.
+    pred = result.predictions()
+    no_image = ~cohort.has_modality("thermal_map")
+    assert no_image.any()
+    assert result.fold_table()["n_test_unscored"].sum() == no_image.sum()
+    assert np.isfinite(pred[["p_I", "p_P", "p_R"]].to_numpy()).all()
+    assert pred["pred"].between(0, 2).all()
     again = run_experiment(params, cohort=cohort, cache_dir=cache, progress=False)
     assert again.provenance["branch_cache"] == {"hits": 2, "misses": 0}
     np.testing.assert_array_equal(again.predictions()[["p_I", "p_P", "p_R"]].to_numpy(),
