@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL := 3
 export TF_ENABLE_ONEDNN_OPTS := 0
 
-.PHONY: run test setup sweep report bench clean
+.PHONY: run test setup sweep report bench results clean
 
 setup: $(STAMP)
 
@@ -28,8 +28,13 @@ test: $(STAMP)
 	@$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest ran no test: failing"; exit 1; fi; exit $$rc
 
+# docs/results.md's generated tables: every variant vs fixed, every decision rule, 3 seeds
+# (about 45 minutes cold on 2 cores; finished runs under runs-study/ are reused).
+results: $(STAMP)
+	$(BIN)/python -m fusionlib.study --out docs/results.md
+
 bench: $(STAMP)
 	$(BIN)/python bench/bench_sweep.py
 
 clean:
-	rm -rf runs .cache reports/*.html data/generated
+	rm -rf runs runs-study .cache reports/*.html data/generated
