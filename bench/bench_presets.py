@@ -213,8 +213,8 @@ def main() -> int:
 
     print(f"# presets at {args.n_patients} patients, cohort seeds {args.seeds}; Bayes by Monte "
           f"Carlo ({args.mc} draws); achieved: min-max over seeds")
-    print(f"{'preset':<24} {'modality':<9} {'Bayes AUC I / P / R':<21} "
-          f"{'achieved AUC I':<15}{'achieved AUC P':<15}{'achieved AUC R':<15}{'QWK':<12}")
+    print(f"{'preset':<23}{'modality':<9}{'Bayes AUC I / P / R':<21}"
+          f"{'ach. AUC I':<11}{'P':<11}{'R':<11}{'QWK'}")
     with tempfile.TemporaryDirectory(prefix="fusionlib-presets-") as tmp:
         for preset in args.presets:
             knobs = resolve_knobs(preset, n_patients=args.n_patients)
@@ -225,12 +225,12 @@ def main() -> int:
                 digits = 3 if modality == "fused" else 2
                 b = " / ".join(f"{v:.{digits}f}" for v in bayes[modality])
                 if modality == "fused":
-                    print(f"{preset:<24} {modality:<9} {b:<21}")
+                    print(f"{preset:<23}{modality:<9}{b}")
                     continue
-                cols = "".join(f"{_span([r[modality][k] for r in runs]):<15}" for k in range(3))
-                print(f"{preset:<24} {modality:<9} {b:<21} {cols}"
-                      f"{_span([r[modality][3] for r in runs]):<12}", flush=True)
-            print(f"{'':<24} ({', '.join(str(r['n_cases']) for r in runs)} cases)", flush=True)
+                cols = "".join(f"{_span([r[modality][k] for r in runs]):<11}" for k in range(3))
+                print(f"{preset:<23}{modality:<9}{b:<21}{cols}"
+                      f"{_span([r[modality][3] for r in runs])}", flush=True)
+            print(f"{'':<23}({', '.join(str(r['n_cases']) for r in runs)} cases)", flush=True)
     return 0
 
 

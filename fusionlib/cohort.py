@@ -63,42 +63,97 @@ How a cohort is drawn
 Presets (:data:`PRESETS`) and their ground truth
 ------------------------------------------------
 
-Measured on the default 120 patients (about 410 cases), seeds 0-2, with a
-Random Forest on the table and a logistic regression on wound-box colour means
-of the thermal maps (both 5-fold, grouped by patient; image probabilities averaged
-per case); "R AUC" is one-vs-rest for R:
+Measured by ``python bench/bench_presets.py --seeds 0 1 2 --n-patients 120`` (generator
+version 2; the default 120 patients, about 410 cases). "Bayes" is the one-vs-rest AUC per
+class of the case-level latent under the generator's own class-conditional distributions
+(Monte Carlo, 400 000 draws; the image figure ignores per-image jitter and rendering, so it is
+a ceiling); "fused" is the Bayes AUC of both latents together. "Achieved" is min-max over
+cohort seeds 0-2 of a Random Forest on the table and a logistic regression on wound-box colour
+means of the thermal maps (both 5-fold, grouped by patient; image probabilities averaged per
+case, cases without an image left out):
 
 ============================ ================== ================== ==================================
 preset                       clinical_signal    image_signal       ground truth (measured)
                              (I, P, R)          (I, P, R)
 ============================ ================== ================== ==================================
 ``dfu_like`` (default)       (1.4, 1.4, 0.3)    (0.7, 0.7, 1.2)    table modest, weak for R (QWK
-                                                                   0.41-0.45, R AUC 0.55-0.65, R
-                                                                   recall ~0); images informative
-                                                                   but imperfect, clearly better
-                                                                   for R (QWK 0.52-0.67, R AUC
-                                                                   0.96-0.99, R recall 0.55-0.9)
+                                                                   0.39-0.45, R AUC 0.55-0.64 where
+                                                                   Bayes allows 0.88); images
+                                                                   informative but imperfect,
+                                                                   clearly better for R (QWK
+                                                                   0.56-0.67, R AUC 0.95-0.99)
 ``images_uninformative``     (1.4, 1.4, 0.3)    (0, 0, 0)          table as dfu_like; images carry
-                                                                   no class signal (QWK ~0,
-                                                                   accuracy = majority share)
+                                                                   no class signal (Bayes 0.5;
+                                                                   QWK -0.04-0.04)
 ``clinical_uninformative``   (0, 0, 0)          (0.7, 0.7, 1.2)    table carries no class signal
-                                                                   (QWK -0.01-0.06); images as
-                                                                   dfu_like
+                                                                   (Bayes 0.5; QWK -0.07-0.01);
+                                                                   images as dfu_like
 ``clinical_weak_for_R``      (2, 2, 0)          (0.7, 0.7, 2)      table strong for I/P, blind to R
-                                                                   (QWK 0.51-0.57, R AUC 0.51-0.61);
+                                                                   (Bayes R AUC 0.50, achieved
+                                                                   0.43-0.49; QWK 0.42-0.44);
                                                                    images strong for R (R AUC
-                                                                   ~1.0), moderate for I/P
+                                                                   0.99-1.00), moderate for I/P
 ``fixed_mix_wrong``          (0.8, 0.8, 0.8)    (1.8, 1.8, 1.8)    images far stronger than the
-                                                                   table (QWK 0.89-0.94 vs
-                                                                   0.20-0.29): a fixed 70/30 mix
+                                                                   table (QWK 0.90-0.94 vs
+                                                                   0.22-0.29): a fixed 70/30 mix
                                                                    favouring the RF is the wrong mix
+``shared_camera``            (1.4, 1.4, 0.3)    (0.7, 0.7, 1.2)    dfu_like with shared_effect 0.5:
+                             shared_effect 0.5                     each modality as in dfu_like
+                                                                   (same Bayes AUCs), the two
+                                                                   latents' noises correlate by 0.5,
+                                                                   so fusion gains less (fused Bayes
+                                                                   0.997/0.993/0.994 against
+                                                                   0.999/0.995/0.995 in dfu_like)
+``complementary``            (2, 1, 0)          (0, 1, 2)          table strong for I, blind to R
+                                                                   (Bayes 0.97/0.91/0.50, achieved
+                                                                   I 0.83-0.89, R 0.40-0.52);
+                                                                   images blind to I, strong for R
+                                                                   (Bayes 0.50/0.71/0.97, achieved
+                                                                   I 0.43-0.54, R 0.94-0.96): a
+                                                                   learned head's RF share should be
+                                                                   high for I, low for R
 ============================ ================== ================== ==================================
+
+The figures as printed (its first, comment line left out; AUC I / P / R, "ach.": achieved,
+min-max over seeds 0-2)::
+
+    preset                 modality Bayes AUC I / P / R  ach. AUC I P          R          QWK
+    dfu_like               clinical 0.99 / 0.95 / 0.88   0.80-0.86  0.69-0.73  0.55-0.64  0.39-0.45
+    dfu_like               image    0.93 / 0.92 / 0.99   0.78-0.85  0.75-0.79  0.95-0.99  0.56-0.67
+    dfu_like               fused    0.999 / 0.995 / 0.995
+                           (410, 405, 407 cases)
+    images_uninformative   clinical 0.99 / 0.95 / 0.88   0.80-0.86  0.69-0.73  0.55-0.64  0.39-0.45
+    images_uninformative   image    0.50 / 0.50 / 0.50   0.45-0.53  0.42-0.57  0.47-0.56  -0.04-0.04
+    images_uninformative   fused    0.995 / 0.951 / 0.881
+                           (410, 405, 407 cases)
+    clinical_uninformative clinical 0.50 / 0.50 / 0.50   0.46-0.52  0.47-0.57  0.41-0.54  -0.07-0.01
+    clinical_uninformative image    0.93 / 0.92 / 0.99   0.78-0.85  0.75-0.79  0.95-0.99  0.56-0.67
+    clinical_uninformative fused    0.927 / 0.916 / 0.991
+                           (410, 405, 407 cases)
+    clinical_weak_for_R    clinical 0.97 / 0.91 / 0.50   0.87-0.92  0.80-0.84  0.43-0.49  0.42-0.44
+    clinical_weak_for_R    image    0.93 / 0.94 / 1.00   0.78-0.85  0.79-0.85  0.99-1.00  0.64-0.73
+    clinical_weak_for_R    fused    1.000 / 1.000 / 1.000
+                           (410, 405, 407 cases)
+    fixed_mix_wrong        clinical 0.95 / 0.91 / 0.95   0.65-0.73  0.53-0.65  0.76-0.80  0.22-0.29
+    fixed_mix_wrong        image    1.00 / 1.00 / 1.00   0.98-1.00  0.98       0.98-1.00  0.90-0.94
+    fixed_mix_wrong        fused    1.000 / 1.000 / 1.000
+                           (410, 405, 407 cases)
+    shared_camera          clinical 0.99 / 0.95 / 0.88   0.81-0.88  0.68-0.75  0.60-0.63  0.36-0.44
+    shared_camera          image    0.93 / 0.92 / 0.99   0.78-0.88  0.74-0.82  0.94-0.99  0.58-0.67
+    shared_camera          fused    0.997 / 0.993 / 0.994
+                           (410, 405, 407 cases)
+    complementary          clinical 0.97 / 0.91 / 0.50   0.83-0.89  0.77-0.83  0.40-0.52  0.38-0.42
+    complementary          image    0.50 / 0.71 / 0.97   0.43-0.54  0.67-0.73  0.94-0.96  0.15-0.22
+    complementary          fused    0.992 / 1.000 / 0.987
+                           (410, 405, 407 cases)
 
 Every generated file is a deterministic function of ``(preset, knobs,
 random_state)``: the same seed gives byte-identical CSVs and PNGs. The labels,
-the clinical noise and the image noise come from separate random streams, so
-presets that differ only in their signals share labels and structure for one
-seed (paired comparisons).
+the clinical noise, the image noise, the decoy classes of zero signals and the
+shared visit effect come from separate random streams, so presets that differ only
+in their signals share labels and structure for one seed (paired comparisons), and
+a cohort without zero signals or shared effect is byte-identical to what generator
+version 1 wrote (only ``clinical_weak_for_R``'s table changed in version 2).
 """
 
 from __future__ import annotations
