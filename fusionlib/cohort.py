@@ -20,10 +20,25 @@ How a cohort is drawn
   healing progress; axis 1: what sets P apart), centred on their ``class_mix``-
   weighted mean, so I and R lie further apart than I and P (ordinal structure).
   A case of class ``c`` gets the modality latent ``s[c] * d_c + N(0, 0.5^2)`` per
-  axis, with ``s = clinical_signal`` or ``image_signal``; ``s[c] = 0`` puts class
-  ``c`` at the cohort average in that modality (no signal for that class).
-  The two latents are drawn independently: the modalities are conditionally
-  independent given the label.
+  axis, with ``s = clinical_signal`` or ``image_signal``.
+* **Signal 0 means no signal for that class.** A case of a class with ``s[c] = 0``
+  draws its latent as if it belonged to one of the classes with non-zero signal,
+  picked at random in proportion to ``class_mix`` (a separate random stream), so in
+  that modality the class is distributed exactly like the other classes taken
+  together: its Bayes one-vs-rest AUC is 0.5. (Before generator version 2 it sat
+  at the origin of the centred directions, which is not the average of the others:
+  ``clinical_weak_for_R`` was not blind to R, Bayes R AUC ~0.92.) With fewer than two
+  non-zero classes no class can differ from the rest, so every case sits at the
+  origin (``(2, 0, 0)`` carries no signal, like ``(0, 0, 0)``).
+* **Shared visit effect.** ``shared_effect`` (in [0, 1), default 0) is the share of
+  the case-level noise variance common to the clinical and the image latent of the
+  same case (same visit, same camera and thermometer): their noises correlate by
+  ``shared_effect`` per axis, each modality's own spread is unchanged, so
+  single-modality accuracy does not move but fusion gains less than under
+  independence. ``shared_patient_share`` (in [0, 1], default 0) of the common part
+  is fixed per patient instead of per visit. At 0 (default) the two latents are
+  drawn independently: the modalities are conditionally independent given the
+  label.
 * **Clinical table.** The informative columns are the clinical latent (linear
   loadings) plus per-column noise, put on the column's real scale (wound and
   peri-ulcer temperatures -- I warm, R cool --, exudate amount and appearance,
@@ -48,42 +63,97 @@ How a cohort is drawn
 Presets (:data:`PRESETS`) and their ground truth
 ------------------------------------------------
 
-Measured on the default 120 patients (about 410 cases), seeds 0-2, with a
-Random Forest on the table and a logistic regression on wound-box colour means
-of the thermal maps (both 5-fold, grouped by patient; image probabilities averaged
-per case); "R AUC" is one-vs-rest for R:
+Measured by ``python bench/bench_presets.py --seeds 0 1 2 --n-patients 120`` (generator
+version 2; the default 120 patients, about 410 cases). "Bayes" is the one-vs-rest AUC per
+class of the case-level latent under the generator's own class-conditional distributions
+(Monte Carlo, 400 000 draws; the image figure ignores per-image jitter and rendering, so it is
+a ceiling); "fused" is the Bayes AUC of both latents together. "Achieved" is min-max over
+cohort seeds 0-2 of a Random Forest on the table and a logistic regression on wound-box colour
+means of the thermal maps (both 5-fold, grouped by patient; image probabilities averaged per
+case, cases without an image left out):
 
 ============================ ================== ================== ==================================
 preset                       clinical_signal    image_signal       ground truth (measured)
                              (I, P, R)          (I, P, R)
 ============================ ================== ================== ==================================
 ``dfu_like`` (default)       (1.4, 1.4, 0.3)    (0.7, 0.7, 1.2)    table modest, weak for R (QWK
-                                                                   0.41-0.45, R AUC 0.55-0.65, R
-                                                                   recall ~0); images informative
-                                                                   but imperfect, clearly better
-                                                                   for R (QWK 0.52-0.67, R AUC
-                                                                   0.96-0.99, R recall 0.55-0.9)
+                                                                   0.39-0.45, R AUC 0.55-0.64 where
+                                                                   Bayes allows 0.88); images
+                                                                   informative but imperfect,
+                                                                   clearly better for R (QWK
+                                                                   0.56-0.67, R AUC 0.95-0.99)
 ``images_uninformative``     (1.4, 1.4, 0.3)    (0, 0, 0)          table as dfu_like; images carry
-                                                                   no class signal (QWK ~0,
-                                                                   accuracy = majority share)
+                                                                   no class signal (Bayes 0.5;
+                                                                   QWK -0.04-0.04)
 ``clinical_uninformative``   (0, 0, 0)          (0.7, 0.7, 1.2)    table carries no class signal
-                                                                   (QWK -0.01-0.06); images as
-                                                                   dfu_like
+                                                                   (Bayes 0.5; QWK -0.07-0.01);
+                                                                   images as dfu_like
 ``clinical_weak_for_R``      (2, 2, 0)          (0.7, 0.7, 2)      table strong for I/P, blind to R
-                                                                   (QWK 0.51-0.57, R AUC 0.51-0.61);
+                                                                   (Bayes R AUC 0.50, achieved
+                                                                   0.43-0.49; QWK 0.42-0.44);
                                                                    images strong for R (R AUC
-                                                                   ~1.0), moderate for I/P
+                                                                   0.99-1.00), moderate for I/P
 ``fixed_mix_wrong``          (0.8, 0.8, 0.8)    (1.8, 1.8, 1.8)    images far stronger than the
-                                                                   table (QWK 0.89-0.94 vs
-                                                                   0.20-0.29): a fixed 70/30 mix
+                                                                   table (QWK 0.90-0.94 vs
+                                                                   0.22-0.29): a fixed 70/30 mix
                                                                    favouring the RF is the wrong mix
+``shared_camera``            (1.4, 1.4, 0.3)    (0.7, 0.7, 1.2)    dfu_like with shared_effect 0.5:
+                             shared_effect 0.5                     each modality as in dfu_like
+                                                                   (same Bayes AUCs), the two
+                                                                   latents' noises correlate by 0.5,
+                                                                   so fusion gains less (fused Bayes
+                                                                   0.997/0.993/0.994 against
+                                                                   0.999/0.995/0.995 in dfu_like)
+``complementary``            (2, 1, 0)          (0, 1, 2)          table strong for I, blind to R
+                                                                   (Bayes 0.97/0.91/0.50, achieved
+                                                                   I 0.83-0.89, R 0.40-0.52);
+                                                                   images blind to I, strong for R
+                                                                   (Bayes 0.50/0.71/0.97, achieved
+                                                                   I 0.43-0.54, R 0.94-0.96): a
+                                                                   learned head's RF share should be
+                                                                   high for I, low for R
 ============================ ================== ================== ==================================
+
+The figures as printed (its first, comment line left out; AUC I / P / R, "ach.": achieved,
+min-max over seeds 0-2)::
+
+    preset                 modality Bayes AUC I / P / R  ach. AUC I P          R          QWK
+    dfu_like               clinical 0.99 / 0.95 / 0.88   0.80-0.86  0.69-0.73  0.55-0.64  0.39-0.45
+    dfu_like               image    0.93 / 0.92 / 0.99   0.78-0.85  0.75-0.79  0.95-0.99  0.56-0.67
+    dfu_like               fused    0.999 / 0.995 / 0.995
+                           (410, 405, 407 cases)
+    images_uninformative   clinical 0.99 / 0.95 / 0.88   0.80-0.86  0.69-0.73  0.55-0.64  0.39-0.45
+    images_uninformative   image    0.50 / 0.50 / 0.50   0.45-0.53  0.42-0.57  0.47-0.56  -0.04-0.04
+    images_uninformative   fused    0.995 / 0.951 / 0.881
+                           (410, 405, 407 cases)
+    clinical_uninformative clinical 0.50 / 0.50 / 0.50   0.46-0.52  0.47-0.57  0.41-0.54  -0.07-0.01
+    clinical_uninformative image    0.93 / 0.92 / 0.99   0.78-0.85  0.75-0.79  0.95-0.99  0.56-0.67
+    clinical_uninformative fused    0.927 / 0.916 / 0.991
+                           (410, 405, 407 cases)
+    clinical_weak_for_R    clinical 0.97 / 0.91 / 0.50   0.87-0.92  0.80-0.84  0.43-0.49  0.42-0.44
+    clinical_weak_for_R    image    0.93 / 0.94 / 1.00   0.78-0.85  0.79-0.85  0.99-1.00  0.64-0.73
+    clinical_weak_for_R    fused    1.000 / 1.000 / 1.000
+                           (410, 405, 407 cases)
+    fixed_mix_wrong        clinical 0.95 / 0.91 / 0.95   0.65-0.73  0.53-0.65  0.76-0.80  0.22-0.29
+    fixed_mix_wrong        image    1.00 / 1.00 / 1.00   0.98-1.00  0.98       0.98-1.00  0.90-0.94
+    fixed_mix_wrong        fused    1.000 / 1.000 / 1.000
+                           (410, 405, 407 cases)
+    shared_camera          clinical 0.99 / 0.95 / 0.88   0.81-0.88  0.68-0.75  0.60-0.63  0.36-0.44
+    shared_camera          image    0.93 / 0.92 / 0.99   0.78-0.88  0.74-0.82  0.94-0.99  0.58-0.67
+    shared_camera          fused    0.997 / 0.993 / 0.994
+                           (410, 405, 407 cases)
+    complementary          clinical 0.97 / 0.91 / 0.50   0.83-0.89  0.77-0.83  0.40-0.52  0.38-0.42
+    complementary          image    0.50 / 0.71 / 0.97   0.43-0.54  0.67-0.73  0.94-0.96  0.15-0.22
+    complementary          fused    0.992 / 1.000 / 0.987
+                           (410, 405, 407 cases)
 
 Every generated file is a deterministic function of ``(preset, knobs,
 random_state)``: the same seed gives byte-identical CSVs and PNGs. The labels,
-the clinical noise and the image noise come from separate random streams, so
-presets that differ only in their signals share labels and structure for one
-seed (paired comparisons).
+the clinical noise, the image noise, the decoy classes of zero signals and the
+shared visit effect come from separate random streams, so presets that differ only
+in their signals share labels and structure for one seed (paired comparisons), and
+a cohort without zero signals or shared effect is byte-identical to what generator
+version 1 wrote (only ``clinical_weak_for_R``'s table changed in version 2).
 """
 
 from __future__ import annotations
@@ -104,7 +174,7 @@ from .data import (BBOX_COLUMNS, BBOX_FILENAMES, CLINICAL_FILENAME, DEFAULT_IMAG
 from ._io import atomic_write_bytes
 from .errors import DataError
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bumped whenever the generator's output changes; a stale default cohort is regenerated."""
 
 DEFAULT_PRESET = "dfu_like"
@@ -123,6 +193,8 @@ DEFAULT_KNOBS = {
     "image_noise": 0.25,
     "image_width": 64,
     "image_height": 80,
+    "shared_effect": 0.0,
+    "shared_patient_share": 0.0,
 }
 """Every knob :func:`generate_cohort` accepts, with its default value."""
 
@@ -151,6 +223,18 @@ PRESETS = {
         "clinical_signal": (0.8, 0.8, 0.8), "image_signal": (1.8, 1.8, 1.8),
         "ground_truth": "thermal images far stronger than clinical (s=1.8 vs 0.8 for every "
                         "class): a fixed 70/30 mix favouring the RF is the wrong mix",
+    },
+    "shared_camera": {
+        "clinical_signal": (1.4, 1.4, 0.3), "image_signal": (0.7, 0.7, 1.2), "shared_effect": 0.5,
+        "ground_truth": "signals as dfu_like; half the case-level latent noise variance is shared "
+                        "by the table and the thermal maps of a visit (shared_effect=0.5): each "
+                        "modality alone is as informative as in dfu_like, their fusion gains less",
+    },
+    "complementary": {
+        "clinical_signal": (2.0, 1.0, 0.0), "image_signal": (0.0, 1.0, 2.0),
+        "ground_truth": "clinical strong for I, none for R (s=2,1,0); thermal images none for I, "
+                        "strong for R (s=0,1,2): a learned head should lean on the RF for I and on "
+                        "the images for R",
     },
 }
 """Named knob settings; each entry's ``ground_truth`` is written to ``cohort.json``."""
@@ -267,14 +351,120 @@ def resolve_knobs(preset: str = DEFAULT_PRESET, n_patients: int | None = None, *
     fraction("second_ulcer_fraction", 0.0, 1.0)
     fraction("missing_scale", 0.0, 4.0)
     fraction("image_noise", 0.0, 5.0)
+    fraction("shared_effect", 0.0, 1.0, high_open=True)  # 1 would make the modalities one latent
+    fraction("shared_patient_share", 0.0, 1.0)
     return knobs
 
 
 def class_means(signal, class_mix) -> np.ndarray:
-    """(3, 2) latent class means for per-class signal strengths (see the module docstring)."""
+    """(3, 2) latent class means ``s[c] * centred d_c`` (see the module docstring).
+
+    This is the mean of every class with a non-zero signal. A class with signal 0 has
+    no mean of its own: its cases draw a decoy class (:func:`decoy_classes`), so the
+    row returned for it (the origin) is not where its cases sit.
+    """
     mix = np.asarray(class_mix, dtype=float)
     centred = _DIRECTIONS - (mix / mix.sum()) @ _DIRECTIONS
     return np.asarray(signal, dtype=float)[:, None] * centred
+
+
+def decoy_classes(signal, class_mix, label, u) -> np.ndarray:
+    """The class whose latent mean each case draws: its own, or a decoy when its signal is 0.
+
+    A case of a class with signal 0 takes one of the classes with non-zero signal, at
+    random in proportion to ``class_mix`` (``u``: one uniform draw per case), so its
+    latent is distributed exactly as the other classes' taken together. With fewer than
+    two non-zero classes no class can differ from the rest (the equalities force one
+    shared distribution), so every case gets -1: the origin.
+    """
+    signal = np.asarray(signal, dtype=float)
+    label = np.asarray(label, dtype=int)
+    live = np.flatnonzero(signal > 0)
+    if len(live) < 2:
+        return np.full(len(label), -1, dtype=int)
+    mix = np.asarray(class_mix, dtype=float)[live]
+    cum = np.cumsum(mix / mix.sum())
+    pick = live[np.minimum(np.searchsorted(cum, np.asarray(u, dtype=float), side="right"),
+                           len(live) - 1)]
+    return np.where(signal[label] > 0, label, pick)
+
+
+def _case_means(signal, class_mix, label, u) -> np.ndarray:
+    """(n, 2) latent mean of each case: its class mean, its decoy's, or the origin."""
+    source = decoy_classes(signal, class_mix, label, u)
+    means = np.vstack([class_means(signal, class_mix), np.zeros((1, 2))])
+    return means[source]  # -1 indexes the appended origin row
+
+
+def _mixed_noise(own: np.ndarray, common: np.ndarray, shared_effect: float) -> np.ndarray:
+    """Case noise whose variance share ``shared_effect`` is ``common`` to both modalities."""
+    if shared_effect == 0.0:
+        return own  # exactly the unshared draw: cohorts without the knob keep their bytes
+    return math.sqrt(1.0 - shared_effect) * own + math.sqrt(shared_effect) * common
+
+
+def _draw_latents(random_state: int, knobs: dict) -> dict:
+    """Structure, labels and both case latents, with the random streams positioned for the rest.
+
+    Stream order is part of the output's identity: the clinical and image streams draw
+    their case noise first, exactly as before the decoy and shared-effect streams
+    existed (those two are extra children of the seed, unused by older cohorts), so a
+    cohort without zero signals or shared effect is byte-identical to version 1.
+    """
+    seeds = np.random.SeedSequence(random_state).spawn(5)
+    structure_seed, clinical_seed, image_seed, decoy_seed, shared_seed = seeds
+    cases = _draw_structure(np.random.default_rng(structure_seed), knobs)
+    n = len(cases)
+    label = cases["label"].to_numpy()
+    clinical_rng = np.random.default_rng(clinical_seed)
+    clinical_own = clinical_rng.normal(0.0, _CASE_SD, size=(n, 2))
+    # Each patient's thermal maps share one skin temperature level (drawn apart from the table).
+    image_rng = np.random.default_rng(image_seed)
+    skin_by_patient = {int(p): float(image_rng.normal(30.3, 2.2))
+                       for p in np.unique(cases["patient"])}
+    image_own = image_rng.normal(0.0, _CASE_SD, size=(n, 2))
+
+    decoy_rng = np.random.default_rng(decoy_seed)
+    clinical_u, image_u = decoy_rng.random(n), decoy_rng.random(n)
+    common = _common_noise(np.random.default_rng(shared_seed), cases, knobs)
+    effect = knobs["shared_effect"]
+    clinical_noise = _mixed_noise(clinical_own, common, effect)
+    image_noise = _mixed_noise(image_own, common, effect)
+    clinical = _case_means(knobs["clinical_signal"], knobs["class_mix"], label, clinical_u) \
+        + clinical_noise
+    image = _case_means(knobs["image_signal"], knobs["class_mix"], label, image_u) + image_noise
+    return {"cases": cases, "clinical_rng": clinical_rng, "image_rng": image_rng,
+            "skin_by_patient": skin_by_patient, "clinical_latent": clinical,
+            "image_latent": image, "clinical_noise": clinical_noise, "image_noise": image_noise}
+
+
+def _common_noise(rng: np.random.Generator, cases: pd.DataFrame, knobs: dict) -> np.ndarray:
+    """The shared camera/visit noise (sd ``_CASE_SD``): per visit, plus a per-patient part."""
+    patients = cases["patient"].to_numpy()
+    _, p_idx = np.unique(patients, return_inverse=True)
+    visit = rng.normal(0.0, _CASE_SD, size=(len(cases), 2))
+    patient = rng.normal(0.0, _CASE_SD, size=(int(p_idx.max()) + 1 if len(p_idx) else 0, 2))
+    share = knobs["shared_patient_share"]
+    return math.sqrt(1.0 - share) * visit + math.sqrt(share) * patient[p_idx]
+
+
+def cohort_latents(preset: str = DEFAULT_PRESET, random_state: int = DEFAULT_SEED,
+                   n_patients: int | None = None, **overrides) -> pd.DataFrame:
+    """The cases and their true latents, exactly as :func:`generate_cohort` draws them.
+
+    One row per case: ``patient``, ``appt``, ``dfu``, ``label``, the clinical latent
+    ``clinical_0``/``clinical_1``, the case-level image latent ``image_0``/``image_1``
+    (each thermal map adds its own jitter) and the two case noises ``*_noise_0/1``
+    (latent minus its class or decoy mean). For checking the ground truth; writes nothing.
+    """
+    knobs = resolve_knobs(preset, n_patients=n_patients, **overrides)
+    drawn = _draw_latents(int(random_state), knobs)
+    frame = drawn["cases"][["patient", "appt", "dfu", "label"]].copy()
+    for name in ("clinical_latent", "image_latent", "clinical_noise", "image_noise"):
+        prefix = name.replace("_latent", "")
+        for axis in range(2):
+            frame[f"{prefix}_{axis}"] = drawn[name][:, axis]
+    return frame
 
 
 # --------------------------------------------------------------------------- structure, labels
@@ -322,11 +512,11 @@ def _ordinal(latent: np.ndarray, cuts) -> np.ndarray:
     return np.searchsorted(np.asarray(cuts, dtype=float), latent).astype(float)
 
 
-def _clinical_table(rng: np.random.Generator, cases: pd.DataFrame, knobs: dict) -> pd.DataFrame:
+def _clinical_table(rng: np.random.Generator, cases: pd.DataFrame, knobs: dict,
+                    z: np.ndarray) -> pd.DataFrame:
+    """The table from the clinical latent ``z`` (``rng`` already past the latent's noise)."""
     n = len(cases)
     label = cases["label"].to_numpy()
-    means = class_means(knobs["clinical_signal"], knobs["class_mix"])
-    z = means[label] + rng.normal(0.0, _CASE_SD, size=(n, 2))
     z0, z1 = z[:, 0], z[:, 1]
 
     def noise(sd=1.0):
@@ -511,12 +701,10 @@ def _png_bytes(rgb: np.ndarray) -> bytes:
 
 
 def _write_images(rng: np.random.Generator, cases: pd.DataFrame, skin_by_patient: dict,
-                  knobs: dict, folder: Path) -> pd.DataFrame:
+                  knobs: dict, folder: Path, latent: np.ndarray) -> pd.DataFrame:
+    """Thermal maps from the case-level image ``latent`` (``rng`` already past its noise)."""
     lut = _viridis_lut()
-    label = cases["label"].to_numpy()
-    means = class_means(knobs["image_signal"], knobs["class_mix"])
     n = len(cases)
-    latent = means[label] + rng.normal(0.0, _CASE_SD, size=(n, 2))
     has_image = rng.random(n) >= knobs["no_image_fraction"]
     max_images = knobs["max_images_per_case"]
     count_p = np.array([0.3, 0.3, 0.4][:max_images])
@@ -584,18 +772,14 @@ def generate_cohort(out_dir: str | Path, preset: str = DEFAULT_PRESET, random_st
                             "generated cohort (no cohort.json); refusing to overwrite it", out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
-    structure_seed, clinical_seed, image_seed = np.random.SeedSequence(random_state).spawn(3)
-    cases = _draw_structure(np.random.default_rng(structure_seed), knobs)
-    table = _clinical_table(np.random.default_rng(clinical_seed), cases, knobs)
-    # Each patient's thermal maps share one skin temperature level (drawn apart from the table).
-    skin_rng = np.random.default_rng(image_seed)
-    skin_by_patient = {int(p): float(skin_rng.normal(30.3, 2.2))
-                       for p in np.unique(cases["patient"])}
+    drawn = _draw_latents(random_state, knobs)
+    cases = drawn["cases"]
+    table = _clinical_table(drawn["clinical_rng"], cases, knobs, drawn["clinical_latent"])
 
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
-        boxes = _write_images(skin_rng, cases, skin_by_patient, knobs,
-                              tmp / DEFAULT_IMAGE_DIRS["thermal_map"])
+        boxes = _write_images(drawn["image_rng"], cases, drawn["skin_by_patient"], knobs,
+                              tmp / DEFAULT_IMAGE_DIRS["thermal_map"], drawn["image_latent"])
         atomic_write_bytes(tmp / CLINICAL_FILENAME, _format_table(table))
         if len(boxes):
             atomic_write_bytes(tmp / BBOX_FILENAMES["thermal"],
@@ -603,7 +787,8 @@ def generate_cohort(out_dir: str | Path, preset: str = DEFAULT_PRESET, random_st
         else:  # the loader refuses a box table without rows; a table-only cohort is valid
             (tmp / DEFAULT_IMAGE_DIRS["thermal_map"]).rmdir()
         counts = np.bincount(cases["label"], minlength=3)
-        custom = any(k in overrides for k in ("clinical_signal", "image_signal"))
+        custom = any(k in overrides for k in ("clinical_signal", "image_signal", "class_mix",
+                                              "shared_effect", "shared_patient_share"))
         meta = {
             "name": f"synthetic:{preset}",
             "preset": preset,
@@ -646,8 +831,12 @@ def _swap_into_place(tmp: Path, out_dir: Path) -> None:
 
 def _ground_truth_line(knobs: dict) -> str:
     c, i = knobs["clinical_signal"], knobs["image_signal"]
-    return (f"per-class signal (I, P, R): clinical s=({c[0]:g}, {c[1]:g}, {c[2]:g}), "
+    line = (f"per-class signal (I, P, R): clinical s=({c[0]:g}, {c[1]:g}, {c[2]:g}), "
             f"thermal images s=({i[0]:g}, {i[1]:g}, {i[2]:g})")
+    if knobs["shared_effect"] > 0:
+        line += (f"; shared visit effect {knobs['shared_effect']:g} of the case noise variance"
+                 f" ({knobs['shared_patient_share']:g} of it per patient)")
+    return line
 
 
 # --------------------------------------------------------------------------- default location
@@ -710,7 +899,7 @@ def _is_current(folder: Path, preset: str, random_state: int) -> bool:
 
 # --------------------------------------------------------------------------- real labels, synthetic images
 
-REAL_SYNTHETIC_VERSION = 1
+REAL_SYNTHETIC_VERSION = 2
 """Bumped whenever :func:`synthesize_thermal_images` output changes (stale folders are rebuilt)."""
 REAL_SYNTHETIC_NAME = "real+synthetic-thermal"
 
@@ -771,9 +960,15 @@ def synthesize_thermal_images(clinical_csv_or_folder: str | Path, out_dir: str |
 
     rng = np.random.default_rng(np.random.SeedSequence([int(random_state), 7331]))
     skin_by_patient = {int(p): float(rng.normal(30.3, 2.2)) for p in np.unique(cases["patient"])}
+    # Case noise first from the main stream (as before); decoys for zero signals from their own.
+    own = rng.normal(0.0, _CASE_SD, size=(len(cases), 2))
+    decoy_u = np.random.default_rng(np.random.SeedSequence([int(random_state), 7331, 1])).random(
+        len(cases))
+    latent = _case_means(signal, knobs["class_mix"], cases["label"].to_numpy(), decoy_u) + own
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
-        boxes = _write_images(rng, cases, skin_by_patient, knobs, tmp / DEFAULT_IMAGE_DIRS["thermal_map"])
+        boxes = _write_images(rng, cases, skin_by_patient, knobs,
+                              tmp / DEFAULT_IMAGE_DIRS["thermal_map"], latent)
         shutil.copyfile(source, tmp / CLINICAL_FILENAME)
         atomic_write_bytes(tmp / BBOX_FILENAMES["thermal"],
                       boxes.to_csv(index=False, lineterminator="\n").encode("utf-8"))

@@ -384,3 +384,129 @@ def test_ordinal_structure_of_the_latent_class_means():
     assert d(0, 2) > d(0, 1) and d(0, 2) > d(1, 2)
     np.testing.assert_allclose(np.asarray(DOCUMENTED_MIX) @ means, 0.0, atol=1e-12)
     np.testing.assert_allclose(cohort_mod.class_means((0, 1, 1), DOCUMENTED_MIX)[0], 0.0)
+
+
+# --------------------------------------------------------------------------- signal 0, shared effect
+
+
+def _version1_latents(preset: str, seed: int, n_patients: int) -> tuple[np.ndarray, np.ndarray]:
+    """The latents as generator version 1 (dc3535e) drew them: class mean + the first draws of
+    the clinical and image streams (the image stream draws the patients' skin levels first)."""
+    knobs = cohort_mod.resolve_knobs(preset, n_patients=n_patients)
+    frame = cohort_mod.cohort_latents(preset, seed, n_patients=n_patients)
+    label, n = frame["label"].to_numpy(), len(frame)
+    _, clinical_seed, image_seed = np.random.SeedSequence(seed).spawn(3)
+    clinical = cohort_mod.class_means(knobs["clinical_signal"], knobs["class_mix"])[label] \
+        + np.random.default_rng(clinical_seed).normal(0.0, 0.5, size=(n, 2))
+    image_rng = np.random.default_rng(image_seed)
+    image_rng.normal(30.3, 2.2, size=frame["patient"].nunique())
+    image = cohort_mod.class_means(knobs["image_signal"], knobs["class_mix"])[label] \
+        + image_rng.normal(0.0, 0.5, size=(n, 2))
+    return clinical, image
+
+
+def test_cohorts_without_zero_signal_keep_their_version_1_latents():
+    # Checked once against dc3535e: every file of every preset at seed 0 except the table of
+    # clinical_weak_for_R is byte-identical; this pins the property behind it.
+    for preset in ("dfu_like", "fixed_mix_wrong", "images_uninformative", "clinical_uninformative"):
+        frame = cohort_mod.cohort_latents(preset, 3, n_patients=40)
+        clinical, image = _version1_latents(preset, 3, 40)
+        np.testing.assert_array_equal(frame[["clinical_0", "clinical_1"]].to_numpy(), clinical)
+        np.testing.assert_array_equal(frame[["image_0", "image_1"]].to_numpy(), image)
+    # clinical_weak_for_R: only its R cases (clinical signal 0) moved.
+    frame = cohort_mod.cohort_latents("clinical_weak_for_R", 3, n_patients=40)
+    clinical, image = _version1_latents("clinical_weak_for_R", 3, 40)
+    new = frame[["clinical_0", "clinical_1"]].to_numpy()
+    is_r = frame["label"].to_numpy() == 2
+    np.testing.assert_array_equal(new[~is_r], clinical[~is_r])
+    assert not np.allclose(new[is_r], clinical[is_r])
+    np.testing.assert_array_equal(frame[["image_0", "image_1"]].to_numpy(), image)
+
+
+def test_explicit_zero_shared_effect_changes_no_byte(tmp_path):
+    a = generate_cohort(tmp_path / "a", n_patients=8, random_state=2)
+    b = generate_cohort(tmp_path / "b", n_patients=8, random_state=2, shared_effect=0.0,
+                        shared_patient_share=0.7)
+    ha, hb = _hashes(a), _hashes(b)
+    ha.pop("cohort.json"), hb.pop("cohort.json")  # records the knobs, so it differs
+    assert ha == hb
+
+
+def test_signal_zero_class_is_distributed_like_the_rest():
+    from sklearn.metrics import roc_auc_score
+
+    knobs = cohort_mod.resolve_knobs("clinical_weak_for_R")
+    frame = cohort_mod.cohort_latents("clinical_weak_for_R", 5, n_patients=3000)
+    z = frame[["clinical_0", "clinical_1"]].to_numpy()
+    is_r = frame["label"].to_numpy() == 2
+    assert is_r.sum() > 1000
+    # Means and spreads of R and of I+P agree within sampling error (the rest's sd is ~0.9 on
+    # axis 0: SE of the mean difference ~0.03; R at its old place, the origin, was 0.35 away).
+    np.testing.assert_allclose(z[is_r].mean(0), z[~is_r].mean(0), atol=0.12)
+    np.testing.assert_allclose(z[is_r].std(0), z[~is_r].std(0), rtol=0.1)
+    # The score that separated R before (likelihood ratio against its old mean, Bayes R AUC
+    # ~0.92) is now at chance; the AUC's SE is ~0.01, so 0.05 cannot flip.
+    old = cohort_mod.class_means(knobs["clinical_signal"], knobs["class_mix"])
+    log_n = -2.0 * ((z[:, None, :] - old[None]) ** 2).sum(2)  # log N(z; old mean, 0.5^2 I) + c
+    score = log_n[:, 2] - np.logaddexp(np.log(0.31) + log_n[:, 0], np.log(0.56) + log_n[:, 1])
+    assert abs(roc_auc_score(is_r, score) - 0.5) < 0.05
+    assert abs(roc_auc_score(is_r, z[:, 0]) - 0.5) < 0.05
+    # Images are untouched by the table's zero: R stays far apart there.
+    assert roc_auc_score(is_r, frame["image_0"]) > 0.95
+
+
+def test_decoy_classes_follow_the_mix_and_a_single_live_class_means_no_signal():
+    mix = (0.31, 0.56, 0.13)
+    u = (np.arange(10000) + 0.5) / 10000
+    picks = cohort_mod.decoy_classes((1, 1, 0), mix, np.full(10000, 2), u)
+    assert set(picks) == {0, 1}
+    assert abs(np.mean(picks == 0) - 0.31 / 0.87) < 1e-3
+    # Classes with signal keep their own mean whatever u says.
+    np.testing.assert_array_equal(cohort_mod.decoy_classes((1, 1, 0), mix, [0, 1, 0], [0.9] * 3),
+                                  [0, 1, 0])
+    # One live class cannot differ from the rest without all being equal: all at the origin.
+    frame = cohort_mod.cohort_latents("dfu_like", 1, n_patients=20, clinical_signal=(2, 0, 0))
+    np.testing.assert_array_equal(frame[["clinical_0", "clinical_1"]].to_numpy(),
+                                  frame[["clinical_noise_0", "clinical_noise_1"]].to_numpy())
+
+
+def test_shared_effect_sets_the_correlation_of_the_modalities_noise():
+    def corr(frame):
+        return [np.corrcoef(frame[f"clinical_noise_{a}"], frame[f"image_noise_{a}"])[0, 1]
+                for a in range(2)]
+
+    shared = cohort_mod.cohort_latents("shared_camera", 6, n_patients=1500)
+    assert len(shared) > 4000 and cohort_mod.PRESETS["shared_camera"]["shared_effect"] == 0.5
+    np.testing.assert_allclose(corr(shared), 0.5, atol=0.1)
+    # Each modality's own spread is unchanged (sd 0.5 per axis).
+    np.testing.assert_allclose(shared[["clinical_noise_0", "image_noise_1"]].std(), 0.5, atol=0.03)
+    per_patient = cohort_mod.cohort_latents("dfu_like", 6, n_patients=1500, shared_effect=0.3,
+                                            shared_patient_share=1.0)
+    np.testing.assert_allclose(corr(per_patient), 0.3, atol=0.1)
+    np.testing.assert_allclose(corr(cohort_mod.cohort_latents("dfu_like", 6, n_patients=1500)),
+                               0.0, atol=0.1)
+
+
+def test_out_of_range_shared_effect_is_a_value_error(tmp_path):
+    with pytest.raises(ValueError, match=r"knob 'shared_effect' must be a number in \[0.0, 1.0\)"):
+        generate_cohort(tmp_path / "x", shared_effect=1.0)
+    with pytest.raises(ValueError, match="shared_effect"):
+        generate_cohort(tmp_path / "x", shared_effect=-0.1)
+    with pytest.raises(ValueError, match="shared_effect"):
+        generate_cohort(tmp_path / "x", shared_effect="half")
+    with pytest.raises(ValueError, match=r"knob 'shared_patient_share' must be a number in \[0.0, 1.0\]"):
+        generate_cohort(tmp_path / "x", shared_patient_share=1.5)
+    with pytest.raises(ValueError, match=r"unknown knob 'shared_efect'.*shared_effect"):
+        generate_cohort(tmp_path / "x", shared_efect=0.5)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("preset", ["shared_camera", "complementary"])
+def test_new_presets_generate_and_load(tmp_path, preset):
+    cohort = load_cohort(generate_cohort(tmp_path / preset, preset, random_state=0, n_patients=15))
+    assert cohort.name == f"synthetic:{preset}"
+    assert cohort.meta["summary"]["ground truth"] == PRESETS[preset]["ground_truth"]
+    assert cohort.meta["knobs"]["clinical_signal"] == list(PRESETS[preset]["clinical_signal"])
+    assert cohort.meta["knobs"]["shared_effect"] == PRESETS[preset].get("shared_effect", 0.0)
+    assert len(cohort.images_of("thermal_map")) > 0 and cohort.n_cases > 15
+    assert set(np.unique(cohort.y)) == {0, 1, 2}
