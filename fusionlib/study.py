@@ -30,6 +30,9 @@ STUDIES = {
                                                ("fixed", 50), ("trainable", 50)]},
     "fixed_mix_wrong": {"preset": "fixed_mix_wrong",
                         "runs": [("fixed", 100), *[(v, 100) for v in VARIANTS]]},
+    # The table knows I (and some P), the images R (and some P): per-class weights must differ.
+    "complementary": {"preset": "complementary",
+                      "runs": [("fixed", 100), *[(v, 100) for v in VARIANTS]]},
 }
 """Study name -> synthetic preset and its (fusion, data percentage) runs."""
 
