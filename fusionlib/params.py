@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -22,6 +23,15 @@ from .splits import SAMPLING_STRATEGIES
 DATASETS = ("synthetic", "real", "real_synthetic_images")
 MISSING_CASES = ("use", "exclude")
 PENALTY_RULES = ("one_se", "min")
+RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+"""A usable run name: one folder name under runs/, short enough for every file system.
+
+It cannot start with a dot, so it never collides with the runner's own ``.tmp-*``,
+``.old-*`` folders; ``tmp-*`` and ``.failed`` are refused too, as older runners used
+them for temporary folders and failed notebooks (``<name>.failed.ipynb``).
+"""
+NOTEBOOK_ONLY = ("output_dir", "cache_dir")
+"""Parameters of the experiment notebook that are not experiment settings."""
 REAL_DATA_ENV = "FUSIONLIB_DFU_DIR"
 """Environment variable naming the real data folder when ``data_dir`` is not given."""
 
@@ -109,6 +119,19 @@ def _choice(source, key, value, options):
                            + (f" (did you mean {hint[0]!r}?)" if hint else ""))
 
 
+def check_run_name(name: str, source: str | Path = "<params>") -> None:
+    """Raise ParamsError unless ``name`` is a usable run folder name (:data:`RUN_NAME_RE`).
+
+    The one rule shared by ``fusionlib validate``, ``fusionlib run`` and the notebook.
+    """
+    if not isinstance(name, str) or not RUN_NAME_RE.match(name) or name.lower().startswith("tmp-") \
+            or ".failed" in name.lower():
+        shown = name if not isinstance(name, str) or len(name) <= 60 else f"{name[:40]}... ({len(name)} characters)"
+        _fail(source, "name", f"{shown!r} is not a usable run name: 1 to 100 letters, digits, "
+                              "'_', '-' or '.', starting with a letter or digit, not starting "
+                              "with 'tmp-' and not containing '.failed'")
+
+
 def validate(raw: dict, source: str | Path = "<params>") -> ExperimentParams:
     """Check a parameter mapping against the schema and return typed parameters."""
     if not isinstance(raw, dict):
@@ -121,6 +144,7 @@ def validate(raw: dict, source: str | Path = "<params>") -> ExperimentParams:
     for key, value in raw.items():
         _check_type(source, key, value, _TYPES[key])
     params = ExperimentParams(**raw)
+    check_run_name(params.name, source)
     params.data_percentage = float(params.data_percentage)
     _choice(source, "dataset", params.dataset, DATASETS)
     _choice(source, "sampling", params.sampling, SAMPLING_STRATEGIES)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -48,7 +47,6 @@ OLD_PREFIX = ".old-"
 OWNER_FILE = ".owner.json"
 DONE_FILE = "done.json"
 RESULT_FILES = ("metrics.json", "predictions.csv", "weights.json", "provenance.json")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 _STALE_FOREIGN_SECONDS = 2 * 24 * 3600
 NOT_EXPERIMENT_CODE = frozenset({"__main__.py", "cli.py", "report.py"})
 """Modules the experiment notebook never runs: editing them does not make runs stale."""
@@ -124,10 +122,7 @@ def load_all(params_paths) -> list:
 
     loaded, names = [], {}
     for path in params_paths:
-        params = load_params(path)
-        if not _NAME_RE.match(params.name):
-            raise ParamsError(f"key 'name': {params.name!r} is not a usable run folder name "
-                              "(letters, digits, '_', '-', '.', '+'; not starting with '.')", path)
+        params = load_params(path)          # checks the name too (params.check_run_name)
         if params.name in names:
             raise ParamsError(f"key 'name': run name {params.name!r} is also used by "
                               f"{names[params.name]}; run names must be unique", path)
