@@ -9,6 +9,7 @@ file and the key. The same names are the ``parameters`` cell of
 
 from __future__ import annotations
 
+import ast
 import difflib
 import math
 import os
@@ -221,3 +222,50 @@ def load_params(path: str | Path) -> ExperimentParams:
     if isinstance(raw, dict):
         raw.setdefault("name", path.stem)
     return validate(raw, path)
+
+
+def _assigned_names(source: str) -> list[str]:
+    """Names assigned at the top level of a cell's source (papermill's cells are plain assignments)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    names = []
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+        for target in targets:
+            names += [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
+    return names
+
+
+def injected_names(namespace: dict) -> list[str]:
+    """The names set by papermill's injected-parameters cell, read from IPython's input history.
+
+    Papermill writes that cell as ``# Parameters`` followed by one assignment per
+    parameter and runs it right after the notebook's own parameters cell; outside
+    papermill (JupyterLab) there is none and this returns ``[]``.
+    """
+    for source in reversed(list(namespace.get("_ih") or [])[:-1]):
+        if str(source).split("\n", 1)[0].strip() == "# Parameters":
+            return _assigned_names(str(source))
+    return []
+
+
+def from_notebook(namespace: dict, injected: list[str] | None = None,
+                  source: str = "notebook parameters") -> ExperimentParams:
+    """Validated parameters from a notebook's globals.
+
+    Every :class:`ExperimentParams` field found in ``namespace`` is used (the schema
+    is read here, so new keys need no notebook change). Names injected by papermill
+    (``injected``, default :func:`injected_names`) that are neither schema fields nor
+    the notebook's own :data:`NOTEBOOK_ONLY` raise ParamsError with a did-you-mean,
+    as an unknown key in a parameter file does (``-p foldz 2`` must not run 5 folds).
+    """
+    injected = injected_names(namespace) if injected is None else list(injected)
+    known = [f.name for f in fields(ExperimentParams)]
+    for name in injected:
+        if name not in known and name not in NOTEBOOK_ONLY:
+            hint = difflib.get_close_matches(name, known + list(NOTEBOOK_ONLY), n=1)
+            _fail(source, name, "unknown parameter" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    return validate({name: namespace[name] for name in known if name in namespace}, source=source)
