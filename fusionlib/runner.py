@@ -42,8 +42,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_NOTEBOOK = REPO_ROOT / "notebooks" / "experiment.ipynb"
 KERNEL_NAME = "python3"
+QUIET_KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
+"""The kernel's own log only carries start/shutdown noise (plain-TCP warning, the interrupt
+jupyter_client sends before shutting a kernel down, ZMQ errors when Ctrl-C stops a run);
+a failing cell is reported by papermill from the cell's error, not through this log."""
 TMP_PREFIX = ".tmp-"
 OLD_PREFIX = ".old-"
+LOCK_PREFIX = ".lock-"
 OWNER_FILE = ".owner.json"
 DONE_FILE = "done.json"
 RESULT_FILES = ("metrics.json", "predictions.csv", "weights.json", "provenance.json")
@@ -274,7 +279,7 @@ def execute_run(task: dict) -> dict:
         try:
             pm.execute_notebook(task["notebook"], str(output_nb), parameters=parameters,
                                 kernel_name=KERNEL_NAME, cwd=task["cwd"], progress_bar=False,
-                                log_output=False, extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                                log_output=False, extra_arguments=QUIET_KERNEL_ARGS)
         except PapermillExecutionError as err:
             result["message"] = (f"run {name} FAILED in cell {err.cell_index}: {err.ename}: "
                                  f"{_one_line(err.evalue)}")

@@ -273,3 +273,49 @@ def test_parallel_runs_wait_for_the_run_that_trains_their_branches():
     assert [t["name"] for t in leaders] == ["f100", "f50", "s1"]
     assert {k: [t["name"] for t in v] for k, v in followers.items()} == {
         "f100": ["t100"], "f50": ["t50"], "s1": []}
+
+
+# --------------------------------------------------------------------------- hardening
+
+
+def _start(args, log_path: Path, **kwargs) -> subprocess.Popen:
+    """``fusionlib <args>`` in its own session (so a signal to its group is a terminal's Ctrl-C)."""
+    return subprocess.Popen([sys.executable, "-m", "fusionlib", *map(str, args)], cwd=REPO,
+                            stdout=log_path.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True, **kwargs)
+
+
+def _kill_group(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _kernels_of(pid: int) -> list[str]:
+    out = subprocess.run(["pgrep", "-P", str(pid), "-f", "ipykernel"], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def test_ctrl_c_stops_quietly_with_exit_130(tmp_path, cache_dir):
+    """Ctrl-C while a kernel executes: one line, exit 130, no traceback, no half-written run."""
+    path = write_params(tmp_path / "params", "interrupted", fusion="fixed")
+    runs_dir = tmp_path / "runs"
+    log = tmp_path / "run.log"
+    proc = _start(["run", path, "--runs-dir", runs_dir, "--cache-dir", cache_dir, "--force"], log)
+    try:
+        deadline = time.time() + 180
+        while not (list(runs_dir.glob(".tmp-interrupted-*")) and _kernels_of(proc.pid)):
+            assert proc.poll() is None, log.read_text()
+            assert time.time() < deadline, "no kernel started in time"
+            time.sleep(0.1)
+        time.sleep(2.0)                     # the kernel is executing the notebook now
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        assert proc.wait(timeout=120) == 130
+    finally:
+        _kill_group(proc)
+    out = log.read_text()
+    assert "Traceback" not in out and "ZMQError" not in out, out
+    assert out.rstrip().splitlines()[-1] == \
+        "fusionlib: interrupted; finished runs are kept, rerun to continue"
+    assert list(runs_dir.iterdir()) == []                # nothing half-written, no lock left
