@@ -40,3 +40,22 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def writable_folder(folder: str | Path, what: str) -> Path:
+    """Create ``folder`` if needed and prove it writable; else FusionlibError naming it, one line.
+
+    A real write is tried: root passes ``os.access`` checks even on read-only folders.
+    """
+    from .errors import FusionlibError
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FusionlibError(f"{what} must be a folder, but this is a file", folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise FusionlibError(f"{what} is not writable: {err.strerror or err}", folder) from None
+    return folder
