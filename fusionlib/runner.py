@@ -35,7 +35,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ._io import atomic_write_text
+from ._io import atomic_write_text, writable_folder
 from .errors import FusionlibError, ParamsError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -352,6 +352,12 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
 
     runs_dir = Path(runs_dir).absolute()
     cache_dir = Path(cache_dir).absolute()
+    try:                # before any work: a read-only folder is one line, not a traceback later
+        writable_folder(runs_dir, "the runs folder (--runs-dir)")
+        writable_folder(cache_dir, "the cache folder (--cache-dir)")
+    except FusionlibError as err:
+        print(f"fusionlib: error: {err}", file=sys.stderr)
+        return 2
     with _sigterm_raises():
         # The data: generated once here (synthetic cohort) before any run starts.
         fingerprints = {}

@@ -319,3 +319,22 @@ def test_ctrl_c_stops_quietly_with_exit_130(tmp_path, cache_dir):
     assert out.rstrip().splitlines()[-1] == \
         "fusionlib: interrupted; finished runs are kept, rerun to continue"
     assert list(runs_dir.iterdir()) == []                # nothing half-written, no lock left
+
+
+def test_read_only_runs_folder_is_one_line_error(tmp_path, other_user):
+    folder, prefix, env = other_user
+    path = write_params(folder / "params", "ro_run", fusion="fixed")
+    runs_dir = folder / "runs"
+    (runs_dir / "earlier").mkdir(parents=True)
+    (runs_dir / "earlier" / "done.json").write_text('{"status": "ok"}')
+    runs_dir.chmod(0o555)
+    cache = folder / "home" / "cache"
+    proc = subprocess.run([*prefix, sys.executable, "-m", "fusionlib", "run", str(path),
+                           "--runs-dir", str(runs_dir), "--cache-dir", str(cache)],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [f"fusionlib: error: {runs_dir}: the runs folder (--runs-dir) is not writable: "
+                     "Permission denied"], proc.stderr
+    assert sorted(p.name for p in runs_dir.iterdir()) == ["earlier"]
+    assert (runs_dir / "earlier" / "done.json").read_text() == '{"status": "ok"}'
