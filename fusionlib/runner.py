@@ -16,6 +16,12 @@
 4. a failing notebook is reported with its failing cell and kept as
    ``runs/<name>.failed.ipynb``; the other runs go on.
 
+Each run is executed under a lock (``runs/.lock-<name>``, ``fcntl.flock``): a
+second ``fusionlib run`` on the same folders waits for it and then skips it
+("already done by another fusionlib run"). Run names follow
+:data:`fusionlib.params.RUN_NAME_RE`, so they never start with a dot and never
+collide with the runner's own ``.tmp-*``, ``.old-*`` and ``.lock-*`` entries.
+
 Runs execute one after another (``jobs=1``), in local worker processes
 (``jobs>1``) or on a Dask distributed scheduler (``scheduler="host:port"``);
 the same per-run function :func:`execute_run` does the work in every case.
@@ -35,7 +41,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ._io import atomic_write_text, writable_folder
+from ._io import atomic_write_text, file_lock, writable_folder
 from .errors import FusionlibError, ParamsError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -248,6 +254,36 @@ def _one_line(text) -> str:
 
 
 def execute_run(task: dict) -> dict:
+    """Execute one experiment notebook and swap its folder into place, holding the run's lock.
+
+    A second ``fusionlib run`` on the same runs folder that reaches a run being
+    executed waits for it, then skips it when it is done with the same key
+    (status ``skipped``), so no experiment is executed twice at once.
+    """
+    name = task["name"]
+    runs_dir = Path(task["runs_dir"])
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    lock = runs_dir / f"{LOCK_PREFIX}{name}"
+    with file_lock(lock, blocking=False) as held:
+        if held:
+            return _execute_locked(task, waited=False)
+    print(f"run {name}: already running in another fusionlib run; waiting for it", file=sys.stderr)
+    with file_lock(lock):
+        return _execute_locked(task, waited=True)
+
+
+def _execute_locked(task: dict, waited: bool) -> dict:
+    # Done meanwhile by another process (even with --force: that process just ran it).
+    done = read_done(Path(task["runs_dir"]) / task["name"])
+    if (waited or not task.get("force")) and done is not None and done.get("key") == task["key"] \
+            and done.get("status") == "ok":
+        return {"name": task["name"], "status": "skipped", "seconds": 0.0,
+                "qwk": _qwk_mean(Path(task["runs_dir"]) / task["name"]),
+                "message": f"run {task['name']}: already done by another fusionlib run"}
+    return _execute_unlocked(task)
+
+
+def _execute_unlocked(task: dict) -> dict:
     """Execute one experiment notebook and swap its folder into place.
 
     ``task`` is a plain dict (picklable for worker processes and Dask):
@@ -392,7 +428,7 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
                           "runs_dir": str(runs_dir), "cache_dir": str(cache_dir),
                           "notebook": str(notebook.absolute()), "cwd": str(project_root()),
                           "params_file": str(path), "code_version": code,
-                          "data_fingerprint": data})
+                          "data_fingerprint": data, "force": force})
 
         if tasks:
             _execute(tasks, outcomes, jobs=jobs, scheduler=scheduler, total=len(loaded))
@@ -413,6 +449,8 @@ def _report(outcome: dict, outcomes: dict, bar) -> None:
         bar.write(outcome["message"], file=sys.stderr)
         if outcome.get("failed_notebook"):
             bar.write(f"  failed notebook kept as {outcome['failed_notebook']}", file=sys.stderr)
+    elif outcome["status"] == "skipped":
+        bar.write(outcome["message"] or f"run {outcome['name']}: skipped", file=sys.stderr)
     else:
         bar.write(f"run {outcome['name']}: ok in {outcome['seconds']:.1f} s", file=sys.stderr)
     bar.update(1)

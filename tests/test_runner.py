@@ -338,3 +338,46 @@ def test_read_only_runs_folder_is_one_line_error(tmp_path, other_user):
                      "Permission denied"], proc.stderr
     assert sorted(p.name for p in runs_dir.iterdir()) == ["earlier"]
     assert (runs_dir / "earlier" / "done.json").read_text() == '{"status": "ok"}'
+
+
+def test_two_concurrent_runs_execute_each_experiment_once(tmp_path, cache_dir):
+    paths = [write_params(tmp_path / "params", "c_fixed", fusion="fixed"),
+             write_params(tmp_path / "params", "c_convex", fusion="convex")]
+    runs_dir = tmp_path / "runs"
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    procs = [_start(["run", *paths, "--runs-dir", runs_dir, "--cache-dir", cache_dir], log)
+             for log in logs]
+    try:
+        assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    finally:
+        for proc in procs:
+            _kill_group(proc)
+    out = "".join(log.read_text() for log in logs)
+    for name in ("c_fixed", "c_convex"):
+        assert out.count(f"run {name}: ok in") == 1, out         # executed once in total
+        assert (out.count(f"run {name}: already done by another fusionlib run")
+                + out.count(f"run {name}: up to date")) == 1, out
+        assert json.loads((runs_dir / name / "done.json").read_text())["status"] == "ok"
+    assert sorted(p.name for p in runs_dir.iterdir()) == ["c_convex", "c_fixed"]
+
+
+def test_branch_cache_entry_is_computed_once_by_concurrent_processes(tmp_path):
+    """Two processes ask for the same cache entry at once: one computes, the other reads it."""
+    script = (
+        "import sys, time\n"
+        "from fusionlib.experiment import BranchCache\n"
+        "from fusionlib.branches import BranchOutput\n"
+        "import numpy as np\n"
+        "cache = BranchCache(sys.argv[1])\n"
+        "def compute():\n"
+        "    open(sys.argv[2], 'a').write('computed\\n')\n"
+        "    time.sleep(3)\n"
+        "    z = np.zeros((2, 3))\n"
+        "    return BranchOutput(np.arange(2), np.arange(2), z, z, {})\n"
+        "cache.get_or_compute('entry', compute)\n")
+    marks = tmp_path / "computed.txt"
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "cache"), str(marks)],
+                              cwd=REPO) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    assert marks.read_text() == "computed\n"
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["entry.npz"]
