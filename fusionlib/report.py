@@ -452,12 +452,15 @@ def html_table(frame: pd.DataFrame, table_id: str, caption: str | None = None,
     return f'{style}<div class="fl-table-wrap">{text}</div>'
 
 
-def figure_html(fig, alt: str, css_class: str = "fl-figure", dpi: int = 100) -> str:
-    """A figure as an ``<img>`` with alt text and an embedded base64 PNG; closes nothing."""
+def figure_html(fig, alt: str, css_class: str = "fl-figure", dpi: int = 100,
+                png: str | None = None) -> str:
+    """A figure as an ``<img>`` with alt text and an embedded base64 PNG (``png`` when already
+    rendered); closes nothing."""
     from .plots import to_base64_png
 
+    png = png if png is not None else to_base64_png(fig, dpi=dpi)
     return (f'<figure class="{css_class}"><img alt="{html.escape(alt, quote=True)}" '
-            f'src="data:image/png;base64,{to_base64_png(fig, dpi=dpi)}"/>'
+            f'src="data:image/png;base64,{png}"/>'
             f'<figcaption>{html.escape(alt)}</figcaption></figure>')
 
 

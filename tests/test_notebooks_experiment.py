@@ -67,6 +67,9 @@ def test_direct_papermill_from_the_notebooks_folder(tmp_path):
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 2                                 # confusion matrix, weights
     assert not [o for c in nb.cells for o in c.get("outputs", []) if o["output_type"] == "error"]
+    # Every figure has alt text (nbconvert warns about images without it in the report).
+    figures = [o["data"]["text/html"] for o in images if "text/html" in o["data"]]
+    assert len(figures) == len(images) and all('<img alt="' in f for f in figures)
 
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["summary"]["name"] == "nb_tiny" and metrics["summary"]["n_folds"] == 2

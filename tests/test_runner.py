@@ -381,3 +381,22 @@ def test_branch_cache_entry_is_computed_once_by_concurrent_processes(tmp_path):
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     assert marks.read_text() == "computed\n"
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["entry.npz"]
+
+
+NOISE = ("Alternative text is missing", "Kernel is running over TCP without encryption",
+         "KeyboardInterrupt caught in kernel", "ZMQError", "Traceback")
+
+
+def test_a_normal_run_and_report_are_quiet(tmp_path, cache_dir):
+    path = write_params(tmp_path / "params", "quiet", fusion="fixed")
+    runs_dir, out_dir = tmp_path / "runs", tmp_path / "reports"
+    outputs = []
+    for args in (["run", path, "--runs-dir", runs_dir, "--cache-dir", cache_dir],
+                 ["report", "--runs-dir", runs_dir, "--out", out_dir]):
+        proc = subprocess.run([sys.executable, "-m", "fusionlib", *map(str, args)], cwd=REPO,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outputs.append(proc.stdout + proc.stderr)
+    for noise in NOISE:
+        assert noise not in "".join(outputs), (noise, outputs)
+    assert (out_dir / "runs" / "quiet.html").is_file()
