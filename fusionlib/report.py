@@ -247,12 +247,39 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
             "trainable fusion params": np.nan if params is None else int(params),
             "RF share": _stat(s, "rf_share"),
             "RF share sd": _stat(s, "rf_share", "sd"),
+            # Images the loader could not use (absent in runs made before it was recorded).
+            "dropped images": _dropped_images(s),
             "folds": s.get("n_folds", len(run.metrics.get("folds", []))),
             "cases": s.get("n_cases"),
             "data": run.data_name or "?",
             "synthetic": run.synthetic,
         })
     return pd.DataFrame(rows)
+
+
+def _dropped_images(summary: dict) -> int:
+    dropped = summary.get("dropped_images") or {}
+    try:
+        return int(dropped.get("count", 0) if isinstance(dropped, dict) else dropped)
+    except (TypeError, ValueError):
+        return 0
+
+
+def dropped_images_line(summary: dict) -> str:
+    """One line on the images the loader dropped (``summary["dropped_images"]``), e.g.
+    ``dropped images: 3 (unreadable 2, missing 1)``; runs made before it was recorded read 0."""
+    dropped = summary.get("dropped_images") or {}
+    reasons = dropped.get("by_reason") if isinstance(dropped, dict) else None
+    count = _dropped_images(summary)
+    detail = ", ".join(f"{reason} {n}" for reason, n in (reasons or {}).items() if n)
+    return f"dropped images: {count}" + (f" ({detail})" if count and detail else "")
+
+
+def _never_trained_folds(run: Run) -> int:
+    try:
+        return int(run.summary.get("head_never_trained_folds") or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _pairing_key(run: Run) -> tuple:
@@ -494,6 +521,21 @@ def synthetic_banner(runs: list[Run]) -> str:
             f"{len(synthetic)} of {len(runs)} runs use synthetic data "
             f"({html.escape(', '.join(names))}), not real patients: their numbers test the "
             f"pipeline and say nothing about real wound healing.</div>")
+
+
+def head_warning_banner(runs: list[Run]) -> str:
+    """A warning box naming the runs with folds whose fusion head never left its start ('' if none).
+
+    Such a fold's "trainable" result is the initial head, not a learned one.
+    """
+    items = [f"<li><strong>{html.escape(r.name)}</strong>: fusion head never trained in "
+             f"{_never_trained_folds(r)} of {r.summary.get('n_folds', '?')} folds</li>"
+             for r in runs if _never_trained_folds(r) > 0]
+    if not items:
+        return ""
+    return ('<div class="fl-banner" id="head-never-trained-banner"><strong>WARNING: fusion head '
+            "never trained.</strong> In these runs some folds kept the head's starting weights, so "
+            "their scores are not those of a learned fusion:<ul>" + "".join(items) + "</ul></div>")
 
 
 def left_out_html(left_out: list) -> str:

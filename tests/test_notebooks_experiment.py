@@ -1,6 +1,7 @@
 """notebooks/experiment.ipynb: its parameters cell, and direct execution with papermill."""
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import fields
@@ -70,6 +71,10 @@ def test_direct_papermill_from_the_notebooks_folder(tmp_path):
     # Every figure has alt text (nbconvert warns about images without it in the report).
     figures = [o["data"]["text/html"] for o in images if "text/html" in o["data"]]
     assert len(figures) == len(images) and all('<img alt="' in f for f in figures)
+    # The images the loader dropped are on screen, one line (0 when none or not recorded).
+    stdout = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
+                     if o.get("name") == "stdout")
+    assert re.search(r"^dropped images: \d+", stdout, re.M), stdout
 
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["summary"]["name"] == "nb_tiny" and metrics["summary"]["n_folds"] == 2

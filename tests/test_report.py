@@ -391,6 +391,24 @@ def test_report_lists_the_runs_left_out(hand_made_report):
         assert f"<td>{name}</td>" in kappa
 
 
+def test_report_warns_on_untrained_heads_and_shows_dropped_images(hand_made_report):
+    banner = re.search(r'id="head-never-trained-banner".*?</div>', hand_made_report, re.S).group(0)
+    assert "trainable_ok" in banner and "1 of 2 folds" in banner and "fixed_ok" not in banner
+    kappa = re.search(r'id="kappa-table".*?</table>', hand_made_report, re.S).group(0)
+    assert "<th>dropped images</th>" in kappa
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"<tr>\s*<td>([^<]+)</td>.*?</tr>", kappa, re.S)}
+    assert "<td>3</td>" in rows["trainable_ok"] and "<td>3</td>" not in rows["fixed_ok"]
+
+
+def test_runs_table_tolerates_runs_without_the_new_keys(hand_made):
+    table = report.runs_table(report.load_runs(hand_made))
+    assert dict(zip(table["name"], table["dropped images"])) == {
+        "fixed_ok": 0, "trainable_ok": 3, "tmp-archive": 0, "copy.failed-1": 0}
+    summary = report.load_runs(hand_made)[-1].summary
+    assert report.dropped_images_line(summary) == "dropped images: 3 (unreadable 2, missing 1)"
+    assert report.dropped_images_line({}) == "dropped images: 0"
+
+
 def _cli(*args, prefix=(), **kwargs):
     return subprocess.run([*prefix, sys.executable, "-m", "fusionlib", *args], capture_output=True,
                           text=True, cwd=REPO, timeout=300, **kwargs)
