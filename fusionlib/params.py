@@ -127,7 +127,8 @@ def check_run_name(name: str, source: str | Path = "<params>") -> None:
     """
     if not isinstance(name, str) or not RUN_NAME_RE.match(name) or name.lower().startswith("tmp-") \
             or ".failed" in name.lower():
-        shown = name if not isinstance(name, str) or len(name) <= 60 else f"{name[:40]}... ({len(name)} characters)"
+        shown = name if not isinstance(name, str) or len(name) <= 60 else \
+            f"{name[:40]}... ({len(name)} characters)"
         _fail(source, "name", f"{shown!r} is not a usable run name: 1 to 100 letters, digits, "
                               "'_', '-' or '.', starting with a letter or digit, not starting "
                               "with 'tmp-' and not containing '.failed'")
