@@ -40,3 +40,63 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def writable_folder(folder: str | Path, what: str) -> Path:
+    """Create ``folder`` if needed and prove it writable; else FusionlibError naming it, one line.
+
+    A real write is tried: root passes ``os.access`` checks even on read-only folders.
+    """
+    from .errors import FusionlibError
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FusionlibError(f"{what} must be a folder, but this is a file", folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise FusionlibError(f"{what} is not writable: {err.strerror or err}", folder) from None
+    return folder
+
+
+@contextmanager
+def file_lock(path: str | Path, blocking: bool = True):
+    """Hold an exclusive ``fcntl.flock`` on ``path`` (created if needed) for the ``with`` body.
+
+    Yields True once held, or False without waiting when ``blocking`` is False and
+    another process holds it. The lock file is removed on release, so nothing is
+    left behind; a waiter that then locks the removed file notices (its inode is no
+    longer the one at ``path``) and locks the new one instead.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            yield False
+            return
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)                        # locked a file its holder has just removed: retry
+    try:
+        yield True
+    finally:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        os.close(fd)

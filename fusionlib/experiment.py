@@ -21,13 +21,14 @@ import os
 import pickle
 import time
 import zipfile
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ._io import atomic_open, atomic_write_text
+from ._io import atomic_open, atomic_write_text, file_lock
 from .branches import BranchOutput, ImageBranch, MetadataBranch
 from .data import LABELS, Cohort, load_cohort
 from .metrics import classification_scores, mean_ci
@@ -79,6 +80,12 @@ class BranchCache:
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def get_or_compute(self, key: str, compute) -> BranchOutput:
+        # One process computes an entry; a concurrent one (a second `fusionlib run` on the same
+        # cache) waits for it and then reads it instead of training the same branch again.
+        with nullcontext() if self.directory is None else file_lock(self.directory / f".{key}.lock"):
+            return self._get_or_compute(key, compute)
+
+    def _get_or_compute(self, key: str, compute) -> BranchOutput:
         path = None if self.directory is None else self.directory / f"{key}.npz"
         if path is not None and path.exists():
             try:

@@ -9,9 +9,11 @@ file and the key. The same names are the ``parameters`` cell of
 
 from __future__ import annotations
 
+import ast
 import difflib
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -22,6 +24,15 @@ from .splits import SAMPLING_STRATEGIES
 DATASETS = ("synthetic", "real", "real_synthetic_images")
 MISSING_CASES = ("use", "exclude")
 PENALTY_RULES = ("one_se", "min")
+RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+"""A usable run name: one folder name under runs/, short enough for every file system.
+
+It cannot start with a dot, so it never collides with the runner's own ``.tmp-*``,
+``.old-*`` folders; ``tmp-*`` and ``.failed`` are refused too, as older runners used
+them for temporary folders and failed notebooks (``<name>.failed.ipynb``).
+"""
+NOTEBOOK_ONLY = ("output_dir", "cache_dir")
+"""Parameters of the experiment notebook that are not experiment settings."""
 REAL_DATA_ENV = "FUSIONLIB_DFU_DIR"
 """Environment variable naming the real data folder when ``data_dir`` is not given."""
 
@@ -130,6 +141,20 @@ def _check_finite_leaves(source, key, value):
             _check_finite_leaves(source, key, sub)
 
 
+def check_run_name(name: str, source: str | Path = "<params>") -> None:
+    """Raise ParamsError unless ``name`` is a usable run folder name (:data:`RUN_NAME_RE`).
+
+    The one rule shared by ``fusionlib validate``, ``fusionlib run`` and the notebook.
+    """
+    if not isinstance(name, str) or not RUN_NAME_RE.match(name) or name.lower().startswith("tmp-") \
+            or ".failed" in name.lower():
+        shown = name if not isinstance(name, str) or len(name) <= 60 else \
+            f"{name[:40]}... ({len(name)} characters)"
+        _fail(source, "name", f"{shown!r} is not a usable run name: 1 to 100 letters, digits, "
+                              "'_', '-' or '.', starting with a letter or digit, not starting "
+                              "with 'tmp-' and not containing '.failed'")
+
+
 def validate(raw: dict, source: str | Path = "<params>") -> ExperimentParams:
     """Check a parameter mapping against the schema and return typed parameters."""
     if not isinstance(raw, dict):
@@ -147,6 +172,7 @@ def validate(raw: dict, source: str | Path = "<params>") -> ExperimentParams:
             _fail(source, key, f"must be a finite number, got {value!r}")
     _check_finite_leaves(source, "fusion_options", raw.get("fusion_options", {}))
     params = ExperimentParams(**raw)
+    check_run_name(params.name, source)
     params.data_percentage = float(params.data_percentage)
     _choice(source, "dataset", params.dataset, DATASETS)
     _choice(source, "sampling", params.sampling, SAMPLING_STRATEGIES)
@@ -226,3 +252,50 @@ def load_params(path: str | Path) -> ExperimentParams:
     if isinstance(raw, dict):
         raw.setdefault("name", path.stem)
     return validate(raw, path)
+
+
+def _assigned_names(source: str) -> list[str]:
+    """Names assigned at the top level of a cell's source (papermill's cells are plain assignments)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    names = []
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+        for target in targets:
+            names += [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
+    return names
+
+
+def injected_names(namespace: dict) -> list[str]:
+    """The names set by papermill's injected-parameters cell, read from IPython's input history.
+
+    Papermill writes that cell as ``# Parameters`` followed by one assignment per
+    parameter and runs it right after the notebook's own parameters cell; outside
+    papermill (JupyterLab) there is none and this returns ``[]``.
+    """
+    for source in reversed(list(namespace.get("_ih") or [])[:-1]):
+        if str(source).split("\n", 1)[0].strip() == "# Parameters":
+            return _assigned_names(str(source))
+    return []
+
+
+def from_notebook(namespace: dict, injected: list[str] | None = None,
+                  source: str = "notebook parameters") -> ExperimentParams:
+    """Validated parameters from a notebook's globals.
+
+    Every :class:`ExperimentParams` field found in ``namespace`` is used (the schema
+    is read here, so new keys need no notebook change). Names injected by papermill
+    (``injected``, default :func:`injected_names`) that are neither schema fields nor
+    the notebook's own :data:`NOTEBOOK_ONLY` raise ParamsError with a did-you-mean,
+    as an unknown key in a parameter file does (``-p foldz 2`` must not run 5 folds).
+    """
+    injected = injected_names(namespace) if injected is None else list(injected)
+    known = [f.name for f in fields(ExperimentParams)]
+    for name in injected:
+        if name not in known and name not in NOTEBOOK_ONLY:
+            hint = difflib.get_close_matches(name, known + list(NOTEBOOK_ONLY), n=1)
+            _fail(source, name, "unknown parameter" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    return validate({name: namespace[name] for name in known if name in namespace}, source=source)

@@ -480,3 +480,19 @@ def to_base64_png(fig, dpi: int = 100) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def show_figure(fig, alt: str, dpi: int = 100) -> None:
+    """Display ``fig`` in a notebook with alt text (an ``<img alt=...>``), not a bare PNG.
+
+    The output carries the HTML (what JupyterLab and nbconvert render, so reports
+    converted from executed notebooks have no image without a description) and
+    the PNG itself (for tools that read ``image/png`` outputs).
+    """
+    from IPython.display import display
+
+    from .report import figure_html
+
+    png = to_base64_png(fig, dpi=dpi)
+    display({"text/html": figure_html(fig, alt, png=png), "image/png": png}, raw=True,
+            metadata={"image/png": {"alt": alt}})

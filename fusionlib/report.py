@@ -4,7 +4,8 @@ A *run* is a folder ``runs/<name>/`` written by :mod:`fusionlib.runner`:
 ``metrics.json``, ``predictions.csv``, ``weights.json``, ``provenance.json``
 (from :meth:`fusionlib.experiment.ExperimentResult.save`), ``executed.ipynb``
 and, last, ``done.json``. Only folders with both ``done.json`` and
-``metrics.json`` count; ``.tmp-*`` and ``*.failed*`` folders are ignored.
+``metrics.json`` count; the runner's own ``.tmp-*`` / ``.old-*`` folders are
+ignored, and any other folder that cannot be used is listed as left out.
 
 :func:`build_report` executes ``notebooks/report.ipynb`` with papermill and
 converts it to one self-contained HTML page (code hidden, images embedded as
@@ -14,6 +15,7 @@ per run from its ``executed.ipynb``.
 
 from __future__ import annotations
 
+import errno
 import html
 import json
 import logging
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._io import atomic_write_text
+from ._io import atomic_write_text, writable_folder
 from .data import LABELS
 from .errors import FusionlibError
 
@@ -92,7 +94,8 @@ class Run:
 
     @property
     def predictions(self) -> pd.DataFrame | None:
-        """``predictions.csv`` (read on first use); None when the run has none."""
+        """``predictions.csv`` (read and checked by :func:`load_runs`, else on first use); None
+        when the run has none."""
         if self._predictions is None:
             path = self.path / "predictions.csv"
             if not path.is_file():
@@ -101,23 +104,67 @@ class Run:
         return self._predictions
 
 
-def _read_json(path: Path, default=None):
+class _Unusable(Exception):
+    """A run folder's file that cannot be used; the message names the file and the problem."""
+
+
+def _read_json(path: Path, default=None, kind: type | None = None):
+    """``path``'s JSON (``default`` when the file is absent); _Unusable when it cannot be used."""
     if not path.is_file():
         return default
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:     # unreadable, not UTF-8, not JSON (e.g. truncated)
+        raise _Unusable(f"{path.name}: cannot be read ({_one_line(err)})") from None
+    if kind is not None and not isinstance(value, kind):
+        raise _Unusable(f"{path.name}: expected a JSON {'object' if kind is dict else 'list'}, "
+                        f"got {type(value).__name__}")
+    return value
+
+
+_PREDICTION_COLUMNS = ["repeat", "fold", "case_id", "patient", "label", "pred", *PROBA_COLUMNS]
+
+
+def _read_predictions(path: Path) -> pd.DataFrame | None:
+    """``predictions.csv`` checked for what the report uses; _Unusable when corrupt or truncated."""
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_csv(path, dtype={"case_id": str})
+    except (OSError, ValueError, UnicodeDecodeError) as err:   # pandas' ParserError is a ValueError
+        raise _Unusable(f"{path.name}: cannot be read ({_one_line(err)})") from None
+    missing = [c for c in _PREDICTION_COLUMNS if c not in frame.columns]
+    if missing:
+        raise _Unusable(f"{path.name}: missing column(s) {', '.join(missing)}")
+    numeric = frame[[c for c in _PREDICTION_COLUMNS if c not in ("case_id", "patient")]]
+    bad = ~numeric.apply(pd.to_numeric, errors="coerce").notna().all(axis=1)
+    bad |= frame[["case_id", "patient"]].isna().any(axis=1)
+    if bad.any():   # a truncated file ends in a short row, read as missing values
+        raise _Unusable(f"{path.name}: row {int(np.flatnonzero(bad.to_numpy())[0]) + 2} is "
+                        "incomplete or not numeric (truncated or corrupt file?)")
+    return frame
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
 
 
 def _ignored(folder: Path) -> bool:
-    name = folder.name
-    return name.startswith(".") or ".failed" in name or name.startswith("tmp-")
+    # Only the runner's own folders (.tmp-*, .old-*): they start with a dot, which no valid
+    # run name does (fusionlib.params.RUN_NAME_RE), so a real run is never hidden.
+    return folder.name.startswith(".")
 
 
-def load_runs(runs_dir: str | Path = "runs") -> list[Run]:
+def load_runs(runs_dir: str | Path = "runs", left_out: list | None = None) -> list[Run]:
     """The finished runs under ``runs_dir``: folders with ``done.json`` and ``metrics.json``.
 
-    Temporary (``.tmp-*``) and failed (``*.failed*``) folders are ignored, as are
-    runs whose JSON cannot be read (logged as a warning). Sorted by data
-    percentage (largest first), ``fixed`` first, then name.
+    The runner's temporary folders (names starting with a dot) are ignored.
+    Every other folder that cannot be used (no ``done.json`` or ``metrics.json``,
+    a JSON file that cannot be read or has the wrong shape, a corrupt
+    ``predictions.csv``) is left out with a warning naming the folder and the
+    file; ``left_out`` (when given) receives ``(folder name, reason)`` pairs so
+    the report can show them. Sorted by data percentage (largest first),
+    ``fixed`` first, then name.
     """
     runs_dir = Path(runs_dir)
     runs = []
@@ -126,16 +173,23 @@ def load_runs(runs_dir: str | Path = "runs") -> list[Run]:
     for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
         if _ignored(folder):
             continue
-        if not (folder / "done.json").is_file() or not (folder / "metrics.json").is_file():
-            continue
         try:
+            missing = [f for f in ("done.json", "metrics.json") if not (folder / f).is_file()]
+            if missing:
+                raise _Unusable(f"no {' and no '.join(missing)} (unfinished or not a run folder)")
             run = Run(name=folder.name, path=folder.resolve(),
-                      metrics=_read_json(folder / "metrics.json", {}),
-                      weights=_read_json(folder / "weights.json", []) or [],
-                      provenance=_read_json(folder / "provenance.json", {}) or {},
-                      done=_read_json(folder / "done.json", {}) or {})
-        except (OSError, ValueError) as err:
-            logger.warning("skipping run %s: %s", folder, err)
+                      metrics=_read_json(folder / "metrics.json", {}, dict),
+                      weights=_read_json(folder / "weights.json", [], list) or [],
+                      provenance=_read_json(folder / "provenance.json", {}, dict) or {},
+                      done=_read_json(folder / "done.json", {}, dict) or {},
+                      _predictions=_read_predictions(folder / "predictions.csv"))
+            for key in ("summary",):
+                if not isinstance(run.metrics.get(key, {}), dict):
+                    raise _Unusable(f"metrics.json: {key!r} is not a JSON object")
+        except _Unusable as err:
+            logger.warning("run folder %s left out: %s", folder, err)
+            if left_out is not None:
+                left_out.append((folder.name, str(err)))
             continue
         runs.append(run)
     return sorted(runs, key=_run_order)
@@ -202,12 +256,39 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
             "RF share": _stat(s, "rf_share"),
             "RF share sd": _stat(s, "rf_share", "sd"),
             "RF influence": _stat(s, "influence_rf_share"),
+            # Images the loader could not use (absent in runs made before it was recorded).
+            "dropped images": _dropped_images(s),
             "folds": s.get("n_folds", len(run.metrics.get("folds", []))),
             "cases": s.get("n_cases"),
             "data": run.data_name or "?",
             "synthetic": run.synthetic,
         })
     return pd.DataFrame(rows)
+
+
+def _dropped_images(summary: dict) -> int:
+    dropped = summary.get("dropped_images") or {}
+    try:
+        return int(dropped.get("count", 0) if isinstance(dropped, dict) else dropped)
+    except (TypeError, ValueError):
+        return 0
+
+
+def dropped_images_line(summary: dict) -> str:
+    """One line on the images the loader dropped (``summary["dropped_images"]``), e.g.
+    ``dropped images: 3 (unreadable 2, missing 1)``; runs made before it was recorded read 0."""
+    dropped = summary.get("dropped_images") or {}
+    reasons = dropped.get("by_reason") if isinstance(dropped, dict) else None
+    count = _dropped_images(summary)
+    detail = ", ".join(f"{reason} {n}" for reason, n in (reasons or {}).items() if n)
+    return f"dropped images: {count}" + (f" ({detail})" if count and detail else "")
+
+
+def _never_trained_folds(run: Run) -> int:
+    try:
+        return int(run.summary.get("head_never_trained_folds") or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _pairing_key(run: Run) -> tuple:
@@ -466,12 +547,15 @@ def html_table(frame: pd.DataFrame, table_id: str, caption: str | None = None,
     return f'{style}<div class="fl-table-wrap">{text}</div>'
 
 
-def figure_html(fig, alt: str, css_class: str = "fl-figure", dpi: int = 100) -> str:
-    """A figure as an ``<img>`` with alt text and an embedded base64 PNG; closes nothing."""
+def figure_html(fig, alt: str, css_class: str = "fl-figure", dpi: int = 100,
+                png: str | None = None) -> str:
+    """A figure as an ``<img>`` with alt text and an embedded base64 PNG (``png`` when already
+    rendered); closes nothing."""
     from .plots import to_base64_png
 
+    png = png if png is not None else to_base64_png(fig, dpi=dpi)
     return (f'<figure class="{css_class}"><img alt="{html.escape(alt, quote=True)}" '
-            f'src="data:image/png;base64,{to_base64_png(fig, dpi=dpi)}"/>'
+            f'src="data:image/png;base64,{png}"/>'
             f'<figcaption>{html.escape(alt)}</figcaption></figure>')
 
 
@@ -505,6 +589,31 @@ def synthetic_banner(runs: list[Run]) -> str:
             f"{len(synthetic)} of {len(runs)} runs use synthetic data "
             f"({html.escape(', '.join(names))}), not real patients: their numbers test the "
             f"pipeline and say nothing about real wound healing.</div>")
+
+
+def head_warning_banner(runs: list[Run]) -> str:
+    """A warning box naming the runs with folds whose fusion head never left its start ('' if none).
+
+    Such a fold's "trainable" result is the initial head, not a learned one.
+    """
+    items = [f"<li><strong>{html.escape(r.name)}</strong>: fusion head never trained in "
+             f"{_never_trained_folds(r)} of {r.summary.get('n_folds', '?')} folds</li>"
+             for r in runs if _never_trained_folds(r) > 0]
+    if not items:
+        return ""
+    return ('<div class="fl-banner" id="head-never-trained-banner"><strong>WARNING: fusion head '
+            "never trained.</strong> In these runs some folds kept the head's starting weights, so "
+            "their scores are not those of a learned fusion:<ul>" + "".join(items) + "</ul></div>")
+
+
+def left_out_html(left_out: list) -> str:
+    """The run folders :func:`load_runs` left out, with the reason ('' when none was)."""
+    if not left_out:
+        return ""
+    items = "".join(f"<li><code>{html.escape(str(name))}</code>: {html.escape(str(reason))}</li>"
+                    for name, reason in left_out)
+    return (f'<div class="fl-banner" id="left-out-runs"><strong>Runs left out ({len(left_out)}).'
+            f"</strong> These folders are not in the tables below:<ul>{items}</ul></div>")
 
 
 def run_links(runs: list[Run], prefix: str = "runs/") -> str:
@@ -567,18 +676,38 @@ def build_report(runs_dir: str | Path = "runs", out_dir: str | Path = "reports",
     ``index.html``. Raises :class:`FusionlibError` when there is no finished run
     or the notebook fails (its partly executed copy is kept next to the report).
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     runs_dir = Path(runs_dir).resolve()
     out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and not out_dir.is_dir():      # before any work or warning
+        writable_folder(out_dir, "the report output folder (--out)")
     runs = load_runs(runs_dir)
     if not runs:
         raise FusionlibError(f"no finished runs in {runs_dir}; run `fusionlib run params/*.yaml` first")
     notebook = Path(notebook) if notebook is not None else REPORT_NOTEBOOK
     if not notebook.is_file():
         raise FusionlibError(f"report notebook not found: {notebook}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _build(runs, runs_dir, out_dir, notebook, kernel_name, n_boot)
+    except OSError as err:
+        # A read-only or full output folder: one line naming the path; earlier files stay
+        # (every write is atomic).
+        if err.errno not in _WRITE_ERRNOS:
+            raise
+        raise FusionlibError(f"cannot write the report here: {err.strerror}",
+                             err.filename or out_dir) from None
+
+
+_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
+                 errno.EEXIST}
+
+
+def _build(runs, runs_dir: Path, out_dir: Path, notebook: Path, kernel_name, n_boot) -> Path:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from .runner import QUIET_KERNEL_ARGS
+
+    writable_folder(out_dir, "the report output folder (--out)")
 
     # Per-run pages first, so index.html never links to a page that is not there yet.
     for run in runs:
@@ -597,7 +726,8 @@ def build_report(runs_dir: str | Path = "runs", out_dir: str | Path = "reports",
                 str(notebook), str(executed),
                 parameters={"runs_dir": str(runs_dir), "n_boot": int(n_boot)},
                 kernel_name=kernel_name, cwd=str(notebook.parent), progress_bar=False,
-                log_output=False, request_save_on_cell_execute=False)
+                log_output=False, request_save_on_cell_execute=False,
+                extra_arguments=QUIET_KERNEL_ARGS)
         except PapermillExecutionError as err:
             kept = out_dir / "report-failed.ipynb"
             if executed.is_file():

@@ -16,6 +16,12 @@
 4. a failing notebook is reported with its failing cell and kept as
    ``runs/<name>.failed.ipynb``; the other runs go on.
 
+Each run is executed under a lock (``runs/.lock-<name>``, ``fcntl.flock``): a
+second ``fusionlib run`` on the same folders waits for it and then skips it
+("already done by another fusionlib run"). Run names follow
+:data:`fusionlib.params.RUN_NAME_RE`, so they never start with a dot and never
+collide with the runner's own ``.tmp-*``, ``.old-*`` and ``.lock-*`` entries.
+
 Runs execute one after another (``jobs=1``), in local worker processes
 (``jobs>1``) or on a Dask distributed scheduler (``scheduler="host:port"``);
 the same per-run function :func:`execute_run` does the work in every case.
@@ -26,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -36,19 +41,23 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ._io import atomic_write_text
+from ._io import atomic_write_text, file_lock, writable_folder
 from .errors import FusionlibError, ParamsError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_NOTEBOOK = REPO_ROOT / "notebooks" / "experiment.ipynb"
 KERNEL_NAME = "python3"
+QUIET_KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
+"""The kernel's own log only carries start/shutdown noise (plain-TCP warning, the interrupt
+jupyter_client sends before shutting a kernel down, ZMQ errors when Ctrl-C stops a run);
+a failing cell is reported by papermill from the cell's error, not through this log."""
 TMP_PREFIX = ".tmp-"
 OLD_PREFIX = ".old-"
+LOCK_PREFIX = ".lock-"
 OWNER_FILE = ".owner.json"
 DONE_FILE = "done.json"
 RESULT_FILES = ("metrics.json", "predictions.csv", "weights.json", "provenance.json")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 _STALE_FOREIGN_SECONDS = 2 * 24 * 3600
 NOT_EXPERIMENT_CODE = frozenset({"__main__.py", "cli.py", "report.py"})
 """Modules the experiment notebook never runs: editing them does not make runs stale."""
@@ -124,10 +133,7 @@ def load_all(params_paths) -> list:
 
     loaded, names = [], {}
     for path in params_paths:
-        params = load_params(path)
-        if not _NAME_RE.match(params.name):
-            raise ParamsError(f"key 'name': {params.name!r} is not a usable run folder name "
-                              "(letters, digits, '_', '-', '.', '+'; not starting with '.')", path)
+        params = load_params(path)          # checks the name too (params.check_run_name)
         if params.name in names:
             raise ParamsError(f"key 'name': run name {params.name!r} is also used by "
                               f"{names[params.name]}; run names must be unique", path)
@@ -248,6 +254,36 @@ def _one_line(text) -> str:
 
 
 def execute_run(task: dict) -> dict:
+    """Execute one experiment notebook and swap its folder into place, holding the run's lock.
+
+    A second ``fusionlib run`` on the same runs folder that reaches a run being
+    executed waits for it, then skips it when it is done with the same key
+    (status ``skipped``), so no experiment is executed twice at once.
+    """
+    name = task["name"]
+    runs_dir = Path(task["runs_dir"])
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    lock = runs_dir / f"{LOCK_PREFIX}{name}"
+    with file_lock(lock, blocking=False) as held:
+        if held:
+            return _execute_locked(task, waited=False)
+    print(f"run {name}: already running in another fusionlib run; waiting for it", file=sys.stderr)
+    with file_lock(lock):
+        return _execute_locked(task, waited=True)
+
+
+def _execute_locked(task: dict, waited: bool) -> dict:
+    # Done meanwhile by another process (even with --force: that process just ran it).
+    done = read_done(Path(task["runs_dir"]) / task["name"])
+    if (waited or not task.get("force")) and done is not None and done.get("key") == task["key"] \
+            and done.get("status") == "ok":
+        return {"name": task["name"], "status": "skipped", "seconds": 0.0,
+                "qwk": _qwk_mean(Path(task["runs_dir"]) / task["name"]),
+                "message": f"run {task['name']}: already done by another fusionlib run"}
+    return _execute_unlocked(task)
+
+
+def _execute_unlocked(task: dict) -> dict:
     """Execute one experiment notebook and swap its folder into place.
 
     ``task`` is a plain dict (picklable for worker processes and Dask):
@@ -279,7 +315,7 @@ def execute_run(task: dict) -> dict:
         try:
             pm.execute_notebook(task["notebook"], str(output_nb), parameters=parameters,
                                 kernel_name=KERNEL_NAME, cwd=task["cwd"], progress_bar=False,
-                                log_output=False, extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                                log_output=False, extra_arguments=QUIET_KERNEL_ARGS)
         except PapermillExecutionError as err:
             result["message"] = (f"run {name} FAILED in cell {err.cell_index}: {err.ename}: "
                                  f"{_one_line(err.evalue)}")
@@ -352,6 +388,12 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
 
     runs_dir = Path(runs_dir).absolute()
     cache_dir = Path(cache_dir).absolute()
+    try:                # before any work: a read-only folder is one line, not a traceback later
+        writable_folder(runs_dir, "the runs folder (--runs-dir)")
+        writable_folder(cache_dir, "the cache folder (--cache-dir)")
+    except FusionlibError as err:
+        print(f"fusionlib: error: {err}", file=sys.stderr)
+        return 2
     with _sigterm_raises():
         # The data: generated once here (synthetic cohort) before any run starts.
         fingerprints = {}
@@ -386,7 +428,7 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
                           "runs_dir": str(runs_dir), "cache_dir": str(cache_dir),
                           "notebook": str(notebook.absolute()), "cwd": str(project_root()),
                           "params_file": str(path), "code_version": code,
-                          "data_fingerprint": data})
+                          "data_fingerprint": data, "force": force})
 
         if tasks:
             _execute(tasks, outcomes, jobs=jobs, scheduler=scheduler, total=len(loaded))
@@ -407,6 +449,8 @@ def _report(outcome: dict, outcomes: dict, bar) -> None:
         bar.write(outcome["message"], file=sys.stderr)
         if outcome.get("failed_notebook"):
             bar.write(f"  failed notebook kept as {outcome['failed_notebook']}", file=sys.stderr)
+    elif outcome["status"] == "skipped":
+        bar.write(outcome["message"] or f"run {outcome['name']}: skipped", file=sys.stderr)
     else:
         bar.write(f"run {outcome['name']}: ok in {outcome['seconds']:.1f} s", file=sys.stderr)
     bar.update(1)

@@ -35,3 +35,36 @@ def real_cohort(real_dir):
     from fusionlib.data import read_clinical_table
 
     return read_clinical_table(real_dir / "DataMaster_Processed_V12_WithMissing.csv")
+
+
+@pytest.fixture
+def other_user():
+    """``(folder, prefix, env)``: a fresh folder under /tmp and the command prefix and
+    environment to run a command as a user who does not own it.
+
+    Root ignores file permissions, so read-only folders are tested as "nobody" (setpriv)
+    when the tests run as root; the folder is world-readable so that user can read it.
+    """
+    import shutil
+    import stat
+    import tempfile
+
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: cannot test a read-only folder")
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    else:
+        prefix = []
+    folder = Path(tempfile.mkdtemp(prefix="fusionlib-other-user-", dir="/tmp"))
+    folder.chmod(0o755)
+    home = folder / "home"                      # HOME and matplotlib's cache for that user
+    home.mkdir()
+    home.chmod(0o777)
+    env = {**os.environ, "HOME": str(home), "MPLCONFIGDIR": str(home / "mpl")}
+    try:
+        yield folder, prefix, env
+    finally:
+        for path in [folder, *folder.rglob("*")]:
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(path.stat().st_mode | stat.S_IWUSR | stat.S_IXUSR)
+        shutil.rmtree(folder, ignore_errors=True)

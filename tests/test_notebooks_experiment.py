@@ -1,6 +1,7 @@
 """notebooks/experiment.ipynb: its parameters cell, and direct execution with papermill."""
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import fields
@@ -67,9 +68,46 @@ def test_direct_papermill_from_the_notebooks_folder(tmp_path):
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 2                                 # confusion matrix, weights
     assert not [o for c in nb.cells for o in c.get("outputs", []) if o["output_type"] == "error"]
+    # Every figure has alt text (nbconvert warns about images without it in the report).
+    figures = [o["data"]["text/html"] for o in images if "text/html" in o["data"]]
+    assert len(figures) == len(images) and all('<img alt="' in f for f in figures)
+    # The images the loader dropped are on screen, one line (0 when none or not recorded).
+    stdout = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
+                     if o.get("name") == "stdout")
+    assert re.search(r"^dropped images: \d+", stdout, re.M), stdout
 
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["summary"]["name"] == "nb_tiny" and metrics["summary"]["n_folds"] == 2
     assert metrics["summary"]["fusion"] == "convex"
     assert {"rf_share", "rf_share_I"} <= set(metrics["folds"][0])
     assert (tmp_path / "cache" / "branches").is_dir()
+
+
+def test_unknown_injected_parameter_fails_with_did_you_mean(tmp_path):
+    """`papermill ... -p foldz 2` used to run the default 5 folds and exit 0."""
+    out_nb = tmp_path / "out.ipynb"
+    proc = subprocess.run([PAPERMILL, str(NOTEBOOK), str(out_nb), "-p", "foldz", "2",
+                           "-p", "output_dir", str(tmp_path / "result"), "--no-progress-bar"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "ParamsError" in proc.stderr
+    assert "key 'foldz': unknown parameter (did you mean 'folds'?)" in proc.stderr
+    assert not (tmp_path / "result").exists()
+
+
+def test_from_notebook_reads_the_schema_and_papermills_injected_cell():
+    from fusionlib.errors import ParamsError
+    from fusionlib.params import NOTEBOOK_ONLY, from_notebook, injected_names
+
+    schema = [f.name for f in fields(ExperimentParams)]
+    # Every schema field (including any added later) and the notebook's own names are accepted.
+    history = ["", "# Parameters (defaults)\nfolds = 5\n",
+               "# Parameters\n" + "".join(f"{n} = None\n" for n in [*schema, *NOTEBOOK_ONLY]), "cell"]
+    assert injected_names({"_ih": history}) == [*schema, *NOTEBOOK_ONLY]
+    params = from_notebook({"_ih": history[:2] + ["# Parameters\nfolds = 3\n", "cell"], "folds": 3})
+    assert params.folds == 3
+    with pytest.raises(ParamsError, match=r"key 'head_patiense': unknown parameter \(did you mean "
+                                          r"'head_patience'\?\)"):
+        from_notebook({"_ih": ["", "# Parameters\nhead_patiense = 3\n", "cell"], "head_patiense": 3})
+    # JupyterLab: no injected cell, nothing to check beyond the schema.
+    assert injected_names({"_ih": ["", "x = 1", "cell"]}) == []

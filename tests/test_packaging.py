@@ -37,3 +37,14 @@ def test_cli_entry_point_prints_help_without_tensorflow_noise():
     assert out.returncode == 0
     assert "validate" in out.stdout and "run" in out.stdout and "report" in out.stdout
     assert "tensorflow" not in out.stderr.lower() and "onednn" not in out.stderr.lower()
+
+
+def test_license_is_an_spdx_string_for_a_setuptools_that_reads_it():
+    """A ``license = {text = ...}`` table makes setuptools >= 77 print a deprecation warning on
+    every install; the SPDX string form needs setuptools >= 77 to build."""
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert config["project"]["license"] == "Apache-2.0"
+    requires = [r.replace(" ", "") for r in config["build-system"]["requires"]]
+    setuptools = [r for r in requires if r.startswith("setuptools")]
+    assert setuptools and setuptools[0].startswith("setuptools>=")
+    assert int(setuptools[0].split(">=")[1].split(".")[0].split(",")[0]) >= 77

@@ -138,3 +138,33 @@ def test_every_params_file_in_subfolders_validates():
     assert {p.parent.name for p in files} >= {"real", "variants"}
     for path in files:
         assert load_params(path).name == path.stem
+
+
+BAD_NAMES = {"long": "n" * 250, "slash": "a/b", "dotdot": "..", "dot": ".", "hidden": ".x",
+             "tmp": "tmp-run", "failed": "x.failed-1", "space": "a b", "empty": ""}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_NAMES))
+def test_unusable_run_names_fail_validate_and_run_alike(case, workspace):
+    """One name rule (fusionlib.params.RUN_NAME_RE) for `validate` and `run`, checked before
+    anything runs: a 250-character name used to crash the sweep with "File name too long"."""
+    bad = workspace["dir"] / f"{case}.yaml"
+    bad.write_text(yaml.safe_dump({"name": BAD_NAMES[case], "fusion": "fixed"}))
+    validate = subprocess.run([FUSIONLIB, "validate", str(bad)], capture_output=True, text=True,
+                              cwd=REPO)
+    line = _single_error_line(validate, bad)
+    assert "key 'name'" in line and "not a usable run name" in line
+    run = subprocess.run([FUSIONLIB, "run", str(bad), "--runs-dir", str(workspace["runs"]),
+                          "--cache-dir", str(workspace["dir"] / "cache")],
+                         capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 2 and _single_error_line(run, bad) == line
+    assert _tree_state(workspace["runs"]) == workspace["state"]
+
+
+def test_longest_usable_run_name_is_accepted(tmp_path):
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump({"name": "a" * 100}))
+    assert load_params(path).name == "a" * 100
+    path.write_text(yaml.safe_dump({"name": "a" * 101}))
+    with pytest.raises(ParamsError, match="not a usable run name"):
+        load_params(path)

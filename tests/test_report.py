@@ -10,6 +10,9 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+from html import escape as html_escape
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -19,6 +22,7 @@ import pytest
 from fusionlib import report
 from fusionlib.errors import FusionlibError
 
+REPO = Path(__file__).resolve().parents[1]
 TINY = {"folds": 2, "image_epochs": 2, "image_inner_folds": 2, "rf_trees": 20, "rf_inner_folds": 2,
         "head_max_epochs": 50, "data_percentage": 30}
 
@@ -48,8 +52,7 @@ def runs_dir(tmp_path_factory):
     # Folders the report must ignore.
     (runs / ".tmp-fixed_30-abc").mkdir()
     shutil.copy(runs / "fixed_30" / "metrics.json", runs / ".tmp-fixed_30-abc")
-    failed = runs / "trainable_30.failed-1"
-    shutil.copytree(runs / "trainable_30", failed)
+    shutil.copytree(runs / "trainable_30", runs / ".old-trainable_30-1a2b3c4d")   # a swap's leftover
     unfinished = runs / "convex_30"
     unfinished.mkdir()
     shutil.copy(runs / "trainable_30" / "metrics.json", unfinished)  # no done.json yet
@@ -67,8 +70,10 @@ def built(runs_dir, tmp_path_factory):
 
 
 def test_load_runs_only_complete(runs_dir):
-    runs = report.load_runs(runs_dir)
+    left_out = []
+    runs = report.load_runs(runs_dir, left_out=left_out)
     assert [r.name for r in runs] == ["fixed_30", "trainable_30"]
+    assert left_out == [("convex_30", "no done.json (unfinished or not a run folder)")]
     assert all(r.synthetic for r in runs)
     assert runs[0].predictions is not None and len(runs[0].weights) == 2
 
@@ -296,3 +301,147 @@ def test_plots_smoke():
     ]
     for fig in figs:
         assert len(plots.to_base64_png(fig, dpi=40)) > 100
+
+
+# --------------------------------------------------------------------------- hand-made run folders
+# No training: small, hand-written runs for the report's handling of broken and annotated runs.
+
+
+def _hand_made_run(runs, name, fusion="fixed", n=24, **summary):
+    folder = runs / name
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(len(name))
+    proba = rng.dirichlet(np.ones(3), n)
+    pd.DataFrame({"repeat": 0, "fold": np.arange(n) % 2, "case_id": [f"c{i}" for i in range(n)],
+                  "patient": [f"p{i // 2}" for i in range(n)], "label": np.arange(n) % 3,
+                  "pred": proba.argmax(axis=1), "p_I": proba[:, 0], "p_P": proba[:, 1],
+                  "p_R": proba[:, 2]}).to_csv(folder / "predictions.csv", index=False)
+    metrics = {"summary": {"name": name, "fusion": fusion, "data_percentage": 100.0, "n_folds": 2,
+                           "n_cases": n, "qwk": {"mean": 0.4, "sd": 0.1, "ci95": [0.2, 0.6]},
+                           **summary},
+               "folds": [{"repeat": 0, "fold": k, "qwk": 0.4, "rf_share": 0.7} for k in (0, 1)]}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "provenance.json").write_text(json.dumps(
+        {"params": {"fusion": fusion, "seed": 0, "folds": 2}, "data": {"name": "hand-made", "fingerprint": "f"}}))
+    (folder / "weights.json").write_text("[]")
+    (folder / "done.json").write_text(json.dumps({"status": "ok"}))
+    return folder
+
+
+BROKEN = {   # folder -> the file and problem its warning must name
+    "no_metrics": "no metrics.json", "no_done": "no done.json",
+    "metrics_list": "metrics.json: expected a JSON object, got list",
+    "bad_json": "metrics.json: cannot be read", "bad_provenance": "provenance.json: cannot be read",
+    "truncated_predictions": "predictions.csv: row",
+    "garbled_predictions": "predictions.csv: ",
+}
+
+
+@pytest.fixture(scope="module")
+def hand_made(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("hand") / "runs"
+    _hand_made_run(runs, "fixed_ok")
+    _hand_made_run(runs, "trainable_ok", fusion="trainable",
+                   dropped_images={"count": 3, "by_reason": {"unreadable": 2, "missing": 1}},
+                   head_never_trained_folds=1)
+    # Folders whose names the old report hid although they are not the runner's own.
+    _hand_made_run(runs, "tmp-archive")
+    _hand_made_run(runs, "copy.failed-1")
+    # The runner's own folders: ignored without a word.
+    shutil.copytree(_hand_made_run(runs, "scratch"), runs / ".tmp-scratch-1234abcd")
+    shutil.copytree(runs / "scratch", runs / ".old-scratch-1234abcd")
+    shutil.rmtree(runs / "scratch")
+    (_hand_made_run(runs, "no_metrics") / "metrics.json").unlink()
+    (_hand_made_run(runs, "no_done") / "done.json").unlink()
+    (_hand_made_run(runs, "metrics_list") / "metrics.json").write_text("[]")
+    (_hand_made_run(runs, "bad_json") / "metrics.json").write_text('{"summary": {"qwk"')
+    (_hand_made_run(runs, "bad_provenance") / "provenance.json").write_bytes(b"\xff\xfe\x00")
+    csv = _hand_made_run(runs, "truncated_predictions") / "predictions.csv"
+    csv.write_text(csv.read_text()[:-40])                 # cut in the middle of the last row
+    (_hand_made_run(runs, "garbled_predictions") / "predictions.csv").write_text(
+        'repeat,fold,case_id\n0,"1\n')
+    return runs
+
+
+def test_broken_run_folders_are_left_out_with_a_warning(hand_made, caplog):
+    left_out = []
+    with caplog.at_level("WARNING", logger="fusionlib"):
+        runs = report.load_runs(hand_made, left_out=left_out)
+    assert sorted(r.name for r in runs) == ["copy.failed-1", "fixed_ok", "tmp-archive", "trainable_ok"]
+    reasons = dict(left_out)
+    assert sorted(reasons) == sorted(BROKEN)
+    for name, problem in BROKEN.items():
+        assert problem in reasons[name], (name, reasons[name])
+        line = next(r.getMessage() for r in caplog.records if f"/{name}" in r.getMessage())
+        assert problem in line and "left out" in line
+
+
+@pytest.fixture(scope="module")
+def hand_made_report(hand_made, tmp_path_factory):
+    index = report.build_report(hand_made, tmp_path_factory.mktemp("hand_out") / "reports", n_boot=50)
+    return index.read_text(encoding="utf-8")
+
+
+def test_report_lists_the_runs_left_out(hand_made_report):
+    box = re.search(r'id="left-out-runs".*?</div>', hand_made_report, re.S).group(0)
+    for name, problem in BROKEN.items():
+        assert name in box and html_escape(problem) in box, name
+    kappa = re.search(r'id="kappa-table".*?</table>', hand_made_report, re.S).group(0)
+    for name in ("fixed_ok", "trainable_ok", "tmp-archive", "copy.failed-1"):
+        assert f"<td>{name}</td>" in kappa
+
+
+def test_report_warns_on_untrained_heads_and_shows_dropped_images(hand_made_report):
+    banner = re.search(r'id="head-never-trained-banner".*?</div>', hand_made_report, re.S).group(0)
+    assert "trainable_ok" in banner and "1 of 2 folds" in banner and "fixed_ok" not in banner
+    kappa = re.search(r'id="kappa-table".*?</table>', hand_made_report, re.S).group(0)
+    assert "<th>dropped images</th>" in kappa
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"<tr>\s*<td>([^<]+)</td>.*?</tr>", kappa, re.S)}
+    assert "<td>3</td>" in rows["trainable_ok"] and "<td>3</td>" not in rows["fixed_ok"]
+
+
+def test_runs_table_tolerates_runs_without_the_new_keys(hand_made):
+    table = report.runs_table(report.load_runs(hand_made))
+    assert dict(zip(table["name"], table["dropped images"])) == {
+        "fixed_ok": 0, "trainable_ok": 3, "tmp-archive": 0, "copy.failed-1": 0}
+    summary = report.load_runs(hand_made)[-1].summary
+    assert report.dropped_images_line(summary) == "dropped images: 3 (unreadable 2, missing 1)"
+    assert report.dropped_images_line({}) == "dropped images: 0"
+
+
+def _cli(*args, prefix=(), **kwargs):
+    return subprocess.run([*prefix, sys.executable, "-m", "fusionlib", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=300, **kwargs)
+
+
+def _one_error_line(proc) -> str:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_report_out_naming_a_file_is_one_line_error(hand_made, tmp_path):
+    out = tmp_path / "index.html"
+    out.write_text("earlier")
+    line = _one_error_line(_cli("report", "--runs-dir", str(hand_made), "--out", str(out)))
+    assert line == f"fusionlib: error: {out}: the report output folder (--out) must be a folder, " \
+                   "but this is a file"
+    assert out.read_text() == "earlier"
+
+
+def test_report_read_only_out_folder_is_one_line_error(hand_made, other_user):
+    folder, prefix, env = other_user
+    runs = folder / "runs"
+    shutil.copytree(hand_made / "fixed_ok", runs / "fixed_ok")
+    out = folder / "reports"
+    out.mkdir()
+    (out / "index.html").write_text("earlier report")
+    out.chmod(0o555)
+    line = _one_error_line(_cli("report", "--runs-dir", str(runs), "--out", str(out), env=env,
+                                prefix=prefix))
+    assert line == (f"fusionlib: error: {out}: the report output folder (--out) is not writable: "
+                    "Permission denied")
+    assert (out / "index.html").read_text() == "earlier report"
+    assert sorted(p.name for p in out.iterdir()) == ["index.html"]

@@ -273,3 +273,130 @@ def test_parallel_runs_wait_for_the_run_that_trains_their_branches():
     assert [t["name"] for t in leaders] == ["f100", "f50", "s1"]
     assert {k: [t["name"] for t in v] for k, v in followers.items()} == {
         "f100": ["t100"], "f50": ["t50"], "s1": []}
+
+
+# --------------------------------------------------------------------------- hardening
+
+
+def _start(args, log_path: Path, **kwargs) -> subprocess.Popen:
+    """``fusionlib <args>`` in its own session (so a signal to its group is a terminal's Ctrl-C)."""
+    return subprocess.Popen([sys.executable, "-m", "fusionlib", *map(str, args)], cwd=REPO,
+                            stdout=log_path.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True, **kwargs)
+
+
+def _kill_group(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _kernels_of(pid: int) -> list[str]:
+    out = subprocess.run(["pgrep", "-P", str(pid), "-f", "ipykernel"], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def test_ctrl_c_stops_quietly_with_exit_130(tmp_path, cache_dir):
+    """Ctrl-C while a kernel executes: one line, exit 130, no traceback, no half-written run."""
+    path = write_params(tmp_path / "params", "interrupted", fusion="fixed")
+    runs_dir = tmp_path / "runs"
+    log = tmp_path / "run.log"
+    proc = _start(["run", path, "--runs-dir", runs_dir, "--cache-dir", cache_dir, "--force"], log)
+    try:
+        deadline = time.time() + 180
+        while not (list(runs_dir.glob(".tmp-interrupted-*")) and _kernels_of(proc.pid)):
+            assert proc.poll() is None, log.read_text()
+            assert time.time() < deadline, "no kernel started in time"
+            time.sleep(0.1)
+        time.sleep(2.0)                     # the kernel is executing the notebook now
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        assert proc.wait(timeout=120) == 130
+    finally:
+        _kill_group(proc)
+    out = log.read_text()
+    assert "Traceback" not in out and "ZMQError" not in out, out
+    assert out.rstrip().splitlines()[-1] == \
+        "fusionlib: interrupted; finished runs are kept, rerun to continue"
+    assert list(runs_dir.iterdir()) == []                # nothing half-written, no lock left
+
+
+def test_read_only_runs_folder_is_one_line_error(tmp_path, other_user):
+    folder, prefix, env = other_user
+    path = write_params(folder / "params", "ro_run", fusion="fixed")
+    runs_dir = folder / "runs"
+    (runs_dir / "earlier").mkdir(parents=True)
+    (runs_dir / "earlier" / "done.json").write_text('{"status": "ok"}')
+    runs_dir.chmod(0o555)
+    cache = folder / "home" / "cache"
+    proc = subprocess.run([*prefix, sys.executable, "-m", "fusionlib", "run", str(path),
+                           "--runs-dir", str(runs_dir), "--cache-dir", str(cache)],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [f"fusionlib: error: {runs_dir}: the runs folder (--runs-dir) is not writable: "
+                     "Permission denied"], proc.stderr
+    assert sorted(p.name for p in runs_dir.iterdir()) == ["earlier"]
+    assert (runs_dir / "earlier" / "done.json").read_text() == '{"status": "ok"}'
+
+
+def test_two_concurrent_runs_execute_each_experiment_once(tmp_path, cache_dir):
+    paths = [write_params(tmp_path / "params", "c_fixed", fusion="fixed"),
+             write_params(tmp_path / "params", "c_convex", fusion="convex")]
+    runs_dir = tmp_path / "runs"
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    procs = [_start(["run", *paths, "--runs-dir", runs_dir, "--cache-dir", cache_dir], log)
+             for log in logs]
+    try:
+        assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    finally:
+        for proc in procs:
+            _kill_group(proc)
+    out = "".join(log.read_text() for log in logs)
+    for name in ("c_fixed", "c_convex"):
+        assert out.count(f"run {name}: ok in") == 1, out         # executed once in total
+        assert (out.count(f"run {name}: already done by another fusionlib run")
+                + out.count(f"run {name}: up to date")) == 1, out
+        assert json.loads((runs_dir / name / "done.json").read_text())["status"] == "ok"
+    assert sorted(p.name for p in runs_dir.iterdir()) == ["c_convex", "c_fixed"]
+
+
+def test_branch_cache_entry_is_computed_once_by_concurrent_processes(tmp_path):
+    """Two processes ask for the same cache entry at once: one computes, the other reads it."""
+    script = (
+        "import sys, time\n"
+        "from fusionlib.experiment import BranchCache\n"
+        "from fusionlib.branches import BranchOutput\n"
+        "import numpy as np\n"
+        "cache = BranchCache(sys.argv[1])\n"
+        "def compute():\n"
+        "    open(sys.argv[2], 'a').write('computed\\n')\n"
+        "    time.sleep(3)\n"
+        "    z = np.zeros((2, 3))\n"
+        "    return BranchOutput(np.arange(2), np.arange(2), z, z, {})\n"
+        "cache.get_or_compute('entry', compute)\n")
+    marks = tmp_path / "computed.txt"
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "cache"), str(marks)],
+                              cwd=REPO) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    assert marks.read_text() == "computed\n"
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["entry.npz"]
+
+
+NOISE = ("Alternative text is missing", "Kernel is running over TCP without encryption",
+         "KeyboardInterrupt caught in kernel", "ZMQError", "Traceback")
+
+
+def test_a_normal_run_and_report_are_quiet(tmp_path, cache_dir):
+    path = write_params(tmp_path / "params", "quiet", fusion="fixed")
+    runs_dir, out_dir = tmp_path / "runs", tmp_path / "reports"
+    outputs = []
+    for args in (["run", path, "--runs-dir", runs_dir, "--cache-dir", cache_dir],
+                 ["report", "--runs-dir", runs_dir, "--out", out_dir]):
+        proc = subprocess.run([sys.executable, "-m", "fusionlib", *map(str, args)], cwd=REPO,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outputs.append(proc.stdout + proc.stderr)
+    for noise in NOISE:
+        assert noise not in "".join(outputs), (noise, outputs)
+    assert (out_dir / "runs" / "quiet.html").is_file()
