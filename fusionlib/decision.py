@@ -126,7 +126,7 @@ class Tuned(DecisionRule):
 DECISIONS = {rule.name: rule for rule in (Argmax, Balanced, Ordinal, Tuned)}
 """Every decision rule by name; ``params.decision`` must be one of these keys."""
 
-DEFAULT_DECISION = "tuned"
+DEFAULT_DECISION = "argmax"
 """The default rule; docs/protocol.md gives the measurements behind the choice."""
 
 

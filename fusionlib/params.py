@@ -77,7 +77,7 @@ class ExperimentParams:
     head_penalty: list = field(default_factory=lambda: [0.0, 0.003, 0.01, 0.03])
     head_penalty_kind: str = "group"
     head_penalty_rule: str = "one_se"
-    decision: str = "tuned"
+    decision: str = "argmax"
     validation_fraction: float = 0.2
     stage2: bool = False
     stage2_epochs: int = 10

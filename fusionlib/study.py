@@ -27,7 +27,11 @@ from .metrics import case_log_loss, qwk, seed_averaged_bootstrap
 VARIANTS = ("trainable", "trainable_rf_biased", "mlp", "convex", "per_class_convex", "gated")
 STUDIES = {
     "default": {"preset": "dfu_like", "runs": [("fixed", 100), *[(v, 100) for v in VARIANTS],
-                                               ("fixed", 50), ("trainable", 50)]},
+                                               ("fixed", 50), ("trainable", 50)],
+                # The head fitted with balanced class weights: a prior change inside the weights,
+                # beside the decision rules' prior change on the outputs (docs/protocol.md).
+                "extra": {"trainable_classweight_100": ("trainable", 100,
+                                                        {"head_class_weight": "balanced"})}},
     "fixed_mix_wrong": {"preset": "fixed_mix_wrong",
                         "runs": [("fixed", 100), *[(v, 100) for v in VARIANTS]]},
     # The table knows I (and some P), the images R (and some P): per-class weights must differ.
@@ -44,18 +48,28 @@ def run_name(fusion: str, percentage: float) -> str:
     return f"{fusion}_{percentage:g}"
 
 
+def study_plan(study: str) -> list[tuple[str, str, float, dict]]:
+    """``(run name, fusion, data percentage, other parameters)`` of every run of a study."""
+    spec = STUDIES[study]
+    plan = [(run_name(f, p), f, p, {}) for f, p in spec["runs"]]
+    return plan + [(name, f, p, dict(extra)) for name, (f, p, extra) in spec.get("extra", {}).items()]
+
+
 def study_runs(study: str, seed: int, root: Path, cache_dir: Path, progress=print) -> None:
     """Run (or reuse) every run of one study for one seed; fixed first, so it trains the branches."""
     from .experiment import run_experiment
     from .params import validate
 
     spec = STUDIES[study]
-    for fusion, pct in spec["runs"]:
-        params = validate({"name": run_name(fusion, pct), "fusion": fusion, "data_percentage": pct,
-                           "preset": spec["preset"], "seed": seed})
+    for name, fusion, pct, extra in study_plan(study):
+        params = validate({"name": name, "fusion": fusion, "data_percentage": pct,
+                           "preset": spec["preset"], "seed": seed, **extra})
         folder = root / study / f"seed{seed}" / params.name
         stamp = folder / "params.json"
-        wanted = json.dumps(params.to_dict(), sort_keys=True)
+        # The tables read every rule's predictions (pred_<rule>), never the run's headline, so
+        # the run's own `decision` does not make a finished run stale.
+        wanted = json.dumps({k: v for k, v in params.to_dict().items() if k != "decision"},
+                            sort_keys=True)
         if stamp.is_file() and stamp.read_text() == wanted and (folder / "predictions.csv").is_file():
             continue
         started = time.time()
@@ -100,8 +114,7 @@ def comparison_table(root: Path, study: str, seeds, n_boot: int = 2000) -> pd.Da
     rows = []
     for pct in sorted({p for _, p in spec["runs"]}, reverse=True):
         fixed = {s: _load(root, study, s, run_name("fixed", pct)) for s in seeds}
-        others = [(run_name(f, pct), run_name(f, pct), "") for f, p in spec["runs"]
-                  if p == pct and f != "fixed"]
+        others = [(name, name, "") for name, f, p, _ in study_plan(study) if p == pct and f != "fixed"]
         others += [(f"{b} (baseline)", run_name("fixed", pct), b)
                    for b in ("stacking", "metadata_only", "thermal_map_only")]
         for label, name, source in others:
@@ -144,18 +157,16 @@ def fold_table(root: Path, study: str, seeds, variant: str = "trainable", pct: f
 def weights_table(root: Path, study: str, seeds) -> pd.DataFrame:
     """Learned weighting per run, mean over seeds and folds: sensitivity and influence RF
     share (overall and per class) of the deployed head, the converged head and the start."""
-    spec = STUDIES[study]
     rows = []
-    for fusion, pct in spec["runs"]:
+    for name, fusion, _, _ in study_plan(study):
         if fusion == "fixed":
             continue
         folds = []
         for s in seeds:
-            metrics = json.loads((root / study / f"seed{s}" / run_name(fusion, pct) / "metrics.json")
-                                 .read_text())
+            metrics = json.loads((root / study / f"seed{s}" / name / "metrics.json").read_text())
             folds += metrics["folds"]
         frame = pd.DataFrame(folds)
-        row = {"run": run_name(fusion, pct)}
+        row = {"run": name}
         for prefix, label in (("", "deployed"), ("converged_", "converged"), ("start_", "start")):
             for kind, short in (("rf_share", "sens"), ("influence_rf_share", "infl")):
                 cols = [f"{prefix}{kind}", *[f"{prefix}{kind}_{c}" for c in LABELS]]
@@ -163,6 +174,22 @@ def weights_table(root: Path, study: str, seeds) -> pd.DataFrame:
                     row[f"{label} {short}"] = " / ".join(f"{frame[c].mean():.2f}" for c in cols)
         row["objective gap"] = frame["train_objective_gap"].mean()
         row["moved from start"] = frame["moved_from_start"].mean()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def rule_qwk_table(root: Path, study: str, seeds) -> pd.DataFrame:
+    """Pooled QWK of every run's fused output under every decision rule, mean over seeds (and
+    the range over seeds): how much each source's score depends on the rule."""
+    rows = []
+    for name, _, _, _ in study_plan(study):
+        row = {"run": name}
+        for rule in DECISIONS:
+            values = []
+            for s in seeds:
+                frame = _load(root, study, s, name)
+                values.append(qwk(frame["label"], frame[f"pred_{rule}"]))
+            row[rule] = f"{np.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -230,13 +257,14 @@ def replace_section(text: str, name: str, body: str) -> str:
     return text.rstrip() + "\n\n" + block + "\n"
 
 
-def sections(root: Path, seeds, n_boot: int) -> dict:
-    """Every generated section of docs/results.md by name."""
+def sections(root: Path, seeds, n_boot: int, studies=None) -> dict:
+    """The generated sections of docs/results.md for ``studies`` (default: all), by name."""
     out = {}
-    for study in STUDIES:
+    for study in studies or STUDIES:
         table = comparison_table(root, study, seeds, n_boot)
         out[f"{study}-comparison"] = markdown_comparison(table)
         out[f"{study}-weights"] = markdown_frame(weights_table(root, study, seeds), 2)
+        out[f"{study}-rules"] = markdown_frame(rule_qwk_table(root, study, seeds))
         folds = fold_table(root, study, seeds)
         out[f"{study}-trainable-folds"] = markdown_frame(folds)
         gap = branch_gap_table(root, study, seeds)
@@ -245,7 +273,8 @@ def sections(root: Path, seeds, n_boot: int) -> dict:
                                       f"over seeds and folds): {before:.3f} on the mean of the inner "
                                       f"CNNs' probabilities, {after:.3f} fusing each CNN's "
                                       f"probabilities and averaging the fused outputs.")
-    provenance = json.loads(next((root / "default" / f"seed{seeds[0]}").glob("*/provenance.json"))
+    first = (studies or list(STUDIES))[0]
+    provenance = json.loads(next((root / first / f"seed{seeds[0]}").glob("*/provenance.json"))
                             .read_text())
     out["provenance"] = (f"Seeds {', '.join(map(str, seeds))}; {n_boot} bootstrap resamples; commit "
                          f"`{(provenance.get('git_commit') or '?')[:12]}`; versions "
@@ -273,7 +302,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     text = out.read_text(encoding="utf-8") if out.is_file() else "# Results\n"
-    for name, body in sections(root, args.seeds, args.n_boot).items():
+    for name, body in sections(root, args.seeds, args.n_boot, args.studies).items():
         text = replace_section(text, name, body)
     atomic_write_text(out, text)
     print(f"wrote {out}")
