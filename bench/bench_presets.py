@@ -30,6 +30,9 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from fusionlib.truth import (clinical_matrix, image_features, out_of_fold_proba, reference_forest,
+                             reference_logistic)  # noqa: E402
+
 LABELS = ("I", "P", "R")
 
 
@@ -119,57 +122,6 @@ def bayes_aucs(knobs: dict, n: int, seed: int = 12345) -> dict[str, list[float]]
 # --------------------------------------------------------------------------- achieved, on cohorts
 
 
-def _clinical_matrix(cohort) -> np.ndarray:
-    frame = cohort.features.copy()
-    for col in cohort.categorical_features:
-        codes = frame[col].astype("category").cat.codes.astype(float)
-        frame[col] = codes.where(frame[col].notna())
-    return frame.to_numpy(dtype=float)
-
-
-def _image_features(cohort) -> tuple[np.ndarray, np.ndarray]:
-    """Per image: mean colour of the wound box, its surroundings and the foot centre (as the tests)."""
-    from PIL import Image
-
-    rows = cohort.images_of("thermal_map")
-    feats = []
-    for path, x0, y0, x1, y1 in zip(rows["path"], rows["xmin"], rows["ymin"], rows["xmax"],
-                                    rows["ymax"]):
-        with Image.open(path) as image:
-            a = np.asarray(image.convert("RGB"), dtype=float) / 255.0
-        x0, y0, x1, y1 = int(x0), int(y0), int(x1), int(y1)
-        h, w = a.shape[:2]
-        box = a[y0:y1, x0:x1].reshape(-1, 3).mean(0)
-        around = a[max(0, y0 - 4):min(h, y1 + 4), max(0, x0 - 4):min(w, x1 + 4)].reshape(-1, 3).mean(0)
-        centre = a[h // 2 - 10:h // 2 + 10, w // 2 - 8:w // 2 + 8].reshape(-1, 3).mean(0)
-        feats.append(np.r_[box, around, centre, box - centre, around - box, (x1 - x0) * (y1 - y0)])
-    position = pd.Series(np.arange(cohort.n_cases), index=cohort.cases["case_id"])
-    return np.array(feats), position[rows["case_id"]].to_numpy()
-
-
-def _oof(make_model, X, y, groups, seed):
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    proba = np.zeros((len(y), 3))
-    for train, test in StratifiedGroupKFold(5, shuffle=True, random_state=seed).split(X, y, groups):
-        proba[test] = make_model().fit(X[train], y[train]).predict_proba(X[test])
-    return proba
-
-
-def _rf():
-    from sklearn.ensemble import RandomForestClassifier
-
-    return RandomForestClassifier(200, min_samples_leaf=2, random_state=0, n_jobs=1)
-
-
-def _logreg():
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-
-
 def _scores(y, proba) -> list[float]:
     from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
@@ -184,9 +136,9 @@ def achieved(preset: str, seed: int, n_patients: int, work: Path) -> dict[str, l
     cohort = load_cohort(generate_cohort(work / f"{preset}_seed{seed}", preset, random_state=seed,
                                          n_patients=n_patients))
     y, groups = cohort.y, cohort.groups
-    clinical = _oof(_rf, _clinical_matrix(cohort), y, groups, seed)
-    X, position = _image_features(cohort)
-    proba = _oof(_logreg, X, y[position], groups[position], seed)
+    clinical = out_of_fold_proba(reference_forest, clinical_matrix(cohort), y, groups, seed)
+    X, position = image_features(cohort)
+    proba = out_of_fold_proba(reference_logistic, X, y[position], groups[position], seed)
     per_case = pd.DataFrame(proba).groupby(position).mean()
     return {"clinical": _scores(y, clinical),
             "image": _scores(y[per_case.index.to_numpy()], per_case.to_numpy()),

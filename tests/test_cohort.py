@@ -18,6 +18,8 @@ from fusionlib.cohort import (DEFAULT_KNOBS, PRESETS, default_cohort_dir, ensure
 from fusionlib.data import (BBOX_COLUMNS, CATEGORICAL_FEATURES, CLINICAL_FILENAME, FEATURES,
                             LEAKING_COLUMNS, NUMERIC_FEATURES, load_cohort, parse_image_filename)
 from fusionlib.errors import DataError
+from fusionlib.truth import (clinical_matrix, image_features, out_of_fold_proba, reference_forest,
+                             reference_logistic)
 
 DOCUMENTED_MIX = (0.31, 0.56, 0.13)
 
@@ -277,58 +279,9 @@ def test_default_cohort_location_and_idempotence(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- ground truth present
 
 
-def _clinical_matrix(cohort) -> np.ndarray:
-    frame = cohort.features.copy()
-    for col in cohort.categorical_features:
-        codes = frame[col].astype("category").cat.codes.astype(float)
-        frame[col] = codes.where(frame[col].notna())
-    return frame.to_numpy(dtype=float)
-
-
-def _image_features(cohort) -> tuple[np.ndarray, np.ndarray]:
-    """Per image: mean colour of the wound box, of the box's surroundings and of the foot centre."""
-    rows = cohort.images_of("thermal_map")
-    feats = []
-    for path, x0, y0, x1, y1 in zip(rows["path"], rows["xmin"], rows["ymin"], rows["xmax"],
-                                    rows["ymax"]):
-        with Image.open(path) as image:
-            a = np.asarray(image.convert("RGB"), dtype=float) / 255.0
-        x0, y0, x1, y1 = int(x0), int(y0), int(x1), int(y1)
-        h, w = a.shape[:2]
-        box = a[y0:y1, x0:x1].reshape(-1, 3).mean(0)
-        around = a[max(0, y0 - 4):min(h, y1 + 4), max(0, x0 - 4):min(w, x1 + 4)].reshape(-1, 3).mean(0)
-        centre = a[h // 2 - 10:h // 2 + 10, w // 2 - 8:w // 2 + 8].reshape(-1, 3).mean(0)
-        feats.append(np.r_[box, around, centre, box - centre, around - box, (x1 - x0) * (y1 - y0)])
-    position = pd.Series(np.arange(cohort.n_cases), index=cohort.cases["case_id"])
-    return np.array(feats), position[rows["case_id"]].to_numpy()
-
-
-def _oof(make_model, X, y, groups, seed=0):
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    proba = np.zeros((len(y), 3))
-    for train, test in StratifiedGroupKFold(5, shuffle=True, random_state=seed).split(X, y, groups):
-        proba[test] = make_model().fit(X[train], y[train]).predict_proba(X[test])
-    return proba
-
-
-def _rf():
-    from sklearn.ensemble import RandomForestClassifier
-
-    return RandomForestClassifier(200, min_samples_leaf=2, random_state=0, n_jobs=2)
-
-
-def _logreg():
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-
-
 def _image_case_proba(cohort):
-    X, position = _image_features(cohort)
-    proba = _oof(_logreg, X, cohort.y[position], cohort.groups[position])
+    X, position = image_features(cohort)
+    proba = out_of_fold_proba(reference_logistic, X, cohort.y[position], cohort.groups[position])
     per_case = pd.DataFrame(proba).groupby(position).mean()
     return per_case.index.to_numpy(), per_case.to_numpy()
 
@@ -338,7 +291,7 @@ def test_default_preset_signals_match_the_documented_ground_truth(default_cohort
 
     cohort = default_cohort
     y, groups = cohort.y, cohort.groups
-    clinical = _oof(_rf, _clinical_matrix(cohort), y, groups)
+    clinical = out_of_fold_proba(reference_forest, clinical_matrix(cohort), y, groups)
     qwk = cohen_kappa_score(y, clinical.argmax(1), weights="quadratic")
     # Documented: metadata-only RF QWK about 0.35-0.5 (0.44 for seed 0).
     assert 0.33 <= qwk <= 0.55, qwk
@@ -374,7 +327,7 @@ def test_clinical_uninformative_gives_chance_level_table(tmp_path):
 
     cohort = load_cohort(generate_cohort(tmp_path / "blind", "clinical_uninformative",
                                          random_state=0, no_image_fraction=1.0))
-    proba = _oof(_rf, _clinical_matrix(cohort), cohort.y, cohort.groups)
+    proba = out_of_fold_proba(reference_forest, clinical_matrix(cohort), cohort.y, cohort.groups)
     assert abs(cohen_kappa_score(cohort.y, proba.argmax(1), weights="quadratic")) < 0.15
 
 

@@ -13,13 +13,7 @@ from fusionlib.metrics import qwk
 from fusionlib.params import validate
 from fusionlib.splits import patient_folds
 from fusionlib.training import one_standard_error_choice
-
-
-def _probabilities(rng, y, strength):
-    logits = rng.normal(0, 1, (len(y), 3))
-    logits[np.arange(len(y)), y] += strength
-    e = np.exp(logits)
-    return e / e.sum(axis=1, keepdims=True)
+from helpers import random_probabilities
 
 
 def test_ordinal_is_the_expected_quadratic_cost_minimiser():
@@ -45,7 +39,7 @@ def test_tuned_picks_the_best_validation_rule_and_never_sees_test_labels():
     rng = np.random.default_rng(1)
     y_train = rng.choice(3, 300, p=[0.3, 0.6, 0.1])
     y_val = rng.choice(3, 200, p=[0.3, 0.6, 0.1])
-    val = _probabilities(rng, y_val, 1.0)
+    val = random_probabilities(rng, y_val, 1.0)
     rule = Tuned().fit(y_train, val, y_val)
     best = max(rule.validation_qwk_.values())
     assert rule.validation_qwk_[rule.chosen_.name] == best
@@ -65,8 +59,8 @@ def _outputs(rng, cohort, fold, rf_strength=0.6, image_strength=2.0):
     y = cohort.y
     out = {}
     for m, strength, k in (("metadata", rf_strength, 1), ("thermal_map", image_strength, 2)):
-        train = _probabilities(rng, y[fold.train], strength)
-        models = np.stack([_probabilities(rng, y[fold.test], strength) for _ in range(k)])
+        train = random_probabilities(rng, y[fold.train], strength)
+        models = np.stack([random_probabilities(rng, y[fold.test], strength) for _ in range(k)])
         out[m] = BranchOutput(fold.train, fold.test, train, models.mean(axis=0),
                               test_proba_models=None if k == 1 else models)
     return out
@@ -139,13 +133,13 @@ def test_influence_share_of_a_constant_branch_is_zero_for_fixed():
     y = rng.choice(3, 200)
     head = build_fusion_head(["metadata", "thermal_map"], "fixed")
     constant_rf = np.tile([0.2, 0.5, 0.3], (200, 1))
-    probs = {"metadata": constant_rf, "thermal_map": _probabilities(rng, y, 1.5)}
+    probs = {"metadata": constant_rf, "thermal_map": random_probabilities(rng, y, 1.5)}
     influence = influence_share(head, probs)
     assert influence["overall"] == pytest.approx(0.0, abs=1e-6)
     assert influence["per_modality"]["thermal_map"]["overall"] == pytest.approx(1.0)
     # The sensitivity share is still the fixed weight: it ignores how much a branch varies.
     assert effective_rf_share(head, probs)["overall"] == pytest.approx(0.7, abs=1e-6)
     # Both branches varying alike: fixed's influence share is its weight.
-    same = _probabilities(rng, y, 1.5)
+    same = random_probabilities(rng, y, 1.5)
     assert influence_share(head, {"metadata": same, "thermal_map": same})["overall"] == \
         pytest.approx(0.7, abs=1e-5)

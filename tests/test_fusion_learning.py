@@ -16,6 +16,7 @@ from fusionlib.experiment import run_experiment
 from fusionlib.models import build_fusion_head
 from fusionlib.params import validate
 from fusionlib.training import HeadTrainer, fit_head, head_log_loss
+from helpers import random_probabilities
 
 FAST = {"folds": 3, "image_epochs": 12, "image_patience": 4, "image_inner_folds": 2, "rf_trees": 60,
         "rf_inner_folds": 3, "head_max_epochs": 1500, "head_patience": 200}
@@ -25,17 +26,10 @@ PRESET = {"folds": 3, "rf_trees": 100, "rf_inner_folds": 3}
 LOG_LOSS_MARGIN = 0.1
 
 
-def _probabilities(rng, y, strength):
-    logits = rng.normal(0, 1, (len(y), 3))
-    logits[np.arange(len(y)), y] += strength
-    e = np.exp(logits)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def test_trainable_head_reaches_the_logistic_regression_optimum():
     rng = np.random.default_rng(0)
     y = rng.choice(3, 600, p=[0.31, 0.56, 0.13])
-    p_rf, p_img = _probabilities(rng, y, 1.0), _probabilities(rng, y, 1.5)
+    p_rf, p_img = random_probabilities(rng, y, 1.0), random_probabilities(rng, y, 1.5)
     x = np.hstack([p_rf, p_img])
     reference = LogisticRegression(C=np.inf, solver="lbfgs", max_iter=20000, tol=1e-10).fit(x, y)
     optimum = log_loss(y, reference.predict_proba(x))
@@ -52,7 +46,7 @@ def test_trainable_head_reaches_the_logistic_regression_optimum():
 def test_early_stopping_restores_a_trained_head_not_the_start():
     rng = np.random.default_rng(1)
     y = rng.choice(3, 500, p=[0.31, 0.56, 0.13])
-    p_rf, p_img = _probabilities(rng, y, 0.3), _probabilities(rng, y, 2.0)
+    p_rf, p_img = random_probabilities(rng, y, 0.3), random_probabilities(rng, y, 2.0)
     head = build_fusion_head(["metadata", "thermal_map"], "trainable", random_state=0)
     history = fit_head(head, [p_rf[:400], p_img[:400]], y[:400], [p_rf[400:], p_img[400:]], y[400:])
     assert history["epoch"][0] == 0                      # the untrained start is scored too
