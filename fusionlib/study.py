@@ -304,6 +304,8 @@ def main(argv=None) -> int:
     text = out.read_text(encoding="utf-8") if out.is_file() else "# Results\n"
     for name, body in sections(root, args.seeds, args.n_boot, args.studies).items():
         text = replace_section(text, name, body)
+        if name.endswith(("-trainable-folds", "-rules")):  # the benchmark's figures, on screen too
+            print(f"\n{name}\n{body}")
     atomic_write_text(out, text)
     print(f"wrote {out}")
     return 0
