@@ -11,8 +11,10 @@ baseline of a run into predictions:
 ``argmax``
     the most probable phase.
 ``balanced``
-    argmax of the probabilities divided by the training prevalence: every phase
-    gets the same prior, whatever the source was fitted to.
+    argmax of the probabilities divided by the training prevalence. For a source
+    fitted to the prevalence (a learned head, the CNN) this equalises the phases'
+    priors; a source whose prior is already balanced (the RF, fitted with balanced
+    class weights, and so the fixed mix) is corrected twice, towards the rare phases.
 ``ordinal``
     the phase ``k`` that minimises the expected quadratic cost
     ``sum_c p_c (k - c)^2`` -- the Bayes rule for the cost that QWK weighs
@@ -60,7 +62,7 @@ class Argmax(DecisionRule):
 
 
 class Balanced(DecisionRule):
-    """Argmax after dividing by the training prevalence (equal priors for every phase)."""
+    """Argmax after dividing by the training prevalence (the same division for every source)."""
 
     name = "balanced"
 

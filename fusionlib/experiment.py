@@ -474,16 +474,18 @@ def explain_weights(params: ExperimentParams, head, start_head, data: FoldData, 
     modalities = params.modalities
     weights = {"fusion": params.fusion, "raw": raw_fusion_weights(head, params.fusion),
                "trainable_fusion_params": n_params}
-    # The rows the head meets at test time: complete cases, one block per inner model.
-    rows = [np.vstack([inputs[i] for inputs in test_inputs]) for i in range(len(modalities))]
-    complete = ~np.isnan(np.stack(rows)).any(axis=(0, 2))
+    # The rows the head meets at test time: the complete cases, one block per inner model.
+    stacks = [np.stack([inputs[i] for inputs in test_inputs]) for i in range(len(modalities))]
+    complete = ~np.isnan(np.stack(stacks)).any(axis=(0, 1, 3))
     if "metadata" not in modalities or len(modalities) < 2 or not complete.any():
         return weights
-    probs = {m: r[complete] for m, r in zip(modalities, rows)}
+    n_models = len(test_inputs)
+    probs = {m: st[:, complete].reshape(-1, 3) for m, st in zip(modalities, stacks)}
 
     def shares(model, prefix):
         jac = modality_jacobians(model, probs)
-        sens, infl = effective_rf_share(model, probs, jac), influence_share(model, probs, jac)
+        sens = effective_rf_share(model, probs, jac)
+        infl = influence_share(model, probs, jac, n_models=n_models)
         return {f"{prefix}rf_share": sens["overall"], f"{prefix}rf_share_per_class": sens["per_class"],
                 f"{prefix}influence_rf_share": infl["overall"],
                 f"{prefix}influence_rf_share_per_class": infl["per_class"]}
@@ -569,6 +571,7 @@ def run_fold(cohort: Cohort, params: ExperimentParams, fold, outputs: dict, log=
     # fuse or decide: it is left out of the scores and counted.
     keep = ~np.isnan(branch_test).any(axis=2).all(axis=0)
     n_unscored = int((~keep).sum())
+    scorable = keep.copy()
     if params.missing_cases == "exclude":
         keep &= _complete(list(branch_test))
     test_rows = test_rows[keep]
@@ -585,6 +588,7 @@ def run_fold(cohort: Cohort, params: ExperimentParams, fold, outputs: dict, log=
                     "stage1_penalty": history.get("penalty"),
                     "n_test_all_modalities": int(complete_test.sum()),
                     "n_test_unscored": n_unscored,
+                    "n_test_excluded": int((scorable & ~keep).sum()),
                     # The same head on the mean of the inner models' probabilities (the old input).
                     "log_loss_mean_of_models_input": classification_scores(
                         y_test, fuse_with_missing(head, test_probs))["log_loss"]}

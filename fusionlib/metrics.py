@@ -228,10 +228,13 @@ def seed_averaged_bootstrap(seeds: list[dict], n_boot: int = 2000, random_state:
         conf_b = np.zeros((len(patients), N_CLASSES * N_CLASSES))
         np.add.at(conf_a, (rows, y * N_CLASSES + np.asarray(s["pred_a"], dtype=int)), 1)
         np.add.at(conf_b, (rows, y * N_CLASSES + np.asarray(s["pred_b"], dtype=int)), 1)
-        qwk_deltas.append(_qwk_from_confusion(draws @ conf_a) - _qwk_from_confusion(draws @ conf_b))
         diff = np.asarray(s["loss_a"], dtype=float) - np.asarray(s["loss_b"], dtype=float)
         sums = np.bincount(rows, weights=diff, minlength=len(patients))
         counts = np.bincount(rows, minlength=len(patients)).astype(float)
+        # A resample that drew none of this seed's patients says nothing about it: NaN, not 0.
+        empty = (draws @ counts) == 0
+        qwk_deltas.append(np.where(empty, np.nan, _qwk_from_confusion(draws @ conf_a)
+                                   - _qwk_from_confusion(draws @ conf_b)))
         with np.errstate(invalid="ignore", divide="ignore"):
             loss_deltas.append((draws @ sums) / (draws @ counts))
         per_seed.append({"qwk": qwk(y, s["pred_a"]) - qwk(y, s["pred_b"]),

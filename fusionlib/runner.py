@@ -59,7 +59,7 @@ OWNER_FILE = ".owner.json"
 DONE_FILE = "done.json"
 RESULT_FILES = ("metrics.json", "predictions.csv", "weights.json", "provenance.json")
 _STALE_FOREIGN_SECONDS = 2 * 24 * 3600
-NOT_EXPERIMENT_CODE = frozenset({"__main__.py", "cli.py", "report.py"})
+NOT_EXPERIMENT_CODE = frozenset({"__main__.py", "cli.py", "report.py", "study.py"})
 """Modules the experiment notebook never runs: editing them does not make runs stale."""
 
 

@@ -59,17 +59,20 @@ def study_runs(study: str, seed: int, root: Path, cache_dir: Path, progress=prin
     """Run (or reuse) every run of one study for one seed; fixed first, so it trains the branches."""
     from .experiment import run_experiment
     from .params import validate
+    from .runner import code_version
 
     spec = STUDIES[study]
+    code = code_version()
     for name, fusion, pct, extra in study_plan(study):
         params = validate({"name": name, "fusion": fusion, "data_percentage": pct,
                            "preset": spec["preset"], "seed": seed, **extra})
         folder = root / study / f"seed{seed}" / params.name
         stamp = folder / "params.json"
-        # The tables read every rule's predictions (pred_<rule>), never the run's headline, so
-        # the run's own `decision` does not make a finished run stale.
-        wanted = json.dumps({k: v for k, v in params.to_dict().items() if k != "decision"},
-                            sort_keys=True)
+        # A finished run is reused only with the same experiment code and parameters. The tables
+        # read every rule's predictions (pred_<rule>), never the run's headline, so the run's
+        # own `decision` does not make it stale.
+        wanted = json.dumps({"code_version": code, **{k: v for k, v in params.to_dict().items()
+                                                      if k != "decision"}}, sort_keys=True)
         if stamp.is_file() and stamp.read_text() == wanted and (folder / "predictions.csv").is_file():
             continue
         started = time.time()
@@ -273,11 +276,13 @@ def sections(root: Path, seeds, n_boot: int, studies=None) -> dict:
                                       f"over seeds and folds): {before:.3f} on the mean of the inner "
                                       f"CNNs' probabilities, {after:.3f} fusing each CNN's "
                                       f"probabilities and averaging the fused outputs.")
-    first = (studies or list(STUDIES))[0]
-    provenance = json.loads(next((root / first / f"seed{seeds[0]}").glob("*/provenance.json"))
-                            .read_text())
-    out["provenance"] = (f"Seeds {', '.join(map(str, seeds))}; {n_boot} bootstrap resamples; commit "
-                         f"`{(provenance.get('git_commit') or '?')[:12]}`; versions "
+    provenances = [json.loads(p.read_text()) for study in (studies or STUDIES) for s in seeds
+                   for p in (root / study / f"seed{s}").glob("*/provenance.json")]
+    commits = sorted({(p.get("git_commit") or "?")[:12] for p in provenances})
+    provenance = provenances[0]
+    out["provenance"] = (f"Seeds {', '.join(map(str, seeds))}; {n_boot} bootstrap resamples; "
+                         f"{len(provenances)} runs at commit{'s' if len(commits) > 1 else ''} "
+                         f"{', '.join(f'`{c}`' for c in commits)}; versions "
                          + ", ".join(f"{k} {v}" for k, v in provenance.get("versions", {}).items())
                          + f"; Python {provenance.get('python')}.")
     return out

@@ -418,7 +418,7 @@ def train_image_classifier(config, images, image_case, y, fit_rows, val_rows, ra
 
 
 def build_end_to_end(head, cnn_models, image_shape, image_modality: str):
-    """Functional model: (RF probabilities, image) -> mean of the inner CNNs -> fusion head.
+    """Functional model: (RF probabilities, image) -> each inner CNN -> the fusion head -> mean.
 
     The inner CNNs are cloned with their weights, so fine-tuning never changes
     the cached Stage-1 models.
@@ -432,10 +432,12 @@ def build_end_to_end(head, cnn_models, image_shape, image_modality: str):
         clone.set_weights(model.get_weights())
         clone.name = f"{image_modality}_cnn{i}"
         clones.append(clone(image))
-    p_img = clones[0] if len(clones) == 1 else k.layers.Average(name=f"{image_modality}_ensemble")(clones)
     head_copy = k.models.clone_model(head)
     head_copy.set_weights(head.get_weights())
-    fused = head_copy([p_meta, p_img])
+    # Each CNN's probabilities go through the (shared) head, then the fused outputs are
+    # averaged: the same rule as Stage 1's test-time fusion (experiment.fuse_per_model).
+    fused = [head_copy([p_meta, p]) for p in clones]
+    fused = fused[0] if len(fused) == 1 else k.layers.Average(name="fused_ensemble")(fused)
     return k.Model([p_meta, image], fused, name="end_to_end"), head_copy
 
 

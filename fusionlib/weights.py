@@ -98,7 +98,7 @@ def _shares(overall_norm: dict, class_norm: dict, n_rows: int) -> dict:
             "per_modality": per_modality, "modalities": modalities, "n_rows": int(n_rows)}
 
 
-def influence_share(head, probs: dict, jacobians: dict | None = None) -> dict:
+def influence_share(head, probs: dict, jacobians: dict | None = None, n_models: int = 1) -> dict:
     """How much of the fused output's variation across the given rows comes from each modality.
 
     The sensitivity share (:func:`effective_rf_share`) is a derivative per unit of
@@ -113,6 +113,12 @@ def influence_share(head, probs: dict, jacobians: dict | None = None) -> dict:
     (per class: ``|c_m,i[c]|``). A branch that is constant over the rows has influence 0;
     ``fixed`` 70/30 reads 0.70 only when both branches vary equally. Same return shape as
     :func:`effective_rf_share`.
+
+    ``n_models > 1``: the rows are ``n_models`` blocks of the same cases, one per inner model
+    of a branch (model-major), whose fused outputs are averaged at test time. The
+    contributions are then averaged over the blocks before their norm is taken, so
+    disagreement between inner models, which the averaged output never shows, does not count
+    as influence.
     """
     jac = jacobians if jacobians is not None else modality_jacobians(head, probs)
     overall_norm, class_norm = {}, {}
@@ -121,9 +127,10 @@ def influence_share(head, probs: dict, jacobians: dict | None = None) -> dict:
         deviation = p - p.mean(axis=0)
         jt = np.einsum("ab,nbc,cd->nad", _P, j, _P)
         c = np.einsum("nab,nb->na", jt, deviation)
+        c = c.reshape(n_models, -1, c.shape[1]).mean(axis=0)
         overall_norm[m] = float(np.linalg.norm(c, axis=1).mean())
         class_norm[m] = np.abs(c).mean(axis=0)
-    return _shares(overall_norm, class_norm, next(iter(jac.values())).shape[0])
+    return _shares(overall_norm, class_norm, next(iter(jac.values())).shape[0] // n_models)
 
 
 def effective_rf_share(head, probs: dict, jacobians: dict | None = None) -> dict:

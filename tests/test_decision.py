@@ -143,3 +143,24 @@ def test_influence_share_of_a_constant_branch_is_zero_for_fixed():
     same = random_probabilities(rng, y, 1.5)
     assert influence_share(head, {"metadata": same, "thermal_map": same})["overall"] == \
         pytest.approx(0.7, abs=1e-5)
+
+
+def test_influence_share_averages_inner_models_before_the_norm():
+    from fusionlib.models import build_fusion_head
+    from fusionlib.weights import influence_share
+
+    rng = np.random.default_rng(4)
+    y = rng.choice(3, 300)
+    head = build_fusion_head(["metadata", "thermal_map"], "fixed")
+    rf, image = random_probabilities(rng, y, 1.0), random_probabilities(rng, y, 1.0)
+    one = influence_share(head, {"metadata": rf, "thermal_map": image})["overall"]
+    # Two inner models that agree: the same share as one model.
+    two = {"metadata": np.vstack([rf, rf]), "thermal_map": np.vstack([image, image])}
+    assert influence_share(head, two, n_models=2)["overall"] == pytest.approx(one, abs=1e-6)
+    # Two models that disagree symmetrically around the same mean: their disagreement cancels in
+    # the averaged output, so it must not count as image influence.
+    noise = rng.normal(0, 0.2, image.shape)
+    noise -= noise.mean(axis=1, keepdims=True)
+    split = {"metadata": np.vstack([rf, rf]), "thermal_map": np.vstack([image + noise, image - noise])}
+    assert influence_share(head, split, n_models=2)["overall"] == pytest.approx(one, abs=1e-6)
+    assert influence_share(head, split)["overall"] < one - 0.01     # stacked rows: undercounts the RF
