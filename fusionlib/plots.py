@@ -266,7 +266,7 @@ def rf_share(fold_rows: Mapping[str, Sequence[Mapping]] | Sequence[Mapping], tit
 
 
 def qwk_comparison(table, title: str | None = None):
-    """Mean QWK per run with its 95% CI over folds, grouped by data percentage.
+    """Mean QWK per run with its 95% t-interval over folds, grouped by data percentage.
 
     ``table`` is :func:`fusionlib.report.runs_table` (columns ``name``, ``fusion``,
     ``data %``, ``QWK mean``, ``QWK CI low``, ``QWK CI high``).
@@ -295,7 +295,7 @@ def qwk_comparison(table, title: str | None = None):
     finite = np.concatenate([_finite(low), _finite(high), _finite(mean)])
     if len(finite):
         ax.set_xlim(max(-1.0, finite.min() - 0.05), min(1.0, finite.max() + 0.05))
-    ax.set_xlabel("QWK (mean over folds, 95% CI; clipped to [-1, 1])")
+    ax.set_xlabel("QWK (mean over folds, 95% t-interval over folds; clipped to [-1, 1])")
     ax.set_title(title or "Quadratic-weighted kappa per run (black: fixed 70/30)", fontsize=10)
     fig.tight_layout()
     return fig
