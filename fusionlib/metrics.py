@@ -136,6 +136,16 @@ def _qwk_from_confusion(conf: np.ndarray) -> np.ndarray:
     return np.where(single | ~np.isfinite(value), 0.0, value)
 
 
+def interval_verdict(low: float, high: float, lower_is_better: bool = False) -> str:
+    """"better" / "worse" / "no detectable difference" from a 95 % interval of variant − baseline
+    ("?" when the interval is not finite). ``lower_is_better`` for losses."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "?"
+    if lower_is_better:
+        low, high = -high, -low
+    return "better" if low > 0 else "worse" if high < 0 else "no detectable difference"
+
+
 def patient_draws(n_patients: int, n_boot: int, random_state: int = 0) -> np.ndarray:
     """(n_boot, n_patients) counts: how often each patient is drawn in each bootstrap resample.
 

@@ -362,15 +362,10 @@ SHARE_NOT_BETTER = "share of resamples ΔQWK ≤ 0"
 
 def verdict_text(qwk_low, qwk_high, loss_low, loss_high) -> str:
     """One phrase that reads both the QWK and the log-loss interval of variant − fixed."""
-    def side(low, high, lower_is_better):
-        if not (np.isfinite(low) and np.isfinite(high)):
-            return "?"
-        if lower_is_better:
-            low, high = -high, -low
-        return "better" if low > 0 else "worse" if high < 0 else "no detectable difference"
+    from .metrics import interval_verdict
 
-    q, ll = side(qwk_low, qwk_high, False), side(loss_low, loss_high, True)
-    return f"QWK: {q}; log-loss: {ll}"
+    return (f"QWK: {interval_verdict(qwk_low, qwk_high)}; "
+            f"log-loss: {interval_verdict(loss_low, loss_high, lower_is_better=True)}")
 
 
 def _with_loss(frame: pd.DataFrame, proba_columns: list[str]) -> pd.DataFrame:

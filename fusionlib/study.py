@@ -22,7 +22,7 @@ import pandas as pd
 
 from .data import LABELS
 from .decision import DECISIONS, DEFAULT_DECISION
-from .metrics import case_log_loss, qwk, seed_averaged_bootstrap
+from .metrics import case_log_loss, interval_verdict, qwk, seed_averaged_bootstrap
 
 VARIANTS = ("trainable", "trainable_rf_biased", "mlp", "convex", "per_class_convex", "gated")
 STUDIES = {
@@ -103,13 +103,6 @@ def _pair(variant: pd.DataFrame, fixed: pd.DataFrame, rule: str, source: str = "
             "groups": joined["patient"].to_numpy(), "fold": joined["fold"].to_numpy()}
 
 
-def verdict(low: float, high: float, lower_is_better: bool = False) -> str:
-    """better / worse / no detectable difference from a 95 % interval of variant - fixed."""
-    if lower_is_better:
-        low, high = -high, -low
-    return "better" if low > 0 else "worse" if high < 0 else "no detectable difference"
-
-
 def comparison_table(root: Path, study: str, seeds, n_boot: int = 2000) -> pd.DataFrame:
     """Every variant (and baseline) minus fixed at the same data percentage, per decision rule:
     ΔQWK and Δlog-loss averaged over seeds, with their patient-bootstrap intervals."""
@@ -129,11 +122,11 @@ def comparison_table(root: Path, study: str, seeds, n_boot: int = 2000) -> pd.Da
                 rows.append({"data %": pct, "variant": label, "decision": rule,
                              "ΔQWK": q["delta"], "ΔQWK low": q["ci_low"], "ΔQWK high": q["ci_high"],
                              "ΔQWK per seed": [p["qwk"] for p in boot["per_seed"]],
-                             "QWK verdict": verdict(q["ci_low"], q["ci_high"]),
+                             "QWK verdict": interval_verdict(q["ci_low"], q["ci_high"]),
                              "Δlog-loss": ll["delta"], "Δlog-loss low": ll["ci_low"],
                              "Δlog-loss high": ll["ci_high"],
                              "Δlog-loss per seed": [p["log_loss"] for p in boot["per_seed"]],
-                             "log-loss verdict": verdict(ll["ci_low"], ll["ci_high"], True)})
+                             "log-loss verdict": interval_verdict(ll["ci_low"], ll["ci_high"], True)})
     return pd.DataFrame(rows)
 
 
