@@ -559,9 +559,7 @@ def run_fold(cohort: Cohort, params: ExperimentParams, fold, outputs: dict, log=
     start_head = new_head()
     n_params = fusion_parameter_count(start_head)
     if params.fusion != "fixed":
-        log(f"Using {params.fusion} fusion layer (adaptive RF/Image weighting)"
-            if params.fusion != "trainable" else
-            "Using trainable fusion layer (adaptive RF/Image weighting)")
+        log(f"Using {params.fusion} fusion layer (adaptive RF/Image weighting)")
     log(f"Stage 1 trainable parameters: {n_params}")
     head, history = fit_head_with_penalty_search(params, data, new_head, seed)
 
