@@ -29,7 +29,7 @@ test: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "pytest ran no test: failing"; exit 1; fi; exit $$rc
 
 # docs/results.md's generated tables: every variant vs fixed, every decision rule, 3 seeds
-# (about 45 minutes cold on 2 cores; finished runs under runs-study/ are reused).
+# (about 25 minutes on 2 cores; finished runs under runs-study/ are reused).
 results: $(STAMP)
 	$(BIN)/python -m fusionlib.study --out docs/results.md
 
