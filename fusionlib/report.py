@@ -716,6 +716,9 @@ def _build(runs, runs_dir: Path, out_dir: Path, notebook: Path, kernel_name, n_b
 
     with tempfile.TemporaryDirectory(prefix=".report-", dir=out_dir) as tmp:
         executed = Path(tmp) / "report.ipynb"
+        from .runner import quiet_kernel_channel_races
+
+        quiet_kernel_channel_races()
         try:
             papermill.execute_notebook(
                 str(notebook), str(executed),

@@ -283,6 +283,40 @@ def _execute_locked(task: dict, waited: bool) -> dict:
     return _execute_unlocked(task)
 
 
+def quiet_kernel_channel_races() -> None:
+    """Silence one harmless race between a kernel's shutdown and its client's channel threads.
+
+    When papermill shuts a kernel down, jupyter_client's heartbeat thread can still touch
+    its socket after it was closed; the thread then dies with ``ZMQError: Socket operation
+    on non-socket`` (ENOTSOCK), which Python prints as a traceback although the notebook
+    ran and was saved. Only that exception is dropped (from a thread, or a finaliser); every
+    other one still goes to the previous hook. Idempotent.
+    """
+    import errno
+    import threading
+
+    def is_race(exc) -> bool:
+        return type(exc).__name__ == "ZMQError" and getattr(exc, "errno", None) == errno.ENOTSOCK
+
+    previous = threading.excepthook
+    if not getattr(previous, "_fusionlib_quiet", False):
+        def hook(args):
+            if not is_race(args.exc_value):
+                previous(args)
+
+        hook._fusionlib_quiet = True
+        threading.excepthook = hook
+    # The same race can surface from a socket's finaliser ("Exception ignored in ...").
+    previous_unraisable = sys.unraisablehook
+    if not getattr(previous_unraisable, "_fusionlib_quiet", False):
+        def unraisable(info):
+            if not is_race(info.exc_value):
+                previous_unraisable(info)
+
+        unraisable._fusionlib_quiet = True
+        sys.unraisablehook = unraisable
+
+
 def _execute_unlocked(task: dict) -> dict:
     """Execute one experiment notebook and swap its folder into place.
 
@@ -297,6 +331,7 @@ def _execute_unlocked(task: dict) -> dict:
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    quiet_kernel_channel_races()
     name = task["name"]
     runs_dir = Path(task["runs_dir"])
     runs_dir.mkdir(parents=True, exist_ok=True)

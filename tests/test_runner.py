@@ -400,3 +400,29 @@ def test_a_normal_run_and_report_are_quiet(tmp_path, cache_dir):
     for noise in NOISE:
         assert noise not in "".join(outputs), (noise, outputs)
     assert (out_dir / "runs" / "quiet.html").is_file()
+
+
+def test_kernel_channel_shutdown_race_is_silent_and_other_thread_errors_are_not(monkeypatch):
+    import errno
+    import threading
+
+    import zmq
+
+    from fusionlib.runner import quiet_kernel_channel_races
+
+    seen = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_type))
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)   # restored after the test
+    quiet_kernel_channel_races()
+    quiet_kernel_channel_races()     # idempotent: wraps the previous hook once
+
+    def raise_(exc):
+        raise exc
+
+    for exc in (zmq.ZMQError(errno.ENOTSOCK), zmq.ZMQError(errno.EAGAIN), ValueError("boom")):
+        thread = threading.Thread(target=raise_, args=(exc,))
+        thread.start()
+        thread.join()
+    # The ENOTSOCK race is dropped; any other ZMQ error and any other exception still reach
+    # the previous hook.
+    assert seen == [zmq.ZMQError, ValueError]
