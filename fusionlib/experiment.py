@@ -486,12 +486,14 @@ def explain_weights(params: ExperimentParams, head, start_head, data: FoldData, 
         jac = modality_jacobians(model, probs)
         sens = effective_rf_share(model, probs, jac)
         infl = influence_share(model, probs, jac, n_models=n_models)
-        return {f"{prefix}rf_share": sens["overall"], f"{prefix}rf_share_per_class": sens["per_class"],
-                f"{prefix}influence_rf_share": infl["overall"],
-                f"{prefix}influence_rf_share_per_class": infl["per_class"]}
+        out = {f"{prefix}rf_share": sens["overall"], f"{prefix}rf_share_per_class": sens["per_class"],
+               f"{prefix}influence_rf_share": infl["overall"],
+               f"{prefix}influence_rf_share_per_class": infl["per_class"]}
+        if not prefix:  # every modality's share, for the deployed head only (as before)
+            out["modality_share"] = sens["per_modality"]
+        return out
 
     weights.update(shares(head, ""))
-    weights["modality_share"] = effective_rf_share(head, probs)["per_modality"]
     if not n_params:
         return weights
     trainer = head_trainer(params, history.get("penalty", 0.0))
