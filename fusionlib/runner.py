@@ -298,23 +298,19 @@ def quiet_kernel_channel_races() -> None:
     def is_race(exc) -> bool:
         return type(exc).__name__ == "ZMQError" and getattr(exc, "errno", None) == errno.ENOTSOCK
 
-    previous = threading.excepthook
-    if not getattr(previous, "_fusionlib_quiet", False):
-        def hook(args):
-            if not is_race(args.exc_value):
-                previous(args)
+    # From a thread, or from a socket's finaliser ("Exception ignored in ..."); both hooks get
+    # an object with ``exc_value``.
+    for owner, name in ((threading, "excepthook"), (sys, "unraisablehook")):
+        previous = getattr(owner, name)
+        if getattr(previous, "_fusionlib_quiet", False):
+            continue
+
+        def hook(info, previous=previous):
+            if not is_race(info.exc_value):
+                previous(info)
 
         hook._fusionlib_quiet = True
-        threading.excepthook = hook
-    # The same race can surface from a socket's finaliser ("Exception ignored in ...").
-    previous_unraisable = sys.unraisablehook
-    if not getattr(previous_unraisable, "_fusionlib_quiet", False):
-        def unraisable(info):
-            if not is_race(info.exc_value):
-                previous_unraisable(info)
-
-        unraisable._fusionlib_quiet = True
-        sys.unraisablehook = unraisable
+        setattr(owner, name, hook)
 
 
 def _execute_unlocked(task: dict) -> dict:
