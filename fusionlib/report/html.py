@@ -26,6 +26,7 @@ REPORT_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "report.ip
 
 
 def _never_trained_folds(run: Run) -> int:
+    """Folds whose fusion head kept its start weights (0 for runs made before it was counted)."""
     try:
         return int(run.summary.get("head_never_trained_folds") or 0)
     except (TypeError, ValueError):
