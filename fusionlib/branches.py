@@ -265,7 +265,7 @@ def case_probabilities(model, images, image_case, rows, batch_size: int = 64) ->
 def cross_validate_metadata(cohort: Cohort, branch: MetadataBranch | None = None, n_splits: int = 5,
                             random_state: int = 0) -> tuple[np.ndarray, dict]:
     """Metadata-only patient-grouped K-fold: pooled out-of-fold probabilities and their scores."""
-    from .metrics import classification_scores
+    from .results import classification_scores
     from .splits import patient_folds
 
     branch = branch or MetadataBranch(random_state=random_state)

@@ -22,17 +22,17 @@ import pickle
 import time
 import zipfile
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from ._io import atomic_open, atomic_write_text, file_lock
+from ._io import atomic_open, file_lock
 from .branches import BranchOutput, ImageBranch, MetadataBranch
-from .data import LABELS, Cohort, load_cohort
-from .metrics import classification_scores, mean_ci
+from .data import Cohort, load_cohort
 from .params import ExperimentParams
+from .results import ExperimentResult, FoldResult, classification_scores
+from .results import jsonable as _jsonable
 from .splits import (check_folds, check_phases, inner_validation_split, patient_folds,
                      resample_training_rows, subsample_patients)
 
@@ -157,161 +157,6 @@ class _LazyModel:
 
             self._model = load_model(self.path)
         return self._model
-
-
-# --------------------------------------------------------------------------- results
-
-
-SHARE_PREFIXES = ("", "converged_", "start_")
-"""Heads whose shares are reported: deployed (no prefix), converged at the same penalty, start."""
-
-SUMMARY_METRICS = (
-    "qwk", "accuracy", "macro_f1", "f1_I", "f1_P", "f1_R", "log_loss", "brier", "ece",
-    *[f"{prefix}{kind}{suffix}" for prefix in SHARE_PREFIXES
-      for kind in ("rf_share", "influence_rf_share") for suffix in ("", "_I", "_P", "_R")],
-    "train_objective_gap", "moved_from_start")
-"""Per-fold columns summarised as mean, SD and t-interval over folds in ``metrics.json``."""
-
-
-@dataclass
-class FoldResult:
-    """Everything one outer fold produced."""
-
-    fold: int
-    repeat: int
-    case_index: np.ndarray          # positions of the test cases in the experiment cohort
-    y_true: np.ndarray
-    proba: np.ndarray               # fused probabilities of the test cases
-    branch_proba: dict              # modality -> (n_test, 3), NaN where missing
-    baselines: dict                 # baseline name -> (n_test, 3)
-    scores: dict
-    stage_scores: dict
-    weights: dict
-    history: dict = field(default_factory=dict)
-    preds: dict = field(default_factory=dict)   # source ("fused", baselines) -> rule -> (n_test,)
-
-
-@dataclass
-class ExperimentResult:
-    params: ExperimentParams
-    cohort: Cohort
-    folds: list
-    provenance: dict
-
-    def fold_table(self) -> pd.DataFrame:
-        """One row per (repeat, fold): test scores, stage scores and the learned-weight shares
-        (sensitivity and influence; deployed, converged and start heads)."""
-        rows = []
-        for f in self.folds:
-            row = {"repeat": f.repeat, "fold": f.fold, **f.scores, **f.stage_scores,
-                   "decision": (f.weights.get("decision") or {}).get("fused")}
-            for prefix in SHARE_PREFIXES:
-                for kind in ("rf_share", "influence_rf_share"):
-                    row[f"{prefix}{kind}"] = f.weights.get(f"{prefix}{kind}")
-                    per_class = f.weights.get(f"{prefix}{kind}_per_class") or [None] * 3
-                    for label, share in zip(LABELS, per_class):
-                        row[f"{prefix}{kind}_{label}"] = share
-            row["train_objective_gap"] = f.weights.get("train_objective_gap")
-            row["moved_from_start"] = f.weights.get("moved_from_start")
-            rows.append(row)
-        return pd.DataFrame(rows)
-
-    def summary(self) -> dict:
-        table = self.fold_table()
-        out = {"name": self.params.name, "fusion": self.params.fusion,
-               "data_percentage": self.params.data_percentage,
-               "n_folds": int(len(table)), "n_cases": int(self.cohort.n_cases),
-               "trainable_fusion_params": self.provenance.get("trainable_fusion_params")}
-        out["decision"] = self.params.decision
-        out["dropped_images"] = self.cohort.meta.get("dropped_images", {"count": 0, "by_reason": {}})
-        out["head_never_trained_folds"] = int(sum(bool(f.stage_scores.get("head_never_trained"))
-                                                  for f in self.folds))
-        for metric in SUMMARY_METRICS:
-            values = table[metric].dropna().to_numpy(dtype=float) if metric in table else []
-            if len(values):
-                mean, sd, lo, hi = mean_ci(values)
-                out[metric] = {"mean": mean, "sd": sd, "ci95": [lo, hi]}
-        pooled = self.predictions()
-        out["pooled"] = classification_scores(pooled["label"], pooled[["p_I", "p_P", "p_R"]].to_numpy(),
-                                              pooled["pred"].to_numpy())
-        # Cases by modality availability (each case is a test case once per repeat), and the
-        # pooled scores on the test cases that have every modality (those the head fused).
-        present = {m: (np.ones(self.cohort.n_cases, bool) if m == "metadata"
-                       else self.cohort.has_modality(m)) for m in self.params.modalities}
-        combos = ["+".join(m for m in self.params.modalities if present[m][i]) or "none"
-                  for i in range(self.cohort.n_cases)]
-        if len(self.params.modalities) > 1:
-            combos = [f"{c} only" if c in self.params.modalities else c for c in combos]
-        out["modality_counts"] = {c: int(n) for c, n in pd.Series(combos).value_counts().items()}
-        complete = np.ones(len(pooled), bool)
-        for m in self.params.modalities:
-            if f"{m}_p_I" in pooled:
-                complete &= pooled[f"{m}_p_I"].notna().to_numpy()
-        sub = pooled[complete]
-        out["scores_complete_cases"] = (
-            classification_scores(sub["label"], sub[["p_I", "p_P", "p_R"]].to_numpy(),
-                                  sub["pred"].to_numpy())
-            if len(sub) else {"n": 0})
-        return out
-
-    def predictions(self) -> pd.DataFrame:
-        """One row per (repeat, test case): label, fused, branch and baseline probabilities."""
-        frames = []
-        for f in self.folds:
-            cases = self.cohort.cases.iloc[f.case_index]
-            frame = pd.DataFrame({"repeat": f.repeat, "fold": f.fold,
-                                  "case_id": cases["case_id"].to_numpy(),
-                                  "patient": cases["patient"].to_numpy(), "label": f.y_true})
-            for j, label in enumerate(LABELS):
-                frame[f"p_{label}"] = f.proba[:, j]
-            fused = f.preds.get("fused", {})
-            frame["pred"] = fused.get(self.params.decision, f.proba.argmax(axis=1))
-            for rule, pred in fused.items():
-                frame[f"pred_{rule}"] = pred
-            for source, proba in {**f.branch_proba, **f.baselines}.items():
-                for j, label in enumerate(LABELS):
-                    frame[f"{source}_p_{label}"] = proba[:, j]
-            for source, by_rule in f.preds.items():
-                if source == "fused":
-                    continue
-                for rule, pred in by_rule.items():
-                    frame[f"{source}_pred_{rule}"] = pred
-            frames.append(frame)
-        return pd.concat(frames, ignore_index=True)
-
-    def weights(self) -> list:
-        return [{"repeat": f.repeat, "fold": f.fold, **f.weights} for f in self.folds]
-
-    def save(self, directory: str | Path) -> Path:
-        """Write metrics.json, predictions.csv, weights.json and provenance.json atomically."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        metrics = {"summary": self.summary(), "folds": self.fold_table().to_dict(orient="records")}
-        files = {
-            "metrics.json": json.dumps(_jsonable(metrics), indent=2),
-            "predictions.csv": self.predictions().to_csv(index=False),
-            "weights.json": json.dumps(_jsonable(self.weights()), indent=2),
-            "provenance.json": json.dumps(_jsonable(self.provenance), indent=2),
-        }
-        for name, text in files.items():
-            atomic_write_text(directory / name, text)
-        return directory
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return None if not np.isfinite(value) else float(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 # --------------------------------------------------------------------------- the protocol

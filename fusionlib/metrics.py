@@ -1,9 +1,13 @@
-"""Scores: QWK (the headline, the phases are ordinal), accuracy, F1, calibration, paired CIs."""
+"""Score functions: QWK (the headline, the phases are ordinal), proper scores, calibration, and the
+paired bootstrap statistics behind the report's comparisons.
+
+Which scores a run reports, and in which tables, is :data:`fusionlib.results.METRICS`.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
+from sklearn.metrics import cohen_kappa_score
 
 from .data import LABELS
 
@@ -22,30 +26,6 @@ def qwk(y_true, y_pred) -> float:
         return 0.0
     value = cohen_kappa_score(y_true, y_pred, weights="quadratic", labels=list(range(N_CLASSES)))
     return 0.0 if np.isnan(value) else float(value)
-
-
-def classification_scores(y_true, proba, y_pred=None) -> dict:
-    """Decision scores (QWK, accuracy, macro-F1, per-class F1) of ``y_pred`` and proper scores
-    (log-loss, Brier) plus ECE of ``proba``.
-
-    ``y_pred`` is the decided class per case (:mod:`fusionlib.decision`); without it the
-    argmax of ``proba`` is scored. Proper scores never depend on the decision rule.
-    """
-    y_true = np.asarray(y_true, dtype=int)
-    proba = np.asarray(proba, dtype=float)
-    y_pred = proba.argmax(axis=1) if y_pred is None else np.asarray(y_pred, dtype=int)
-    per_class = f1_score(y_true, y_pred, labels=list(range(N_CLASSES)), average=None, zero_division=0)
-    scores = {
-        "qwk": qwk(y_true, y_pred),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(np.mean(per_class)),
-        **{f"f1_{label}": float(v) for label, v in zip(LABELS, per_class)},
-        "log_loss": log_loss(y_true, proba),
-        "brier": brier_score(y_true, proba),
-        "ece": expected_calibration_error(y_true, proba),
-        "n": int(len(y_true)),
-    }
-    return scores
 
 
 LOG_LOSS_FLOOR = 1e-7
@@ -258,3 +238,40 @@ def seed_averaged_bootstrap(seeds: list[dict], n_boot: int = 2000, random_state:
                      "ci_low": float(np.nanquantile(mean, alpha)),
                      "ci_high": float(np.nanquantile(mean, 1 - alpha))}
     return out
+
+
+# --------------------------------------------------------------------------- paired comparisons
+
+
+def verdict_text(qwk_low, qwk_high, loss_low, loss_high) -> str:
+    """One phrase that reads both the QWK and the log-loss interval of variant − baseline."""
+    return (f"QWK: {interval_verdict(qwk_low, qwk_high)}; "
+            f"log-loss: {interval_verdict(loss_low, loss_high, lower_is_better=True)}")
+
+
+def fold_qwk_diffs(y_true, pred_a, pred_b, strata) -> list[float]:
+    """QWK(a) - QWK(b) within each stratum (e.g. each (repeat, fold) row of ``strata``), in
+    sorted stratum order."""
+    y_true, pred_a, pred_b = np.asarray(y_true), np.asarray(pred_a), np.asarray(pred_b)
+    keys, inverse = np.unique(np.asarray(strata).reshape(len(y_true), -1), axis=0,
+                              return_inverse=True)
+    inverse = np.ravel(inverse)
+    return [qwk(y_true[inverse == k], pred_a[inverse == k]) - qwk(y_true[inverse == k], pred_b[inverse == k])
+            for k in range(len(keys))]
+
+
+def paired_comparison(y_true, pred_a, pred_b, loss_a, loss_b, groups, strata,
+                      n_boot: int = 2000, random_state: int = 0) -> dict:
+    """Variant a against baseline b on the same cases: QWK of each and their difference, the
+    mean per-case loss difference, both with the patient bootstrap interval of
+    :func:`paired_bootstrap_qwk` / :func:`paired_bootstrap_loss` (same draws), the verdict
+    reading both intervals, and the QWK difference within each stratum (fold)."""
+    boot = paired_bootstrap_qwk(y_true, pred_a, pred_b, groups, n_boot=n_boot,
+                                random_state=random_state)
+    loss = paired_bootstrap_loss(loss_a, loss_b, groups, n_boot=n_boot, random_state=random_state)
+    diffs = fold_qwk_diffs(y_true, pred_a, pred_b, strata)
+    return {"qwk_a": qwk(y_true, pred_a), "qwk_b": qwk(y_true, pred_b), "qwk": boot, "loss": loss,
+            "verdict": verdict_text(boot["ci_low"], boot["ci_high"], loss["ci_low"], loss["ci_high"]),
+            "fold_diffs": [float(d) for d in diffs],
+            "mean_fold_diff": float(np.mean(diffs)) if diffs else np.nan,
+            "folds_better": f"{sum(d > 0 for d in diffs)}/{len(diffs)}"}

@@ -1,0 +1,178 @@
+"""What an experiment produced, and how it is written: the fold results, their tables, the run files.
+
+:meth:`ExperimentResult.save` writes the files :mod:`fusionlib.results.reader` reads (names and
+prediction columns in :mod:`fusionlib.results.files`); the per-fold scores, the fold table and
+the summary follow :data:`fusionlib.results.registry.METRICS`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from .._io import atomic_write_text
+from ..data import LABELS
+from ..metrics import mean_ci
+from .files import METRICS_FILE, PREDICTIONS_FILE, PROBA_COLUMNS, PROVENANCE_FILE, WEIGHTS_FILE
+from .registry import METRICS, classification_scores, metrics_in, summarised_metrics
+
+if TYPE_CHECKING:   # annotations only: the results do not need the data layer or the schema
+    from ..data import Cohort
+    from ..params import ExperimentParams
+
+
+@dataclass
+class FoldResult:
+    """Everything one outer fold produced."""
+
+    fold: int
+    repeat: int
+    case_index: np.ndarray          # positions of the test cases in the experiment cohort
+    y_true: np.ndarray
+    proba: np.ndarray               # fused probabilities of the test cases
+    branch_proba: dict              # modality -> (n_test, 3), NaN where missing
+    baselines: dict                 # baseline name -> (n_test, 3)
+    scores: dict                    # registry.classification_scores of the test cases
+    stage_scores: dict
+    weights: dict
+    history: dict = field(default_factory=dict)
+    preds: dict = field(default_factory=dict)   # source ("fused", baselines) -> rule -> (n_test,)
+
+
+@dataclass
+class ExperimentResult:
+    params: ExperimentParams
+    cohort: Cohort
+    folds: list
+    provenance: dict
+
+    def fold_table(self) -> pd.DataFrame:
+        """One row per (repeat, fold): test scores, stage scores and the metrics read from the
+        weight analysis (learned-weight shares of the deployed, converged and start heads)."""
+        read = [m for m in METRICS.values() if not m.scored]
+        rows = []
+        for f in self.folds:
+            row = {"repeat": f.repeat, "fold": f.fold, **f.scores, **f.stage_scores,
+                   "decision": (f.weights.get("decision") or {}).get("fused")}
+            row.update({m.name: m.read(f.weights) for m in read})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def summary(self) -> dict:
+        table = self.fold_table()
+        out = {"name": self.params.name, "fusion": self.params.fusion,
+               "data_percentage": self.params.data_percentage,
+               "n_folds": int(len(table)), "n_cases": int(self.cohort.n_cases),
+               "trainable_fusion_params": self.provenance.get("trainable_fusion_params")}
+        out["decision"] = self.params.decision
+        out["dropped_images"] = self.cohort.meta.get("dropped_images", {"count": 0, "by_reason": {}})
+        out["head_never_trained_folds"] = int(sum(bool(f.stage_scores.get("head_never_trained"))
+                                                  for f in self.folds))
+        for metric in summarised_metrics():
+            values = table[metric].dropna().to_numpy(dtype=float) if metric in table else []
+            if len(values):
+                mean, sd, lo, hi = mean_ci(values)
+                out[metric] = {"mean": mean, "sd": sd, "ci95": [lo, hi]}
+        pooled = self.predictions()
+        out["pooled"] = classification_scores(pooled["label"], pooled[PROBA_COLUMNS].to_numpy(),
+                                              pooled["pred"].to_numpy())
+        # Cases by modality availability (each case is a test case once per repeat), and the
+        # pooled scores on the test cases that have every modality (those the head fused).
+        present = {m: (np.ones(self.cohort.n_cases, bool) if m == "metadata"
+                       else self.cohort.has_modality(m)) for m in self.params.modalities}
+        combos = ["+".join(m for m in self.params.modalities if present[m][i]) or "none"
+                  for i in range(self.cohort.n_cases)]
+        if len(self.params.modalities) > 1:
+            combos = [f"{c} only" if c in self.params.modalities else c for c in combos]
+        out["modality_counts"] = {c: int(n) for c, n in pd.Series(combos).value_counts().items()}
+        complete = np.ones(len(pooled), bool)
+        for m in self.params.modalities:
+            if f"{m}_p_I" in pooled:
+                complete &= pooled[f"{m}_p_I"].notna().to_numpy()
+        sub = pooled[complete]
+        out["scores_complete_cases"] = (
+            classification_scores(sub["label"], sub[PROBA_COLUMNS].to_numpy(),
+                                  sub["pred"].to_numpy())
+            if len(sub) else {"n": 0})
+        return out
+
+    def predictions(self) -> pd.DataFrame:
+        """One row per (repeat, test case): label, fused, branch and baseline probabilities."""
+        frames = []
+        for f in self.folds:
+            cases = self.cohort.cases.iloc[f.case_index]
+            frame = pd.DataFrame({"repeat": f.repeat, "fold": f.fold,
+                                  "case_id": cases["case_id"].to_numpy(),
+                                  "patient": cases["patient"].to_numpy(), "label": f.y_true})
+            for j, label in enumerate(LABELS):
+                frame[f"p_{label}"] = f.proba[:, j]
+            fused = f.preds.get("fused", {})
+            frame["pred"] = fused.get(self.params.decision, f.proba.argmax(axis=1))
+            for rule, pred in fused.items():
+                frame[f"pred_{rule}"] = pred
+            for source, proba in {**f.branch_proba, **f.baselines}.items():
+                for j, label in enumerate(LABELS):
+                    frame[f"{source}_p_{label}"] = proba[:, j]
+            for source, by_rule in f.preds.items():
+                if source == "fused":
+                    continue
+                for rule, pred in by_rule.items():
+                    frame[f"{source}_pred_{rule}"] = pred
+            frames.append(frame)
+        return pd.concat(frames, ignore_index=True)
+
+    def weights(self) -> list:
+        return [{"repeat": f.repeat, "fold": f.fold, **f.weights} for f in self.folds]
+
+    def save(self, directory: str | Path) -> Path:
+        """Write metrics.json, predictions.csv, weights.json and provenance.json atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        metrics = {"summary": self.summary(), "folds": self.fold_table().to_dict(orient="records")}
+        files = {
+            METRICS_FILE: json.dumps(jsonable(metrics), indent=2),
+            PREDICTIONS_FILE: self.predictions().to_csv(index=False),
+            WEIGHTS_FILE: json.dumps(jsonable(self.weights()), indent=2),
+            PROVENANCE_FILE: json.dumps(jsonable(self.provenance), indent=2),
+        }
+        for name, text in files.items():
+            atomic_write_text(directory / name, text)
+        return directory
+
+
+def jsonable(value):
+    """``value`` with numpy scalars and arrays as Python numbers and lists, paths as text and
+    non-finite floats as None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def per_fold_columns(folds: pd.DataFrame) -> list[str]:
+    """The experiment notebook's per-fold score table: the metrics of the ``folds`` table, each
+    image branch's inner-validation QWK and the Stage 1 head's (those ``folds`` has)."""
+    columns = ["repeat", "fold", "decision", *(m.name for m in metrics_in("folds")),
+               *[c for c in folds.columns if c.endswith("_val_qwk") and not c.startswith("stage1")],
+               "stage1_val_qwk", "stage1_best_epoch", "stage1_penalty"]
+    return [c for c in columns if c in folds.columns]
+
+
+def share_columns(folds: pd.DataFrame) -> list[str]:
+    """The experiment notebook's per-fold learned-weight table (the ``fold_shares`` metrics
+    ``folds`` has), after ``repeat`` and ``fold``."""
+    return ["repeat", "fold", *(m.name for m in metrics_in("fold_shares") if m.name in folds.columns)]
