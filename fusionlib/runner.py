@@ -43,6 +43,7 @@ from pathlib import Path
 
 from ._io import atomic_write_text, file_lock, writable_folder
 from .errors import FusionlibError, ParamsError
+from .results.files import DONE_FILE, RESULT_FILES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -56,11 +57,10 @@ TMP_PREFIX = ".tmp-"
 OLD_PREFIX = ".old-"
 LOCK_PREFIX = ".lock-"
 OWNER_FILE = ".owner.json"
-DONE_FILE = "done.json"
-RESULT_FILES = ("metrics.json", "predictions.csv", "weights.json", "provenance.json")
 _STALE_FOREIGN_SECONDS = 2 * 24 * 3600
-NOT_EXPERIMENT_CODE = frozenset({"__main__.py", "cli.py", "report.py", "study.py"})
-"""Modules the experiment notebook never runs: editing them does not make runs stale."""
+NOT_EXPERIMENT_CODE = frozenset({"__main__.py", "cli.py", "study.py", "report"})
+"""Modules and packages (paths relative to ``fusionlib/``) the experiment notebook never runs:
+editing them does not make runs stale."""
 
 
 def project_root() -> Path:
@@ -83,7 +83,8 @@ def project_root() -> Path:
 
 
 def code_version(notebook: str | Path = DEFAULT_NOTEBOOK) -> str:
-    """Hash of the ``fusionlib/*.py`` sources and the notebook's cell sources.
+    """Hash of the package's sources (every ``.py`` file, subpackages included) and the
+    notebook's cell sources.
 
     The command line and the HTML report (:data:`NOT_EXPERIMENT_CODE`) are left
     out: they do not change what an experiment computes. The notebook is hashed
@@ -91,10 +92,11 @@ def code_version(notebook: str | Path = DEFAULT_NOTEBOOK) -> str:
     with outputs from JupyterLab does not invalidate runs.
     """
     digest = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.glob("*.py")):
-        if path.name in NOT_EXPERIMENT_CODE:
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        relative = path.relative_to(PACKAGE_DIR)
+        if relative.as_posix() in NOT_EXPERIMENT_CODE or relative.parts[0] in NOT_EXPERIMENT_CODE:
             continue
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(relative.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     digest.update(_notebook_digest(notebook).encode())
     return digest.hexdigest()[:16]
 

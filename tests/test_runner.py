@@ -51,6 +51,9 @@ class Spy:
         return self.real(task)
 
 
+_REAL_CODE_VERSION = runner.code_version
+
+
 @pytest.fixture(scope="module", autouse=True)
 def stable_code_version():
     """Others may edit fusionlib/*.py while this module runs; pin the code version it sees."""
@@ -148,6 +151,22 @@ def test_code_version_tracks_notebook_cells_not_outputs(tmp_path):
     edited = tmp_path / "edited.ipynb"
     nbformat.write(nb, edited)
     assert runner._notebook_digest(edited) != base
+
+
+def test_code_version_tracks_subpackages_but_not_the_report(tmp_path, monkeypatch):
+    """An edit in a subpackage (fusionlib/results/...) makes runs stale; one in report/ does not."""
+    import shutil
+
+    package = tmp_path / "fusionlib"
+    shutil.copytree(runner.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(runner, "PACKAGE_DIR", package)
+    code_version = _REAL_CODE_VERSION      # the module pins runner.code_version
+    base = code_version()
+    (package / "report" / "html.py").write_text((package / "report" / "html.py").read_text() + "\n# x\n")
+    assert code_version() == base
+    (package / "results" / "writer.py").write_text(
+        (package / "results" / "writer.py").read_text() + "\n# x\n")
+    assert code_version() != base
 
 
 def test_failing_run_is_reported_and_others_finish(tmp_path, cache_dir, capsys):
