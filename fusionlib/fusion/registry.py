@@ -22,7 +22,7 @@ N_CLASSES = 3
 class FusionSpec:
     """One fusion variant.
 
-    ``layer`` is ``"module:Class"``; a bare module name is relative to this package.
+    ``layer`` is ``"module:Class"``; a module starting with ``.`` is relative to this package.
     ``options`` maps each accepted option to ``(default, check)``; a check
     ``(value, modalities, fusion, option)`` returns the value the layer is built with.
     ``view`` turns the layer's raw weights into the :class:`~.views.Heatmap` figures show.
@@ -55,9 +55,7 @@ class FusionSpec:
     def layer_class(self):
         """The variant's Keras layer class (imports its module, and so Keras)."""
         module, _, cls = self.layer.partition(":")
-        if "." not in module:
-            module = f"{__package__}.{module}"
-        return getattr(importlib.import_module(module), cls)
+        return getattr(importlib.import_module(module, package=__package__), cls)
 
     def build(self, modalities, **options):
         """A new layer of this variant: a list of ``(n, 3)`` probability tensors, one per
@@ -75,24 +73,24 @@ _WEIGHTS = (None, opt.weights)
 _START = (None, opt.start_weights)
 
 FUSIONS: dict[str, FusionSpec] = {spec.name: spec for spec in (
-    FusionSpec("fixed", "fixed:FixedFusion", "w p_clinical + (1 - w) p_img, w = 0.70",
+    FusionSpec("fixed", ".fixed:FixedFusion", "w p_clinical + (1 - w) p_img, w = 0.70",
                {"weights": _WEIGHTS, "random_state": _SEED}, views.mix_view, min_modalities=1),
-    FusionSpec("trainable", "trainable:TrainableFusion", "softmax(Dense(3)(concat(p_m)))",
+    FusionSpec("trainable", ".trainable:TrainableFusion", "softmax(Dense(3)(concat(p_m)))",
                {"random_state": _SEED},
                views.kernel_view("matrix", views.output_columns, blocks=True)),
-    FusionSpec("trainable_rf_biased", "trainable:TrainableRFBiasedFusion",
+    FusionSpec("trainable_rf_biased", ".trainable:TrainableRFBiasedFusion",
                "as trainable, started at an effective 70/30 mix",
                {"weights": _START, "temperature": (5.0, opt.positive), "random_state": _SEED},
                views.kernel_view("matrix", views.output_columns, blocks=True)),
-    FusionSpec("mlp", "mlp:MLPFusion", "Dense(3, softmax)(Dense(16, relu)(concat(p_m)))",
+    FusionSpec("mlp", ".mlp:MLPFusion", "Dense(3, softmax)(Dense(16, relu)(concat(p_m)))",
                {"hidden_units": (16, opt.positive_int), "random_state": _SEED},
                views.kernel_view("hidden_kernel", views.hidden_columns)),
-    FusionSpec("convex", "convex:ConvexFusion", "a p_clinical + (1 - a) p_img, a learned",
+    FusionSpec("convex", ".convex:ConvexFusion", "a p_clinical + (1 - a) p_img, a learned",
                {"weights": _START, "random_state": _SEED}, views.mix_view),
-    FusionSpec("per_class_convex", "convex:PerClassConvexFusion",
+    FusionSpec("per_class_convex", ".convex:PerClassConvexFusion",
                "per class a_c p_clinical,c + (1 - a_c) p_img,c, renormalised",
                {"weights": _START, "random_state": _SEED}, views.mix_view),
-    FusionSpec("gated", "gated:GatedFusion", "a(x) p_clinical + (1 - a(x)) p_img, a(x) learned",
+    FusionSpec("gated", ".gated:GatedFusion", "a(x) p_clinical + (1 - a(x)) p_img, a(x) learned",
                {"weights": _START, "random_state": _SEED},
                views.kernel_view("kernel", views.gate_columns)),
 )}
