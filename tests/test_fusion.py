@@ -217,7 +217,8 @@ def test_rf_biased_kernel_is_scaled_identity_blocks():
 
 
 def test_saved_head_loads_in_a_fresh_process_after_registering_the_layers(tmp_path):
-    """``import fusionlib`` and ``import fusionlib.fusion`` stay Keras-free; after
+    """``import fusionlib`` and ``import fusionlib.fusion`` (option checks and heatmap views
+    included) stay Keras-free; after
     ``fusionlib.fusion.register_layers()`` a bare ``keras.models.load_model`` reads a head."""
     path = tmp_path / "gated.keras"
     build_fusion_head(TWO, "gated").save(path)
@@ -225,7 +226,16 @@ def test_saved_head_loads_in_a_fresh_process_after_registering_the_layers(tmp_pa
         "import sys\n"
         "import fusionlib\n"
         "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules\n"
-        "import fusionlib.fusion\n"
+        "import fusionlib.fusion as F\n"
+        "mods = ['metadata', 'thermal_map']\n"
+        "assert F.get_fusion('trainable_rf_biased').check(mods, {'temperature': 2})[1]"
+        "['temperature'] == 2.0\n"
+        "try:\n"
+        "    F.get_fusion('mlp').check(mods, {'hidden_units': 0})\n"
+        "    raise SystemExit('no error')\n"
+        "except ValueError as err:\n"
+        "    assert 'hidden_units' in str(err)\n"
+        "assert F.heatmap({'fusion': 'convex', 'modalities': mods, 'a': 0.6}).matrix.shape == (1, 1)\n"
         "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules\n"
         "fusionlib.fusion.register_layers()\n"
         "import keras\n"

@@ -10,8 +10,8 @@ from .registry import N_CLASSES
 
 @register
 class MLPFusion(FusionLayer):
-    """One hidden ReLU layer over the concatenated probabilities: sublayers ``{name}_concat``,
-    ``{name}_hidden`` and ``{name}_out``."""
+    """One hidden ReLU layer over the concatenated probabilities: sublayers ``concat``,
+    ``hidden`` and ``out``."""
 
     variant = "mlp"
 
@@ -22,11 +22,11 @@ class MLPFusion(FusionLayer):
     def build_fusion(self, n_modalities):
         glorot = keras.initializers.GlorotUniform
         seed = self.random_state
-        self.concat = keras.layers.Concatenate(axis=-1, name=f"{self.name}_concat")
+        self.concat = keras.layers.Concatenate(axis=-1, name="concat")
         self.hidden = keras.layers.Dense(self.hidden_units, activation="relu",
-                                         name=f"{self.name}_hidden",
+                                         name="hidden",
                                          kernel_initializer=glorot(seed=seed))
-        self.out = keras.layers.Dense(N_CLASSES, activation="softmax", name=f"{self.name}_out",
+        self.out = keras.layers.Dense(N_CLASSES, activation="softmax", name="out",
                                       kernel_initializer=glorot(seed=seed + 1))
         self.hidden.build((None, N_CLASSES * n_modalities))
         self.out.build((None, self.hidden_units))

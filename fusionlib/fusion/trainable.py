@@ -48,7 +48,7 @@ class ModalityIdentityInitializer(keras.initializers.Initializer):
 
 @register
 class TrainableFusion(FusionLayer):
-    """``softmax(concat(p_m) K + b)``: sublayers ``{name}_concat`` and ``{name}_dense``."""
+    """``softmax(concat(p_m) K + b)``: sublayers ``concat`` and ``dense``."""
 
     variant = "trainable"
 
@@ -56,10 +56,10 @@ class TrainableFusion(FusionLayer):
         return keras.initializers.RandomNormal(0.0, 0.01, seed=self.random_state)
 
     def build_fusion(self, n_modalities):
-        self.concat = keras.layers.Concatenate(axis=-1, name=f"{self.name}_concat")
+        self.concat = keras.layers.Concatenate(axis=-1, name="concat")
         self.dense = keras.layers.Dense(N_CLASSES, activation="softmax",
                                         kernel_initializer=self.kernel_initializer(),
-                                        name=f"{self.name}_dense")
+                                        name="dense")
         self.dense.build((None, N_CLASSES * n_modalities))
 
     def fuse(self, inputs):
