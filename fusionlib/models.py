@@ -9,8 +9,8 @@
   end-to-end): inputs ``metadata_input`` and ``{modality}_input``.
 
 All layers are named and serialisable, so every model round-trips through a
-``.keras`` file (``keras.models.load_model`` works once :mod:`fusionlib.fusion`
-is imported; :func:`load_model` does that for you).
+``.keras`` file (``keras.models.load_model`` works once the fusion layers are imported:
+:func:`fusionlib.fusion.register_layers`; :func:`load_model` does that for you).
 """
 
 from __future__ import annotations
@@ -183,7 +183,8 @@ def build_fusion_head(modalities, fusion="trainable", fusion_options=None, rando
     """The Stage 1 fusion head: inputs ``p_{modality}`` of shape (3,) (cached branch
     probabilities, ``"metadata"`` first when present), output the fused (n, 3)
     probabilities.  ``fusion`` names a variant of :data:`fusionlib.fusion.FUSIONS`;
-    ``fusion_options`` are passed to its ``build`` (``random_state`` is the default seed).
+    ``fusion_options`` are checked by its registry entry and passed to its layer
+    (``random_state`` is the default seed).
     """
     from ._tf import keras
 
@@ -191,9 +192,9 @@ def build_fusion_head(modalities, fusion="trainable", fusion_options=None, rando
     modalities = _check_modalities(modalities)
     variant = _fusion.get_fusion(fusion)
     options = {"random_state": _check_seed(random_state), **_check_fusion_options(fusion_options)}
-    block = variant.build(modalities, **options)
+    layer = variant.build(modalities, **options)
     inputs = [keras.Input(shape=(3,), name=f"p_{m}") for m in modalities]
-    return keras.Model(inputs, block(inputs), name=f"fusion_head_{variant.name}")
+    return keras.Model(inputs, layer(inputs), name=f"fusion_head_{variant.name}")
 
 
 def build_multimodal_model(modalities, input_shape_dict=None, metadata_dim=None,
@@ -245,7 +246,7 @@ def build_multimodal_model(modalities, input_shape_dict=None, metadata_dim=None,
         raise ValueError(f"no input shape for image modalit{'y' if len(missing) == 1 else 'ies'} "
                          f"{missing}; pass input_shape_dict={{{missing[0]!r}: (32, 32, 3), ...}}")
     shapes = {m: _check_input_shape(input_shape_dict[m], m) for m in images}
-    block = variant.build(modalities, **options)  # validate the fusion before building branches
+    fusion_layer = variant.build(modalities, **options)  # checks the options before the branches
 
     inputs, probs = [], []
     for i, m in enumerate(modalities):
@@ -268,23 +269,16 @@ def build_multimodal_model(modalities, input_shape_dict=None, metadata_dim=None,
             p = branch(inp)
         inputs.append(inp)
         probs.append(p)
-    return keras.Model(inputs, block(probs), name=f"multimodal_{variant.name}")
+    return keras.Model(inputs, fusion_layer(probs), name=f"multimodal_{variant.name}")
 
 
 # ---------------------------------------------------------------------------
 # Inspection and I/O
 # ---------------------------------------------------------------------------
 
-def fusion_layers(model) -> list:
-    """The layers of ``model`` (nested models included) that belong to its fusion block."""
-    return [layer for layer in _fusion.iter_layers(model)
-            if layer.name in _fusion.FUSION_LAYER_NAMES]
-
-
 def fusion_parameter_count(model) -> int:
-    """Number of trainable parameters in the fusion block of ``model`` (head or full model)."""
-    return int(sum(int(_prod(w.shape)) for layer in fusion_layers(model)
-                   for w in layer.trainable_weights))
+    """Number of trainable parameters in the fusion layer of ``model`` (head or full model)."""
+    return int(sum(int(_prod(w.shape)) for w in _fusion.fusion_layer(model).trainable_weights))
 
 
 def _prod(shape) -> int:
@@ -305,20 +299,16 @@ def extract_fusion_head(model):
     keras = keras()
     if all(t.name.split(":")[0].startswith("p_") for t in model.inputs):
         return model
-    name = _fusion.detect_fusion(model)
-    modalities = _fusion.model_modalities(model)
-    inputs = [keras.Input(shape=(3,), name=f"p_{m}") for m in modalities]
-    out = inputs
-    for layer_name in _fusion.FUSIONS[name].layer_names:
-        layer = _fusion.find_layer(model, layer_name)
-        clone = layer.__class__.from_config(layer.get_config())
-        out = clone(out)
-        clone.set_weights(layer.get_weights())
-    return keras.Model(inputs, out, name=f"fusion_head_{name}")
+    layer = _fusion.fusion_layer(model)
+    clone = layer.__class__.from_config(layer.get_config())
+    inputs = [keras.Input(shape=(3,), name=f"p_{m}") for m in layer.modalities]
+    out = clone(inputs)
+    clone.set_weights(layer.get_weights())
+    return keras.Model(inputs, out, name=f"fusion_head_{layer.variant}")
 
 
 def load_model(path):
-    """``keras.models.load_model`` with fusionlib's custom objects registered."""
+    """``keras.models.load_model`` with fusionlib's fusion layers registered (imported)."""
     from ._tf import keras
 
     return keras().models.load_model(path, custom_objects=_fusion.register_layers())

@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .data import LABELS
+from .fusion import FIXED_CLINICAL_WEIGHT, FUSIONS
 
-FIXED_RF_SHARE = 0.70
+FIXED_RF_SHARE = FIXED_CLINICAL_WEIGHT
 """The old study's fixed RF share, drawn as the dashed reference line."""
 
 _RF_COLOR = "#1f77b4"
@@ -109,42 +110,22 @@ def _fold_label(entry: Mapping, i: int) -> str:
     return f"fold {i}"
 
 
-def _matrix_of(raw: Mapping):
-    """A 2-D weight matrix with row and column labels for heatmap-style raw weights."""
-    modalities = list(raw.get("modalities") or [])
-    if "matrix" in raw:  # trainable: kernel (3M, 3) over concat(p_m)
-        matrix = np.asarray(raw["matrix"], dtype=float)
-        rows = [f"{_short(m)}:{c}" for m in modalities for c in LABELS]
-        if len(rows) != matrix.shape[0]:
-            rows = [str(i) for i in range(matrix.shape[0])]
-        return matrix, rows, [f"→{c}" for c in LABELS[: matrix.shape[1]]]
-    if "kernel" in raw:  # gated: Dense(1) over concat(p_m)
-        matrix = np.asarray(raw["kernel"], dtype=float).reshape(-1, 1)
-        rows = [f"{_short(m)}:{c}" for m in modalities for c in LABELS]
-        if len(rows) != matrix.shape[0]:
-            rows = [str(i) for i in range(matrix.shape[0])]
-        return matrix, rows, ["gate"]
-    if "hidden_kernel" in raw:  # mlp: show the input layer
-        matrix = np.asarray(raw["hidden_kernel"], dtype=float)
-        rows = [f"{_short(m)}:{c}" for m in modalities for c in LABELS]
-        if len(rows) != matrix.shape[0]:
-            rows = [str(i) for i in range(matrix.shape[0])]
-        return matrix, rows, [f"h{j}" for j in range(matrix.shape[1])]
-    return None
-
-
-def _short(modality: str) -> str:
-    return {"metadata": "RF", "thermal_map": "therm"}.get(modality, modality[:6])
+def _heatmap(entry: Mapping):
+    """The variant's own view of one fold's raw weights (``fusionlib.fusion.views``; no
+    Keras), or None for a variant this version does not know."""
+    name = entry.get("fusion") or entry["raw"].get("fusion")
+    return FUSIONS[name].heatmap(entry["raw"]) if name in FUSIONS else None
 
 
 def fusion_weight_heatmaps(weights: Sequence[Mapping], title: str | None = None, ncols: int = 5):
     """The raw learned fusion weights of every fold.
 
     ``weights`` is the list in ``weights.json`` (one entry per fold with ``fusion``
-    and ``raw``). Trainable-kernel variants (``trainable``, ``trainable_rf_biased``,
-    ``gated``, ``mlp`` input layer) get one heatmap per fold (rows: modality x input
-    class, columns: output); convex variants get bars of ``a`` (or ``a_c`` per class)
-    per fold, with the dashed fixed 0.70 line; ``fixed`` shows its constant weights.
+    and ``raw``); each variant's registry view says what to draw. Kernel views
+    (``trainable``, ``trainable_rf_biased``, ``gated``, ``mlp`` input layer) get one heatmap
+    per fold (rows: modality x input class, columns: output); mix views (``convex``,
+    ``per_class_convex``, ``fixed``) get bars of the clinical weight ``a`` (or ``a_c`` per
+    class) per fold, with the dashed fixed 0.70 line.
     """
     weights = [w for w in weights if isinstance(w, Mapping) and w.get("raw")]
     if not weights:
@@ -154,17 +135,20 @@ def fusion_weight_heatmaps(weights: Sequence[Mapping], title: str | None = None,
     raws = [w["raw"] for w in weights]
     labels = [_fold_label(w, i) for i, w in enumerate(weights)]
 
-    matrices = [_matrix_of(r) for r in raws]
-    if all(m is not None for m in matrices):
-        ncols = max(1, min(ncols, len(matrices)))
-        nrows = math.ceil(len(matrices) / ncols)
-        n_out = matrices[0][0].shape[1]
+    views = [_heatmap(w) for w in weights]
+    if any(v is None for v in views):
+        return _empty(f"no view of the fusion weights of {fusion!r}")
+    if all(v.kind == "kernel" for v in views):
+        ncols = max(1, min(ncols, len(views)))
+        nrows = math.ceil(len(views) / ncols)
+        n_out = views[0].matrix.shape[1]
         cell_w = 0.38 * max(n_out, 3) + 1.3
-        fig, axes = _figure(cell_w * ncols + 0.8, 0.32 * matrices[0][0].shape[0] * nrows + 1.1 * nrows,
+        fig, axes = _figure(cell_w * ncols + 0.8, 0.32 * views[0].matrix.shape[0] * nrows + 1.1 * nrows,
                             nrows, ncols)
-        limit = max(float(np.max(np.abs(m[0]))) for m in matrices) or 1.0
+        limit = max(float(np.max(np.abs(v.matrix))) for v in views) or 1.0
         image = None
-        for k, (ax, (matrix, rows, cols)) in enumerate(zip(axes.flat, matrices)):
+        for k, (ax, view) in enumerate(zip(axes.flat, views)):
+            matrix, rows, cols = view.matrix, view.rows, view.cols
             image = ax.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
             ax.set_title(labels[k], fontsize=9)
             ax.set_xticks(range(len(cols)), cols if len(cols) <= 6 else [""] * len(cols),
@@ -175,10 +159,10 @@ def fusion_weight_heatmaps(weights: Sequence[Mapping], title: str | None = None,
                 for (i, j), v in np.ndenumerate(matrix):
                     ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7,
                             color="white" if abs(v) > 0.6 * limit else "black")
-            if "matrix" in raws[k] and len(raws[k].get("modalities") or []) > 1:
-                for b in range(1, len(raws[k]["modalities"])):
-                    ax.axhline(3 * b - 0.5, color="k", lw=1)
-        for ax in list(axes.flat)[len(matrices):]:
+            if view.block_rows:
+                for b in range(1, len(view.modalities)):
+                    ax.axhline(view.block_rows * b - 0.5, color="k", lw=1)
+        for ax in list(axes.flat)[len(views):]:
             ax.axis("off")
         fig.suptitle(title, fontsize=10)
         fig.tight_layout()
@@ -186,27 +170,19 @@ def fusion_weight_heatmaps(weights: Sequence[Mapping], title: str | None = None,
             fig.colorbar(image, ax=list(axes.flat), shrink=0.8, label="weight")
         return fig
 
-    # Convex-type variants: a (one weight) or a_c (one per class) per fold.
+    # Mix views: the clinical weight a (one per fold), or a_c (one per class and fold).
     fig, axes = _figure(max(5.5, 0.9 * len(raws) + 3.5), 3.0)
     ax = axes[0, 0]
     x = np.arange(len(raws))
-    if all("a_c" in r for r in raws):
-        a_c = np.asarray([r["a_c"] for r in raws], dtype=float)
+    if all(v.matrix.shape[1] == len(LABELS) for v in views):
+        a_c = np.vstack([v.matrix[0] for v in views])
         width = 0.8 / a_c.shape[1]
         for c in range(a_c.shape[1]):
             ax.bar(x + (c - (a_c.shape[1] - 1) / 2) * width, a_c[:, c], width,
                    label=f"a_{LABELS[c]}")
         ax.set_ylabel("RF weight a_c")
     else:
-        a = []
-        for r in raws:
-            if "a" in r:
-                a.append(float(r["a"]))
-            elif r.get("weights"):
-                first = r["weights"][0]
-                a.append(float(np.mean(first)) if isinstance(first, list) else float(first))
-            else:
-                a.append(np.nan)
+        a = [float(np.mean(v.matrix[0])) for v in views]
         ax.bar(x, a, 0.6, color=_RF_COLOR, label="a (RF weight)")
         ax.set_ylabel("RF weight a")
     ax.axhline(FIXED_RF_SHARE, ls="--", color="k", lw=1, label="fixed 0.70")

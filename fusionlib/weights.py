@@ -153,7 +153,12 @@ def effective_rf_share(head, probs: dict, jacobians: dict | None = None) -> dict
 
 
 def raw_fusion_weights(head, fusion_name=None) -> dict:
-    """The fusion's raw learned weights as plain lists (the registry's ``raw_weights``);
-    ``fusion_name`` defaults to the variant detected from the model's layer names."""
-    name = _fusion.detect_fusion(head) if fusion_name is None else fusion_name
-    return _fusion.get_fusion(name).raw_weights(head)
+    """The fusion layer's raw learned weights as plain lists (its ``raw_weights()``);
+    ``fusion_name``, when given, must be the variant the model holds."""
+    if fusion_name is not None:
+        _fusion.get_fusion(fusion_name)  # an unknown name fails with a suggestion
+    layer = _fusion.fusion_layer(head)
+    if fusion_name is not None and layer.variant != fusion_name:
+        raise ValueError(f"model {head.name!r} holds a {layer.variant!r} fusion layer, "
+                         f"not {fusion_name!r}")
+    return layer.raw_weights()

@@ -1,4 +1,4 @@
-"""The fusion registry: variants, parameter counts, options, serialisation, raw weights."""
+"""The fusion package: registry, variants, parameter counts, options, serialisation, raw weights."""
 
 from __future__ import annotations
 
@@ -25,10 +25,12 @@ def _probs(n, seed):
 
 def test_registry_lists_exactly_the_documented_variants():
     assert set(F.FUSIONS) == set(EXPECTED_PARAMS_TWO)
-    for name, cls in F.FUSIONS.items():
-        assert cls.name == name
-        assert cls.__doc__ and len(cls.__doc__.split()) > 10
-        assert cls.layer_names
+    for name, spec in F.FUSIONS.items():
+        assert spec.name == name and spec.summary
+        cls = spec.layer_class()
+        assert cls.variant == name
+        assert cls.__doc__ and len(cls.__doc__.split()) > 5
+        assert sys.modules[cls.__module__].__doc__  # one documented module per variant
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS_TWO))
@@ -49,13 +51,28 @@ def test_parameter_counts_for_three_modalities():
                       "convex": 3, "per_class_convex": 9, "gated": 30}
 
 
-def test_trainable_layer_names():
-    head = build_fusion_head(TWO, "trainable")
-    names = [layer.name for layer in head.layers]
-    assert "fusion_concat" in names and "trainable_fusion" in names
-    biased = build_fusion_head(TWO, "trainable_rf_biased")
-    assert "trainable_fusion" in [layer.name for layer in biased.layers]
-    assert "fixed_fusion" in [layer.name for layer in build_fusion_head(TWO, "fixed").layers]
+@pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS_TWO))
+def test_a_head_is_its_inputs_and_one_named_fusion_layer(name):
+    head = build_fusion_head(TWO, name)
+    assert [layer.name for layer in head.layers] == ["p_metadata", "p_thermal_map", f"{name}_fusion"]
+    layer = F.fusion_layer(head)
+    assert layer.variant == name and layer.modalities == TWO
+    summary = _summary(head)
+    assert f"{name}_fusion" in summary and type(layer).__name__ in summary
+
+
+def _summary(model) -> str:
+    lines = []
+    model.summary(line_length=160, print_fn=lambda line, *args, **kwargs: lines.append(line))
+    return "\n".join(lines)
+
+
+def test_the_layer_checks_its_inputs():
+    layer = F.get_fusion("convex").build(TWO)
+    with pytest.raises(ValueError, match=r"built for 2 modalities"):
+        layer([_probs(2, 0)] * 3)
+    with pytest.raises(ValueError, match=r"\(n, 3\) class probabilities"):
+        layer([np.ones((2, 4), "float32")] * 2)
 
 
 def test_fixed_rule_default_and_three_weights():
@@ -68,9 +85,9 @@ def test_fixed_rule_default_and_three_weights():
     np.testing.assert_allclose(np.asarray(head([p0, p1, p2])), 0.5 * p0 + 0.3 * p1 + 0.2 * p2,
                                rtol=1e-6)
     default = build_fusion_head(THREE, "fixed")
-    assert F.get_fusion("fixed").raw_weights(default)["weights"] == pytest.approx([0.7, 0.15, 0.15])
+    assert F.fusion_layer(default).raw_weights()["weights"] == pytest.approx([0.7, 0.15, 0.15])
     images_only = build_fusion_head(["thermal_map", "depth_rgb"], "fixed")
-    assert F.get_fusion("fixed").raw_weights(images_only)["weights"] == pytest.approx([0.5, 0.5])
+    assert F.fusion_layer(images_only).raw_weights()["weights"] == pytest.approx([0.5, 0.5])
     with pytest.raises(ValueError, match=r"expected 3 weights"):
         build_fusion_head(THREE, "fixed", {"weights": [0.7, 0.3]})
     with pytest.raises(ValueError, match=r"sum to 1"):
@@ -90,9 +107,9 @@ def test_convex_and_per_class_start_at_seventy_thirty():
     for name in ("convex", "per_class_convex"):
         out = np.asarray(build_fusion_head(TWO, name)([p0, p1]))
         np.testing.assert_allclose(out, 0.7 * p0 + 0.3 * p1, atol=1e-6)
-    raw = F.get_fusion("convex").raw_weights(build_fusion_head(TWO, "convex"))
+    raw = F.fusion_layer(build_fusion_head(TWO, "convex")).raw_weights()
     assert raw["a"] == pytest.approx(0.7, abs=1e-6)
-    raw = F.get_fusion("per_class_convex").raw_weights(build_fusion_head(TWO, "per_class_convex"))
+    raw = F.fusion_layer(build_fusion_head(TWO, "per_class_convex")).raw_weights()
     assert raw["a_c"] == pytest.approx([0.7] * 3, abs=1e-6)
 
 
@@ -171,45 +188,56 @@ def test_head_round_trips_through_keras_file(name, tmp_path):
     loaded = keras.models.load_model(path)
     np.testing.assert_allclose(np.asarray(loaded(xs)), np.asarray(head(xs)), rtol=1e-6, atol=1e-7)
     assert F.detect_fusion(loaded) == name
-    assert F.get_fusion(name).raw_weights(loaded) == F.get_fusion(name).raw_weights(head)
+    assert F.fusion_layer(loaded).raw_weights() == F.fusion_layer(head).raw_weights()
+    assert type(F.fusion_layer(loaded)) is type(F.fusion_layer(head))
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS_TWO))
 def test_raw_weights_are_json_plain_lists(name):
-    raw = F.get_fusion(name).raw_weights(build_fusion_head(TWO, name))
+    raw = F.fusion_layer(build_fusion_head(TWO, name)).raw_weights()
     assert json.loads(json.dumps(raw)) == raw
     assert raw["fusion"] == name and raw["modalities"] == TWO
 
 
 def test_raw_weights_content():
     head = build_fusion_head(TWO, "trainable")
-    raw = F.get_fusion("trainable").raw_weights(head)
+    raw = F.fusion_layer(head).raw_weights()
     kernel = head.get_layer("trainable_fusion").get_weights()[0]
     np.testing.assert_allclose(np.array(raw["matrix"]), kernel, rtol=1e-6)
     np.testing.assert_allclose(np.array(raw["blocks"]["thermal_map"]), kernel[3:], rtol=1e-6)
-    gated = F.get_fusion("gated").raw_weights(build_fusion_head(TWO, "gated"))
+    gated = F.fusion_layer(build_fusion_head(TWO, "gated")).raw_weights()
     assert np.array(gated["kernel"]).shape == (6, 1)
-    with pytest.raises(ValueError, match=r"no layer 'convex_fusion'"):
-        F.get_fusion("convex").raw_weights(head)
 
 
 def test_rf_biased_kernel_is_scaled_identity_blocks():
     head = build_fusion_head(TWO, "trainable_rf_biased", {"temperature": 4.0})
-    kernel = head.get_layer("trainable_fusion").get_weights()[0]
+    kernel = head.get_layer("trainable_rf_biased_fusion").get_weights()[0]
     expected = np.vstack([4.0 * 0.7 * np.eye(3), 4.0 * 0.3 * np.eye(3)])
     assert np.abs(kernel - expected).max() < 0.06  # N(0, 0.01) noise on top
 
 
-def test_saved_head_loads_in_a_fresh_process_after_importing_fusion(tmp_path):
-    """``import fusionlib`` stays Keras-free; after ``import fusionlib.fusion`` a bare
-    ``keras.models.load_model`` reads a saved fusion head."""
+def test_saved_head_loads_in_a_fresh_process_after_registering_the_layers(tmp_path):
+    """``import fusionlib`` and ``import fusionlib.fusion`` (option checks and heatmap views
+    included) stay Keras-free; after
+    ``fusionlib.fusion.register_layers()`` a bare ``keras.models.load_model`` reads a head."""
     path = tmp_path / "gated.keras"
     build_fusion_head(TWO, "gated").save(path)
     code = (
         "import sys\n"
         "import fusionlib\n"
         "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules\n"
-        "import fusionlib.fusion\n"
+        "import fusionlib.fusion as F\n"
+        "mods = ['metadata', 'thermal_map']\n"
+        "assert F.get_fusion('trainable_rf_biased').check(mods, {'temperature': 2})[1]"
+        "['temperature'] == 2.0\n"
+        "try:\n"
+        "    F.get_fusion('mlp').check(mods, {'hidden_units': 0})\n"
+        "    raise SystemExit('no error')\n"
+        "except ValueError as err:\n"
+        "    assert 'hidden_units' in str(err)\n"
+        "assert F.heatmap({'fusion': 'convex', 'modalities': mods, 'a': 0.6}).matrix.shape == (1, 1)\n"
+        "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules\n"
+        "fusionlib.fusion.register_layers()\n"
         "import keras\n"
         f"m = keras.models.load_model({str(path)!r})\n"
         "print(type(m.get_layer('gated_fusion')).__name__)\n"

@@ -134,7 +134,7 @@ def test_dense_metadata_branch_and_images_only():
     shapes = {"thermal_map": (32, 32, 3), "depth_map": (32, 32, 1)}
     images_only = build_multimodal_model(["thermal_map", "depth_map"], shapes, fusion="fixed")
     assert [t.name for t in images_only.inputs] == ["thermal_map_input", "depth_map_input"]
-    raw = F.get_fusion("fixed").raw_weights(images_only)
+    raw = F.fusion_layer(images_only).raw_weights()
     assert raw["weights"] == pytest.approx([0.5, 0.5]) and raw["modalities"] == ["thermal_map", "depth_map"]
     assert np.asarray(images_only([_images(2, 0), _images(2, 1, (32, 32, 1))])).shape == (2, 3)
 
