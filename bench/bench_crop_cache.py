@@ -46,7 +46,7 @@ def main(argv=None) -> int:
             root = Path(args.folder)
             made = ""
         else:
-            from fusionlib.cohort import generate_cohort
+            from fusionlib.synthetic import generate_cohort
 
             started = time.perf_counter()
             root = generate_cohort(work / "cohort", n_patients=args.n_patients,

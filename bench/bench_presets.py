@@ -12,7 +12,7 @@ Per preset and modality it prints
 * the achieved one-vs-rest AUC per class and QWK, min-max over the cohort seeds, of a
   patient-grouped 5-fold Random Forest on the clinical table and of a logistic regression
   on wound-box colour means of the thermal maps (image probabilities averaged per case;
-  cases without an image left out), as the module docstring of fusionlib.cohort describes.
+  cases without an image left out), as the docstring of fusionlib.synthetic.presets describes.
 
 The module docstring's presets table records these figures.
 """
@@ -41,7 +41,7 @@ LABELS = ("I", "P", "R")
 
 def _component_weights(signal, mix) -> np.ndarray:
     """(3 classes, 4 components) P(mean component | class); component 3 is the origin."""
-    from fusionlib.cohort import decoy_classes
+    from fusionlib.synthetic import decoy_classes
 
     weights = np.zeros((3, 4))
     grid = (np.arange(20000) + 0.5) / 20000  # decoy picks are a deterministic map of u
@@ -64,7 +64,8 @@ def bayes_aucs(knobs: dict, n: int, seed: int = 12345) -> dict[str, list[float]]
     """Bayes one-vs-rest AUC per class for the clinical latent, the image latent and both."""
     from sklearn.metrics import roc_auc_score
 
-    from fusionlib.cohort import _CASE_SD, _case_means, class_means
+    from fusionlib.synthetic import class_means
+    from fusionlib.synthetic.latents import _CASE_SD, _case_means
 
     rng = np.random.default_rng(seed)
     mix = np.asarray(knobs["class_mix"], dtype=float)
@@ -130,7 +131,7 @@ def _scores(y, proba) -> list[float]:
 
 
 def achieved(preset: str, seed: int, n_patients: int, work: Path) -> dict[str, list[float]]:
-    from fusionlib.cohort import generate_cohort
+    from fusionlib.synthetic import generate_cohort
     from fusionlib.data import load_cohort
 
     cohort = load_cohort(generate_cohort(work / f"{preset}_seed{seed}", preset, random_state=seed,
@@ -154,7 +155,7 @@ def _span(values) -> str:
 
 
 def main() -> int:
-    from fusionlib.cohort import PRESETS, resolve_knobs
+    from fusionlib.synthetic import PRESETS, resolve_knobs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

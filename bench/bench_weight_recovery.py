@@ -27,7 +27,7 @@ def main() -> int:
     parser.add_argument("--fusions", nargs="+", default=["trainable", "convex"])
     parser.add_argument("--work", help="folder for cohorts and caches (default: a temp folder)")
     args = parser.parse_args()
-    from fusionlib.cohort import generate_cohort
+    from fusionlib.synthetic import generate_cohort
     from fusionlib.data import load_cohort
     from fusionlib.experiment import run_experiment
     from fusionlib.params import validate

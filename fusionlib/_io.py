@@ -2,12 +2,15 @@
 
 Every generated file (cohort CSVs and PNGs, crop and branch caches, run results,
 HTML reports) goes through :func:`atomic_open`, so an interrupted run never
-leaves a truncated file behind.
+leaves a truncated file behind; whole folders (a generated cohort, a run's
+results) are built aside and put in place by :func:`swap_into_place`.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,3 +103,40 @@ def file_lock(path: str | Path, blocking: bool = True):
         except FileNotFoundError:
             pass
         os.close(fd)
+
+
+OLD_PREFIX = ".old-"
+"""Name prefix of the folder a swap sets aside: ``.old-<name>-<8 hex>``, beside the target.
+
+Hidden, and recognisable after a crash between the swap's two renames (the runner's
+``clean_stale`` moves such a complete folder back when ``<name>`` is missing)."""
+
+
+def swap_into_place(tmp: str | Path, final: str | Path) -> None:
+    """Replace the folder ``final`` by the finished folder ``tmp`` (same parent) with renames.
+
+    Readers see the old folder or the new one, never a mix: the old one is renamed
+    aside to ``.old-<name>-<hex>``, ``tmp`` is renamed to ``final``, then the old one
+    is deleted. If the second rename fails, the old folder is renamed back and the
+    error raised, so a failed swap leaves ``final`` as it was (unless another process
+    put a folder there meanwhile; then its folder stays and ours is dropped).
+    ``tmp`` is made readable by others first (``mkdtemp`` creates it 0700; results
+    and cohorts are meant to be shared), keeping any further permission bits.
+    """
+    tmp, final = Path(tmp), Path(final)
+    os.chmod(tmp, os.stat(tmp).st_mode & 0o7777 | 0o755)
+    old = None
+    if final.exists():
+        old = final.parent / f"{OLD_PREFIX}{final.name}-{secrets.token_hex(4)}"
+        os.rename(final, old)
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        if old is not None:
+            try:
+                os.rename(old, final)
+            except OSError:
+                shutil.rmtree(old, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -20,7 +20,7 @@ from .errors import FusionlibError
 
 
 def _cmd_cohort(args) -> int:
-    from .cohort import ensure_default_cohort, generate_cohort
+    from .synthetic import ensure_default_cohort, generate_cohort
     from .data import load_cohort
 
     if args.out:

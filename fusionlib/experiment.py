@@ -45,13 +45,13 @@ logger = logging.getLogger("fusionlib")
 def load_dataset(params: ExperimentParams) -> Cohort:
     """The experiment's cohort: the generated synthetic one, or the real folder."""
     if params.dataset == "synthetic":
-        from .cohort import ensure_default_cohort
+        from .synthetic import ensure_default_cohort
 
         root = ensure_default_cohort(preset=params.preset, random_state=params.cohort_seed)
         return load_cohort(root)
     if params.dataset == "real_synthetic_images":
         # The real clinical table and labels; thermal maps rendered from the true labels.
-        from .cohort import ensure_real_synthetic_cohort
+        from .synthetic import ensure_real_synthetic_cohort
 
         root = ensure_real_synthetic_cohort(params.resolved_data_dir(), params.image_signal,
                                             params.cohort_seed)

@@ -177,7 +177,7 @@ def validate(raw: dict, source: str | Path = "<params>") -> ExperimentParams:
     _choice(source, "dataset", params.dataset, DATASETS)
     _choice(source, "sampling", params.sampling, SAMPLING_STRATEGIES)
     _choice(source, "missing_cases", params.missing_cases, MISSING_CASES)
-    from .cohort import PRESETS
+    from .synthetic import PRESETS
     from .fusion import FUSIONS
     from .training import LOSSES, MONITORS, OPTIMIZERS, PENALTIES
 

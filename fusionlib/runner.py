@@ -41,7 +41,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ._io import atomic_write_text, file_lock, writable_folder
+from ._io import OLD_PREFIX, atomic_write_text, file_lock, swap_into_place, writable_folder
 from .errors import FusionlibError, ParamsError
 from .results.files import DONE_FILE, RESULT_FILES
 
@@ -54,7 +54,6 @@ QUIET_KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 jupyter_client sends before shutting a kernel down, ZMQ errors when Ctrl-C stops a run);
 a failing cell is reported by papermill from the cell's error, not through this log."""
 TMP_PREFIX = ".tmp-"
-OLD_PREFIX = ".old-"
 LOCK_PREFIX = ".lock-"
 OWNER_FILE = ".owner.json"
 _STALE_FOREIGN_SECONDS = 2 * 24 * 3600
@@ -216,17 +215,6 @@ def clean_stale(runs_dir: Path) -> list[str]:
             shutil.rmtree(folder, ignore_errors=True)
             actions.append(f"removed {folder.name}")
     return actions
-
-
-def swap_into_place(tmp: Path, final: Path) -> None:
-    """Replace ``final`` by ``tmp`` with renames: old away, new in, old deleted."""
-    old = None
-    if final.exists():
-        old = final.parent / f"{OLD_PREFIX}{final.name}-{secrets.token_hex(4)}"
-        os.rename(final, old)
-    os.rename(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- one run

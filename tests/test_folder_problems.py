@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fusionlib.cohort import generate_cohort
+from fusionlib.synthetic import generate_cohort
 from fusionlib.data import (BBOX_FILENAMES, CLINICAL_FILENAME, FolderProblems, image_filename,
                             load_cohort)
 from fusionlib.errors import DataError

@@ -10,7 +10,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
-from fusionlib.cohort import generate_cohort
+from fusionlib.synthetic import generate_cohort
 from fusionlib.data import load_cohort
 from fusionlib.experiment import run_experiment
 from fusionlib.models import build_fusion_head

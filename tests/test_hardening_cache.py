@@ -79,7 +79,7 @@ def test_damaged_crop_cache_file_is_recomputed_with_one_line(tmp_path, caplog, h
 
 @pytest.mark.slow
 def test_image_only_experiment_runs_on_a_fresh_cache_folder(tmp_path):
-    from fusionlib.cohort import generate_cohort
+    from fusionlib.synthetic import generate_cohort
     from fusionlib.data import load_cohort
     from fusionlib.experiment import run_experiment
     from fusionlib.params import validate

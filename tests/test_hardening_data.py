@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from fusionlib.cli import main
-from fusionlib.cohort import generate_cohort
+from fusionlib.synthetic import generate_cohort
 from fusionlib.data import (BBOX_FILENAMES, CLINICAL_FILENAME, load_cohort, read_bounding_boxes,
                             read_clinical_table)
 from fusionlib.errors import DataError, ParamsError

@@ -172,7 +172,7 @@ def test_unreadable_cache_file_is_recomputed(tmp_path, pattern_png):
 
 
 def test_cohort_image_arrays_on_a_generated_cohort(tmp_path):
-    from fusionlib.cohort import generate_cohort
+    from fusionlib.synthetic import generate_cohort
 
     cohort = load_cohort(generate_cohort(tmp_path / "c", n_patients=8, random_state=3))
     rows = cohort.images_of("thermal_map")

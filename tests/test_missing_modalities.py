@@ -89,7 +89,7 @@ def test_three_modalities_take_the_mean_of_those_present():
 def test_run_summary_counts_cases_by_modality_and_scores_complete_cases(tmp_path):
     """run_fold on fake cached branch outputs for a cohort where some cases have no image."""
     from fusionlib.branches import BranchOutput
-    from fusionlib.cohort import generate_cohort
+    from fusionlib.synthetic import generate_cohort
     from fusionlib.data import load_cohort
     from fusionlib.experiment import ExperimentResult, run_fold
     from fusionlib.params import validate

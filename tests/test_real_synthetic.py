@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from fusionlib.cohort import generate_cohort, synthesize_thermal_images
+from fusionlib.synthetic import generate_cohort, synthesize_thermal_images
 from fusionlib.data import CLINICAL_FILENAME, load_cohort, read_clinical_table
 from fusionlib.errors import DataError, ParamsError
 from fusionlib.params import load_params, validate
