@@ -129,7 +129,7 @@ class Tuned(DecisionRule):
 
 
 DECISIONS = {rule.name: rule for rule in (Argmax, Balanced, Ordinal, Tuned)}
-"""Every decision rule by name; ``params.decision`` must be one of these keys."""
+"""Every decision rule by name; ``decision.rule`` must be one of these keys."""
 
 DEFAULT_DECISION = "argmax"
 

@@ -115,7 +115,7 @@ def test_clinical_settings_check_the_model_and_its_options():
     from fusionlib.branches import ClinicalSettings
 
     assert ClinicalSettings(model="logistic_regression", options={"C": 0.5}).options == {"C": 0.5}
-    for bad, where in (({"model": "xgboost"}, "did you mean"),
+    for bad, where in (({"model": "random_forst"}, "did you mean"),
                        ({"options": {"max_feature": 2}}, "'max_features'"),
                        ({"options": {"random_state": 1}}, "protocol.seed"),
                        ({"model": "hist_gradient_boosting", "options": {"max_iter": -1}}, "max_iter")):

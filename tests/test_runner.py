@@ -18,8 +18,8 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 FUSIONLIB = str(Path(sys.executable).parent / "fusionlib")
-TINY = {"data_percentage": 30, "folds": 2, "image_epochs": 2, "image_inner_folds": 2,
-        "rf_trees": 20, "head_max_epochs": 50, "head_patience": 20}
+TINY = {"protocol": {"data_percentage": 30, "folds": 2}, "image": {"epochs": 2, "inner_folds": 2},
+        "clinical": {"options": {"n_estimators": 20}}, "head": {"max_epochs": 50, "patience": 20}}
 RUN_FILES = ("executed.ipynb", "params.yaml", "metrics.json", "predictions.csv", "weights.json",
              "provenance.json", "done.json")
 
@@ -28,7 +28,7 @@ def write_params(folder: Path, name: str, **overrides) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump({"name": name, "description": f"test run {name}",
-                                    "fusion": "trainable", **TINY, **overrides}))
+                                    "fusion": {"variant": "trainable"}, **TINY, **overrides}))
     return path
 
 
@@ -264,11 +264,13 @@ def test_dask_scheduler_matches_local(local_runs, tmp_path, cache_dir):
 
 def test_parallel_runs_wait_for_the_run_that_trains_their_branches():
     def task(name, **params):
-        return {"name": name, "params": {"name": name, "fusion": "fixed", "data_percentage": 100,
-                                         "seed": 0, **params}}
+        return {"name": name, "params": {"name": name, "fusion": {"variant": "fixed"},
+                                         "protocol": {"data_percentage": 100, "seed": 0}, **params}}
 
-    tasks = [task("f100"), task("t100", fusion="trainable", head_max_epochs=5), task("f50", data_percentage=50),
-             task("t50", fusion="mlp", data_percentage=50), task("s1", seed=1)]
+    tasks = [task("f100"), task("t100", fusion={"variant": "trainable"}, head={"max_epochs": 5}),
+             task("f50", protocol={"data_percentage": 50, "seed": 0}),
+             task("t50", fusion={"variant": "mlp"}, protocol={"data_percentage": 50, "seed": 0}),
+             task("s1", protocol={"data_percentage": 100, "seed": 1})]
     leaders, followers = runner._waves(tasks)
     assert [t["name"] for t in leaders] == ["f100", "f50", "s1"]
     assert {k: [t["name"] for t in v] for k, v in followers.items()} == {
