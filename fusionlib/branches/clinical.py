@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import Field, field_validator
+from threadpoolctl import threadpool_limits
 
 from ..settings import Settings, did_you_mean, fail, one_of
 from ..splits import patient_folds, resample_training_rows
@@ -196,9 +197,13 @@ class ClinicalBranch(CrossFittedBranch):
         if CLINICAL_MODELS[self.model].encoding == "scaled" and cohort.categorical_features:
             # The one-hot imputer needs one missing marker; pandas 3 strings hold NaN or None.
             features = features.astype({c: object for c in cohort.categorical_features})
-        model.fit(features.iloc[picked], y[picked])
-        proba = np.zeros((len(predict_rows), 3))
-        proba[:, model.classes_] = model.predict_proba(features.iloc[predict_rows])
+        # OpenMP models (histogram gradient boosting) spin-wait for their threads: on a busy
+        # machine two threads were ten times slower than one. Their output does not depend on
+        # the thread count; n_jobs (default 1) sets it, as it sets the forest's joblib workers.
+        with threadpool_limits(limits=self.n_jobs or 1, user_api="openmp"):
+            model.fit(features.iloc[picked], y[picked])
+            proba = np.zeros((len(predict_rows), 3))
+            proba[:, model.classes_] = model.predict_proba(features.iloc[predict_rows])
         return proba
 
     def _fit_inner(self, cohort, k, fit_rows, held_rows, test_rows) -> np.ndarray:
