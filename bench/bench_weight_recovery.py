@@ -39,7 +39,8 @@ def main() -> int:
         if not (root / "cohort.json").exists():
             generate_cohort(root, preset=preset, random_state=0, n_patients=args.patients)
         for fusion in args.fusions:
-            params = validate({"name": f"{preset}_{fusion}", "fusion": fusion, "folds": args.folds})
+            params = validate({"name": f"{preset}_{fusion}", "fusion": {"variant": fusion},
+                               "protocol": {"folds": args.folds}})
             result = run_experiment(params, cohort=load_cohort(root), cache_dir=work / f"cache_{preset}",
                                     progress=False)
             table = result.fold_table()[columns]

@@ -36,7 +36,7 @@ def _cmd_cohort(args) -> int:
 def _cmd_metadata_cv(args) -> int:
     import numpy as np
 
-    from .branches import MetadataBranch, cross_validate_metadata
+    from .branches import ClinicalBranch, cross_validate_clinical
     from .data import CLINICAL_FILENAME, read_clinical_table
     from .metrics import mean_ci
 
@@ -58,13 +58,15 @@ def _cmd_metadata_cv(args) -> int:
         for fold in patient_folds(cohort.y, cohort.groups, args.folds, seed):
             check_phases(cohort.y[fold.train], f"seed {seed}: the training rows of fold "
                          f"{fold.index + 1}", table)
-    print(f"metadata-only Random Forest, {args.folds}-fold patient-grouped CV on {cohort.name} "
+    print(f"metadata-only {args.model}, {args.folds}-fold patient-grouped CV on {cohort.name} "
           f"({cohort.n_cases} cases, {cohort.cases['patient'].nunique()} patients, "
           f"{cohort.features.shape[1]} features)")
     rows = []
     for seed in args.seeds:
-        _, s = cross_validate_metadata(cohort, MetadataBranch(random_state=seed, n_jobs=args.jobs),
-                                       n_splits=args.folds, random_state=seed)
+        # 300 trees: the forest behind the documented metadata-cv figure (docs/results.md).
+        options = {"n_estimators": 300} if args.model == "random_forest" else {}
+        branch = ClinicalBranch(args.model, options, random_state=seed, n_jobs=args.jobs)
+        _, s = cross_validate_clinical(cohort, branch, n_splits=args.folds, random_state=seed)
         rows.append(s)
         print(f"  seed {seed}: pooled out-of-fold QWK {s['qwk']:.3f}  accuracy {s['accuracy']:.3f}  "
               f"macro-F1 {s['macro_f1']:.3f}  F1 I/P/R {s['f1_I']:.2f}/{s['f1_P']:.2f}/{s['f1_R']:.2f}")
@@ -80,8 +82,10 @@ def _cmd_validate(args) -> int:
 
     for path in args.params:
         params = load_params(path)
-        print(f"ok  {path}  ({params.name}: {params.fusion}, {params.data_percentage:g}% data, "
-              f"{params.folds} folds x {params.repeats})")
+        protocol = params.protocol
+        print(f"ok  {path}  ({params.name}: {params.fusion.variant}, clinical "
+              f"{params.clinical.model}, {protocol.data_percentage:g}% data, "
+              f"{protocol.folds} folds x {protocol.repeats})")
     return 0
 
 
@@ -107,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fusionlib {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every training step")
     sub = parser.add_subparsers(dest="command", required=True)
+    from .branches.clinical import CLINICAL_MODELS
 
     p = sub.add_parser("cohort", help="generate (if needed) and summarise a synthetic cohort")
     p.add_argument("--preset", default="dfu_like", help="synthetic preset (default dfu_like)")
@@ -114,8 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the cohort to this folder instead of data/generated/")
     p.set_defaults(func=_cmd_cohort)
 
-    p = sub.add_parser("metadata-cv", help="metadata-only RF, patient-grouped K-fold, pooled OOF scores")
+    p = sub.add_parser("metadata-cv", help="clinical-table model alone, patient-grouped K-fold, "
+                                           "pooled OOF scores")
     p.add_argument("--data", required=True, help="clinical CSV or a folder holding it")
+    p.add_argument("--model", default="random_forest", choices=list(CLINICAL_MODELS),
+                   help="clinical model (default random_forest, 300 trees)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--jobs", type=int, default=2, help="parallel tree building (results do not change)")

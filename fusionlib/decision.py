@@ -33,7 +33,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from pydantic import Field, field_validator
+
 from .metrics import N_CLASSES, qwk
+from .settings import Settings, one_of
 
 _QUADRATIC_COST = (np.arange(N_CLASSES)[:, None] - np.arange(N_CLASSES)[None, :]) ** 2.0
 
@@ -126,9 +129,23 @@ class Tuned(DecisionRule):
 
 
 DECISIONS = {rule.name: rule for rule in (Argmax, Balanced, Ordinal, Tuned)}
-"""Every decision rule by name; ``params.decision`` must be one of these keys."""
+"""Every decision rule by name; ``decision.rule`` must be one of these keys."""
 
 DEFAULT_DECISION = "argmax"
+
+
+class DecisionSettings(Settings):
+    """Section ``decision``: how probabilities become predictions."""
+
+    rule: str = Field(DEFAULT_DECISION, description=(
+        "the same rule for the fused output and every baseline: `argmax`, `balanced` (argmax "
+        "after dividing by the training prevalence), `ordinal` (least expected quadratic cost), "
+        "`tuned` (the best of the three on the inner-validation patients); docs/protocol.md"))
+
+    @field_validator("rule")
+    @classmethod
+    def _rule(cls, value):
+        return one_of(value, list(DECISIONS))
 """The default rule; docs/protocol.md gives the measurements behind the choice."""
 
 

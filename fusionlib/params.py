@@ -1,29 +1,44 @@
-"""Experiment parameters: a typed schema, validated before any kernel starts.
+"""Experiment parameters: sections owned by the components, composed and validated here.
 
-One YAML file under ``params/`` describes one experiment. Every key is
-checked here: an unknown key (with a did-you-mean), a wrong type or an
-out-of-range value raises :class:`~fusionlib.errors.ParamsError` naming the
-file and the key. The same names are the ``parameters`` cell of
-``notebooks/experiment.ipynb``, so ``papermill -f params/x.yaml`` works too.
+One YAML file under ``params/`` describes one experiment::
+
+    name: trainable_100
+    data:     {dataset: synthetic, modalities: [metadata, thermal_map]}
+    clinical: {model: random_forest, options: {n_estimators: 200}}
+    fusion:   {variant: trainable}
+    head:     {penalty_rule: min}
+    protocol: {data_percentage: 100, folds: 5}
+
+Each section is a pydantic model declared by the component that uses it (see
+:data:`SECTIONS`); a key left out keeps its default. Every problem raises
+:class:`~fusionlib.errors.ParamsError` as one line naming the file and the dotted key
+(``head.learning_rate``), with a did-you-mean for unknown keys; a key of the old flat
+schema (``rf_trees``) gets a line saying where it moved. The notebook's ``parameters``
+cell (one assignment per section) and docs/params.md are generated from this schema
+(``python -m fusionlib.params``; tests check both are current). Validating imports no
+TensorFlow.
 """
 
 from __future__ import annotations
 
 import ast
 import difflib
-import math
-import os
 import re
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .data import MODALITIES
-from .errors import ParamsError
-from .splits import SAMPLING_STRATEGIES
+from pydantic import Field, ValidationError
 
-DATASETS = ("synthetic", "real", "real_synthetic_images")
-MISSING_CASES = ("use", "exclude")
-PENALTY_RULES = ("one_se", "min")
+from .branches.clinical import ClinicalSettings
+from .branches.image import ImageSettings
+from .datasets import DataSettings
+from .decision import DecisionSettings
+from .errors import ParamsError
+from .fusion.settings import FusionSettings
+from .head import HeadSettings
+from .settings import Settings, did_you_mean, one_of
+from .splits import ProtocolSettings
+from .stage2 import Stage2Settings
+
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 """A usable run name: one folder name under runs/, short enough for every file system.
 
@@ -33,70 +48,53 @@ them for temporary folders and failed notebooks (``<name>.failed.ipynb``).
 """
 NOTEBOOK_ONLY = ("output_dir", "cache_dir")
 """Parameters of the experiment notebook that are not experiment settings."""
-REAL_DATA_ENV = "FUSIONLIB_DFU_DIR"
-"""Environment variable naming the real data folder when ``data_dir`` is not given."""
 
 
-@dataclass
-class ExperimentParams:
-    """All settings of one experiment (see docs/params.md for each key)."""
+class ExperimentParams(Settings):
+    """All settings of one experiment: a name, a description and one section per component."""
 
-    name: str = "experiment"
-    description: str = ""
-    dataset: str = "synthetic"
-    preset: str = "dfu_like"
-    cohort_seed: int = 0
-    data_dir: str | None = None
-    image_signal: list = field(default_factory=lambda: [0.9, 0.9, 1.3])
-    modalities: list = field(default_factory=lambda: ["metadata", "thermal_map"])
-    fusion: str = "trainable"
-    fusion_options: dict = field(default_factory=dict)
-    data_percentage: float = 100.0
-    folds: int = 5
-    repeats: int = 1
-    seed: int = 0
-    sampling: str = "none"
-    missing_cases: str = "use"
-    image_size: int = 32
-    crop_margin: float = 0.15
-    backbone: str = "small_cnn"
-    backbone_weights: str | None = None
-    image_epochs: int = 25
-    image_patience: int = 6
-    image_inner_folds: int = 2
-    rf_trees: int = 200
-    rf_min_samples_leaf: int = 10
-    rf_inner_folds: int = 5
-    head_loss: str = "cross_entropy"
-    head_class_weight: str | None = None
-    head_optimizer: str = "sgd"
-    head_learning_rate: float = 1.0
-    head_max_epochs: int = 3000
-    head_patience: int = 300
-    head_monitor: str = "val_loss"
-    head_penalty: list = field(default_factory=lambda: [0.0, 0.003, 0.01, 0.03])
-    head_penalty_kind: str = "group"
-    head_penalty_rule: str = "one_se"
-    decision: str = "argmax"
-    validation_fraction: float = 0.2
-    stage2: bool = False
-    stage2_epochs: int = 10
-    stage2_learning_rate: float = 1e-4
+    name: str = Field("experiment", description=(
+        "run folder name (`runs/<name>/`; default: the file's stem): 1-100 letters, digits, "
+        "`_`, `-`, `.`, starting with a letter or digit, not `tmp-*`, no `.failed`"))
+    description: str = Field("", description="a line for the report")
+    data: DataSettings = Field(default_factory=DataSettings)
+    clinical: ClinicalSettings = Field(default_factory=ClinicalSettings)
+    image: ImageSettings = Field(default_factory=ImageSettings)
+    fusion: FusionSettings = Field(default_factory=FusionSettings)
+    head: HeadSettings = Field(default_factory=HeadSettings)
+    protocol: ProtocolSettings = Field(default_factory=ProtocolSettings)
+    decision: DecisionSettings = Field(default_factory=DecisionSettings)
+    stage2: Stage2Settings = Field(default_factory=Stage2Settings)
 
     def to_dict(self) -> dict:
-        return asdict(self)
-
-    def resolved_data_dir(self) -> Path | None:
-        """The real data folder: ``data_dir``, else $FUSIONLIB_DFU_DIR, else ../shared/data/dfu.
-
-        For ``real_synthetic_images`` this is where the real clinical table is read from.
-        """
-        if self.dataset not in ("real", "real_synthetic_images"):
-            return Path(self.data_dir) if self.data_dir else None
-        return Path(self.data_dir or os.environ.get(REAL_DATA_ENV) or "../shared/data/dfu")
+        return self.model_dump(mode="python")
 
 
-_TYPES = {f.name: f.type for f in fields(ExperimentParams)}
+SECTIONS = {name: info.annotation for name, info in ExperimentParams.model_fields.items()
+            if isinstance(info.annotation, type) and issubclass(info.annotation, Settings)}
+"""Section name -> its settings class (declared by the component that uses it)."""
+TOP_LEVEL = [name for name in ExperimentParams.model_fields if name not in SECTIONS]
+
+LEGACY_KEYS = {
+    **{k: f"data.{k}" for k in ("dataset", "preset", "cohort_seed", "data_dir", "image_signal",
+                                "modalities")},
+    "fusion": "fusion.variant", "fusion_options": "fusion.options",
+    **{k: f"protocol.{k}" for k in ("data_percentage", "folds", "repeats", "seed", "sampling",
+                                    "missing_cases", "validation_fraction")},
+    "image_size": "image.size", "crop_margin": "image.crop_margin", "backbone": "image.backbone",
+    "backbone_weights": "image.backbone_weights", "image_epochs": "image.epochs",
+    "image_patience": "image.patience", "image_inner_folds": "image.inner_folds",
+    "rf_trees": "clinical.options.n_estimators",
+    "rf_min_samples_leaf": "clinical.options.min_samples_leaf",
+    "rf_inner_folds": "clinical.inner_folds",
+    **{f"head_{k}": f"head.{k}" for k in ("loss", "class_weight", "optimizer", "learning_rate",
+                                          "max_epochs", "patience", "monitor", "penalty",
+                                          "penalty_kind", "penalty_rule")},
+    "decision": "decision.rule",
+    "stage2": "stage2.enabled", "stage2_epochs": "stage2.epochs",
+    "stage2_learning_rate": "stage2.learning_rate",
+}
+"""Key of the flat schema (before the sections) -> its place now, for the migration message."""
 
 
 def _fail(source, key, message):
@@ -104,41 +102,21 @@ def _fail(source, key, message):
     raise ParamsError(f"{where}{message}", source)
 
 
-def _check_type(source, key, value, expected):
-    kinds = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,),
-             "dict": (dict,), "str | None": (str, type(None))}
-    allowed = kinds[expected]
-    ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
-    if not ok:
-        _fail(source, key, f"expected {expected.replace(' | None', ' or null')}, "
-                           f"got {type(value).__name__} {value!r}")
+def _legacy(source, key, value):
+    """ParamsError saying where a flat-schema key moved, with the YAML to write."""
+    path = LEGACY_KEYS[key].split(".")
+    example = _yaml_value(value)
+    for part in reversed(path[1:]):
+        example = "{" + f"{part}: {example}" + "}"
+    _fail(source, key, f"moved: write {'.'.join(path)} (`{path[0]}: {example}`); "
+                       "the sections are listed in docs/params.md")
 
 
-def _choice(source, key, value, options):
-    if value not in options:
-        hint = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
-        _fail(source, key, f"unknown value {value!r}; expected one of {', '.join(map(str, options))}"
-                           + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-
-
-def _finite(value) -> bool:
-    """True for a finite number; an int too large for a float counts as not finite."""
-    try:
-        return math.isfinite(value)
-    except OverflowError:
+def _is_legacy(key, value) -> bool:
+    # `fusion`, `decision` and `stage2` are section names now; as a scalar they are the old keys.
+    if key in SECTIONS and isinstance(value, dict):
         return False
-
-
-def _check_finite_leaves(source, key, value):
-    """ParamsError for any inf/nan float inside a (nested) mapping or list."""
-    if isinstance(value, float) and not _finite(value):
-        _fail(source, key, f"must hold finite numbers only, got {value!r}")
-    if isinstance(value, dict):
-        for sub in value.values():
-            _check_finite_leaves(source, key, sub)
-    elif isinstance(value, list):
-        for sub in value:
-            _check_finite_leaves(source, key, sub)
+    return key in LEGACY_KEYS
 
 
 def check_run_name(name: str, source: str | Path = "<params>") -> None:
@@ -155,80 +133,78 @@ def check_run_name(name: str, source: str | Path = "<params>") -> None:
                               "with 'tmp-' and not containing '.failed'")
 
 
+_TYPE_NAMES = {"int_type": "int", "float_type": "float", "string_type": "str", "bool_type": "bool",
+               "list_type": "list", "dict_type": "mapping", "model_type": "mapping",
+               "model_attributes_type": "mapping", "int_from_float": "int"}
+
+
+def _model_at(loc) -> type | None:
+    """The settings class that holds the last key of ``loc`` (for did-you-mean candidates)."""
+    model = ExperimentParams
+    for part in loc[:-1]:
+        annotation = model.model_fields.get(part).annotation if part in model.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, Settings)):
+            return None
+        model = annotation
+    return model
+
+
+def _one_line(error: dict) -> tuple[str, str]:
+    """(dotted key, message) of one pydantic error, in this module's wording."""
+    loc = list(error["loc"])
+    ctx = error.get("ctx") or {}
+    if ctx.get("subkey"):
+        loc.append(ctx["subkey"])
+    key = ".".join(str(p) for p in loc if not isinstance(p, int))
+    key += "".join(f"[{p}]" for p in loc if isinstance(p, int))
+    kind, value = error["type"], error.get("input")
+    if kind == "extra_forbidden":
+        model = _model_at(error["loc"])
+        known = list(model.model_fields) if model is not None else []
+        return key, "unknown parameter" + did_you_mean(loc[-1], known)
+    if kind == "float_type" and isinstance(value, int) and not isinstance(value, bool):
+        return key, f"must be a finite number, got an integer of {len(str(value))} digits"
+    if kind in _TYPE_NAMES:
+        expected = _TYPE_NAMES[kind]
+        model = _model_at(error["loc"])
+        field = model.model_fields.get(loc[-1]) if model is not None and loc else None
+        if field is not None and "Optional" in str(field.annotation) or \
+                (field is not None and "None" in str(field.annotation)):
+            expected += " or null"
+        return key, f"expected {expected}, got {type(value).__name__} {value!r}"
+    if kind == "finite_number":
+        return key, f"must be a finite number, got {value!r}"
+    bounds = {"greater_than_equal": ("at least", "ge"), "greater_than": ("greater than", "gt"),
+              "less_than_equal": ("at most", "le"), "less_than": ("less than", "lt")}
+    if kind in bounds:
+        words, name = bounds[kind]
+        return key, f"must be {words} {ctx.get(name)}, got {value!r}"
+    return key, error["msg"]
+
+
 def validate(raw: dict, source: str | Path = "<params>") -> ExperimentParams:
     """Check a parameter mapping against the schema and return typed parameters."""
     if not isinstance(raw, dict):
         raise ParamsError(f"expected a mapping of parameter names to values, got "
                           f"{type(raw).__name__}", source)
-    for key in raw:
-        if key not in _TYPES:
-            hint = difflib.get_close_matches(str(key), list(_TYPES), n=1)
-            _fail(source, key, "unknown parameter" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     for key, value in raw.items():
-        _check_type(source, key, value, _TYPES[key])
-        # YAML's .inf/.nan are floats: range checks like "> 0" let inf through, and an
-        # infinite learning rate silently leaves the head at its start.
-        if _TYPES[key] == "float" and not _finite(value):
-            _fail(source, key, f"must be a finite number, got {value!r}")
-    _check_finite_leaves(source, "fusion_options", raw.get("fusion_options", {}))
-    params = ExperimentParams(**raw)
+        if _is_legacy(key, value):
+            _legacy(source, key, value)
+    for key in raw:
+        if key not in ExperimentParams.model_fields:
+            _fail(source, key, "unknown parameter" + did_you_mean(key, list(ExperimentParams.model_fields)))
+    try:
+        params = ExperimentParams.model_validate(raw)
+    except ValidationError as err:
+        key, message = _one_line(err.errors()[0])
+        _fail(source, key, message)
     check_run_name(params.name, source)
-    params.data_percentage = float(params.data_percentage)
-    _choice(source, "dataset", params.dataset, DATASETS)
-    _choice(source, "sampling", params.sampling, SAMPLING_STRATEGIES)
-    _choice(source, "missing_cases", params.missing_cases, MISSING_CASES)
-    from .synthetic import PRESETS
-    from .fusion import FUSIONS
-    from .training import LOSSES, MONITORS, OPTIMIZERS, PENALTIES
-
-    _choice(source, "fusion", params.fusion, list(FUSIONS))
-    _choice(source, "head_loss", params.head_loss, LOSSES)
-    _choice(source, "head_optimizer", params.head_optimizer, OPTIMIZERS)
-    _choice(source, "head_monitor", params.head_monitor, MONITORS)
-    _choice(source, "head_class_weight", params.head_class_weight, [None, "balanced"])
-    if params.dataset == "synthetic":
-        _choice(source, "preset", params.preset, list(PRESETS))
-    if not 0 < params.data_percentage <= 100:
-        _fail(source, "data_percentage", f"must be in (0, 100], got {params.data_percentage:g}")
-    if params.folds < 2:
-        _fail(source, "folds", f"must be at least 2, got {params.folds}")
-    for key, low in (("repeats", 1), ("image_size", 8), ("image_epochs", 1), ("image_patience", 1),
-                     ("image_inner_folds", 2), ("rf_trees", 1), ("rf_min_samples_leaf", 1),
-                     ("rf_inner_folds", 2), ("head_max_epochs", 1), ("head_patience", 1),
-                     ("stage2_epochs", 1), ("seed", 0), ("cohort_seed", 0)):
-        if getattr(params, key) < low:
-            _fail(source, key, f"must be at least {low}, got {getattr(params, key)}")
-    for key in ("crop_margin",):
-        if not 0 <= getattr(params, key) <= 1:
-            _fail(source, key, f"must be in [0, 1], got {getattr(params, key)}")
-    if not 0 < params.validation_fraction < 0.5:
-        _fail(source, "validation_fraction", f"must be in (0, 0.5), got {params.validation_fraction}")
-    if not params.head_penalty or any(isinstance(v, bool) or not isinstance(v, (int, float))
-                                      or not _finite(v) or v < 0 for v in params.head_penalty):
-        _fail(source, "head_penalty", f"must be a non-empty list of numbers >= 0, got {params.head_penalty}")
-    _choice(source, "head_penalty_kind", params.head_penalty_kind, PENALTIES)
-    _choice(source, "head_penalty_rule", params.head_penalty_rule, PENALTY_RULES)
-    from .decision import DECISIONS
-
-    _choice(source, "decision", params.decision, list(DECISIONS))
-    for key in ("head_learning_rate", "stage2_learning_rate"):
-        if not getattr(params, key) > 0:
-            _fail(source, key, f"must be > 0, got {getattr(params, key)}")
-    signal = params.image_signal
-    if len(signal) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                   and _finite(v) and v >= 0 for v in signal):
-        _fail(source, "image_signal", f"expected three non-negative numbers (I, P, R), got {signal!r}")
-    params.image_signal = [float(v) for v in signal]
-    if not params.modalities:
-        _fail(source, "modalities", "must name at least one modality")
-    for m in params.modalities:
-        _choice(source, "modalities", m, ["metadata", *MODALITIES])
-    if len(set(params.modalities)) != len(params.modalities):
-        _fail(source, "modalities", f"lists a modality twice: {params.modalities}")
-    if params.modalities[0] != "metadata" and "metadata" in params.modalities:
-        _fail(source, "modalities", "'metadata' must come first when present")
-    if len(params.modalities) < 2 and params.fusion != "fixed":
-        _fail(source, "fusion", "a single modality has nothing to fuse; use fusion: fixed")
+    if len(params.data.modalities) < 2 and params.fusion.variant != "fixed":
+        _fail(source, "fusion.variant", "a single modality has nothing to fuse; use variant: fixed")
+    try:
+        params.fusion.check_options(params.data.modalities)
+    except ValueError as err:
+        _fail(source, "fusion.options", str(err))
     return params
 
 
@@ -252,6 +228,9 @@ def load_params(path: str | Path) -> ExperimentParams:
     if isinstance(raw, dict):
         raw.setdefault("name", path.stem)
     return validate(raw, path)
+
+
+# --------------------------------------------------------------------------- the notebook
 
 
 def _assigned_names(source: str) -> list[str]:
@@ -286,16 +265,102 @@ def from_notebook(namespace: dict, injected: list[str] | None = None,
                   source: str = "notebook parameters") -> ExperimentParams:
     """Validated parameters from a notebook's globals.
 
-    Every :class:`ExperimentParams` field found in ``namespace`` is used (the schema
-    is read here, so new keys need no notebook change). Names injected by papermill
-    (``injected``, default :func:`injected_names`) that are neither schema fields nor
-    the notebook's own :data:`NOTEBOOK_ONLY` raise ParamsError with a did-you-mean,
-    as an unknown key in a parameter file does (``-p foldz 2`` must not run 5 folds).
+    Every top-level name of :class:`ExperimentParams` (``name``, ``description`` and the
+    sections) found in ``namespace`` is used. Names injected by papermill (``injected``,
+    default :func:`injected_names`) that are neither those nor the notebook's own
+    :data:`NOTEBOOK_ONLY` raise ParamsError: a flat-schema name with the place it moved
+    to, any other with a did-you-mean (``-p foldz 2`` must not run 5 folds).
     """
     injected = injected_names(namespace) if injected is None else list(injected)
-    known = [f.name for f in fields(ExperimentParams)]
+    known = list(ExperimentParams.model_fields)
     for name in injected:
+        if _is_legacy(name, namespace.get(name)):
+            _legacy(source, name, namespace.get(name))
         if name not in known and name not in NOTEBOOK_ONLY:
-            hint = difflib.get_close_matches(name, known + list(NOTEBOOK_ONLY), n=1)
-            _fail(source, name, "unknown parameter" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+            _fail(source, name, "unknown parameter" + did_you_mean(name, known + list(NOTEBOOK_ONLY)))
     return validate({name: namespace[name] for name in known if name in namespace}, source=source)
+
+
+def parameters_cell() -> str:
+    """The experiment notebook's ``parameters`` cell, generated from the schema's defaults."""
+    defaults = ExperimentParams().to_dict()
+    lines = ["# Parameters: one assignment per section of fusionlib.params.ExperimentParams",
+             "# (docs/params.md). Generated by `python -m fusionlib.params`; papermill injects",
+             "# overrides after this cell, and a section given there replaces this one (keys it",
+             "# leaves out keep their defaults)."]
+    for name in TOP_LEVEL:
+        lines.append(f"{name} = {defaults[name]!r}")
+    for name in SECTIONS:
+        lines.append(f"{name} = {{")
+        lines += [f"    {key!r}: {value!r}," for key, value in defaults[name].items()]
+        lines.append("}")
+    lines += ["",
+              "# Where to save metrics.json, predictions.csv, weights.json, provenance.json "
+              "(None: do not save)",
+              "output_dir = None",
+              "# Branch-probability cache; a relative path is taken from the repository root",
+              'cache_dir = ".cache"']
+    return "\n".join(lines)
+
+
+def _yaml_value(value) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+
+def params_doc() -> str:
+    """docs/params.md, generated from the sections' field descriptions."""
+    out = ["# Parameter files", "",
+           "<!-- Generated by `python -m fusionlib.params` from the schema; do not edit. -->", "",
+           "One YAML file per experiment under `params/`. Every key is optional (`name` defaults",
+           "to the file's stem); the settings are grouped in sections, each declared by the",
+           "component that uses it, and a section lists only the keys it changes:", "",
+           "```yaml", "name: trainable_minrule_100",
+           "description: trainable fusion, penalty chosen by the min rule",
+           "fusion: {variant: trainable}", "head: {penalty_rule: min}",
+           "protocol: {data_percentage: 100}", "```", "",
+           "Keys, types and ranges are checked by `fusionlib.params.validate` before any kernel",
+           "starts (`fusionlib validate params/*.yaml`, which imports no TensorFlow); an error is",
+           "one line naming the file and the dotted key (`head.learning_rate`), with a",
+           "did-you-mean for unknown keys. A key of the flat schema used before the sections",
+           "(`rf_trees`, `head_loss`, `fusion: trainable`) fails with the place it moved to.",
+           "The sections are the `parameters` cell of `notebooks/experiment.ipynb` (one",
+           "assignment each), so `papermill notebooks/experiment.ipynb out.ipynb -f params/x.yaml`",
+           "works directly; a name injected with `-p` that is no key here fails the same way.", ""]
+    top = ExperimentParams.model_fields
+    out += ["| key | default | meaning |", "| --- | --- | --- |"]
+    defaults = ExperimentParams().to_dict()
+    for name in TOP_LEVEL:
+        out.append(f"| `{name}` | `{_yaml_value(defaults[name])}` | {top[name].description} |")
+    for name, model in SECTIONS.items():
+        out += ["", f"## `{name}`", "", " ".join((model.__doc__ or "").split("\n\n")[0].split()), "",
+                "| key | default | meaning |", "| --- | --- | --- |"]
+        for key, info in model.model_fields.items():
+            out.append(f"| `{name}.{key}` | `{_yaml_value(defaults[name][key])}` | "
+                       f"{info.description or ''} |")
+    return "\n".join(out) + "\n"
+
+
+def _write_generated(repo: Path) -> list[str]:
+    """Rewrite docs/params.md and the notebook's parameters cell; the paths that changed."""
+    import nbformat
+
+    changed = []
+    doc = repo / "docs" / "params.md"
+    if not doc.is_file() or doc.read_text(encoding="utf-8") != params_doc():
+        doc.write_text(params_doc(), encoding="utf-8")
+        changed.append(str(doc))
+    path = repo / "notebooks" / "experiment.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    if cell.source != parameters_cell():
+        cell.source = parameters_cell()
+        nbformat.write(nb, path)
+        changed.append(str(path))
+    return changed
+
+
+if __name__ == "__main__":
+    for changed in _write_generated(Path(__file__).resolve().parents[1]):
+        print(f"wrote {changed}")

@@ -43,9 +43,9 @@ from pathlib import Path
 
 from ._io import OLD_PREFIX, atomic_write_text, file_lock, swap_into_place, writable_folder
 from .errors import FusionlibError, ParamsError
+from .paths import REPO_ROOT, project_root
 from .results.files import DONE_FILE, RESULT_FILES
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_NOTEBOOK = REPO_ROOT / "notebooks" / "experiment.ipynb"
 KERNEL_NAME = "python3"
@@ -60,22 +60,6 @@ _STALE_FOREIGN_SECONDS = 2 * 24 * 3600
 NOT_EXPERIMENT_CODE = frozenset({"__main__.py", "cli.py", "study.py", "report"})
 """Modules and packages (paths relative to ``fusionlib/``) the experiment notebook never runs:
 editing them does not make runs stale."""
-
-
-def project_root() -> Path:
-    """The source checkout holding ``fusionlib/`` (editable install), else the current folder.
-
-    The experiment notebook changes into this folder first, so relative paths in
-    parameters (``cache_dir``, ``output_dir``, ``data_dir``) mean the same thing
-    whether it runs from ``fusionlib run`` (cwd = repo root), from papermill in any
-    folder, or in JupyterLab (cwd = notebooks/).
-    """
-    if (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "fusionlib").is_dir():
-        return REPO_ROOT
-    for folder in (Path.cwd(), *Path.cwd().parents):
-        if (folder / "notebooks" / "experiment.ipynb").is_file():
-            return folder
-    return Path.cwd()
 
 
 # --------------------------------------------------------------------------- keys
@@ -115,14 +99,6 @@ def run_key(params_dict: dict, code: str, data_fingerprint: str) -> str:
     text = json.dumps({"params": params_dict, "code": code, "data": data_fingerprint},
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _dataset_id(params) -> tuple:
-    """Everything that selects the data a run loads (runs sharing it share one fingerprint)."""
-    if params.dataset == "synthetic":
-        return (params.dataset, params.preset, params.cohort_seed)
-    synthetic_images = tuple(params.image_signal) if params.dataset == "real_synthetic_images" else None
-    return (params.dataset, str(params.resolved_data_dir()), synthetic_images, params.cohort_seed)
 
 
 # --------------------------------------------------------------------------- validation
@@ -416,15 +392,16 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
         print(f"fusionlib: error: {err}", file=sys.stderr)
         return 2
     with _sigterm_raises():
-        # The data: generated once here (synthetic cohort) before any run starts.
+        # The data: generated once here (synthetic cohort) before any run starts; its cheap
+        # fingerprint selects the run key (the experiment fingerprints the loaded cohort).
         fingerprints = {}
         try:
-            from .experiment import load_dataset
+            from .datasets import data_fingerprint
 
             for _, params in loaded:
-                ident = _dataset_id(params)
+                ident = json.dumps(params.data.model_dump(exclude={"modalities"}), sort_keys=True)
                 if ident not in fingerprints:
-                    fingerprints[ident] = load_dataset(params).fingerprint()
+                    fingerprints[ident] = data_fingerprint(params.data)
         except FusionlibError as err:
             print(f"fusionlib: error: {err}", file=sys.stderr)
             return 2
@@ -436,7 +413,8 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
 
         tasks, outcomes = [], {}
         for path, params in loaded:
-            data = fingerprints[_dataset_id(params)]
+            data = fingerprints[json.dumps(params.data.model_dump(exclude={"modalities"}),
+                                           sort_keys=True)]
             key = run_key(params.to_dict(), code, data)
             done = read_done(runs_dir / params.name)
             if not force and done is not None and done.get("key") == key and done.get("status") == "ok":
@@ -503,8 +481,9 @@ def branch_group(params_dict: dict) -> str:
     same branches at once.
     """
     shared = {k: v for k, v in params_dict.items()
-              if k not in ("name", "description", "fusion", "fusion_options", "missing_cases")
-              and not k.startswith(("head_", "stage2"))}
+              if k not in ("name", "description", "fusion", "head", "stage2", "protocol")}
+    shared["protocol"] = {k: v for k, v in params_dict.get("protocol", {}).items()
+                          if k != "missing_cases"}
     return hashlib.sha256(json.dumps(shared, sort_keys=True, default=str).encode()).hexdigest()
 
 

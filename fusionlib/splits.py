@@ -17,10 +17,54 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
+from pydantic import Field, field_validator
+
 from .errors import DataError
+from .settings import Settings, fail, one_of
 
 SAMPLING_STRATEGIES = ("none", "random", "combined")
+MISSING_CASES = ("use", "exclude")
 _PHASES = ("I", "P", "R")  # fusionlib.data.LABELS (not imported: data imports pandas)
+
+
+class ProtocolSettings(Settings):
+    """Section ``protocol``: which patients, how they are split, resampled and scored."""
+
+    data_percentage: float = Field(100.0, description=(
+        "share of patients kept, in (0, 100]; nested across percentages for one seed"))
+    folds: int = Field(5, ge=2, description="outer patient-grouped folds")
+    repeats: int = Field(1, ge=1, description="repeated cross-validation")
+    seed: int = Field(0, ge=0, description="the run's seed (folds, subsampling, every model)")
+    sampling: str = Field("none", description=(
+        "class resampling of training rows: `none`, `random`, `combined`"))
+    missing_cases: str = Field("use", description=(
+        "`use` scores cases missing a modality by the fallback rule; `exclude` drops them"))
+    validation_fraction: float = Field(0.2, description=(
+        "share of training patients carved out for validation, in (0, 0.5)"))
+
+    @field_validator("data_percentage")
+    @classmethod
+    def _percentage(cls, value):
+        if not 0 < value <= 100:
+            fail(f"must be in (0, 100], got {value:g}")
+        return float(value)
+
+    @field_validator("sampling")
+    @classmethod
+    def _sampling(cls, value):
+        return one_of(value, SAMPLING_STRATEGIES)
+
+    @field_validator("missing_cases")
+    @classmethod
+    def _missing(cls, value):
+        return one_of(value, MISSING_CASES)
+
+    @field_validator("validation_fraction")
+    @classmethod
+    def _fraction(cls, value):
+        if not 0 < value < 0.5:
+            fail(f"must be in (0, 0.5), got {value}")
+        return value
 
 
 @dataclass(frozen=True)

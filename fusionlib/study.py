@@ -31,7 +31,7 @@ STUDIES = {
                 # The head fitted with balanced class weights: a prior change inside the weights,
                 # beside the decision rules' prior change on the outputs (docs/protocol.md).
                 "extra": {"trainable_classweight_100": ("trainable", 100,
-                                                        {"head_class_weight": "balanced"})}},
+                                                        {"head": {"class_weight": "balanced"}})}},
     "fixed_mix_wrong": {"preset": "fixed_mix_wrong",
                         "runs": [("fixed", 100), *[(v, 100) for v in VARIANTS]]},
     # The table knows I (and some P), the images R (and some P): per-class weights must differ.
@@ -64,8 +64,9 @@ def study_runs(study: str, seed: int, root: Path, cache_dir: Path, progress=prin
     spec = STUDIES[study]
     code = code_version()
     for name, fusion, pct, extra in study_plan(study):
-        params = validate({"name": name, "fusion": fusion, "data_percentage": pct,
-                           "preset": spec["preset"], "seed": seed, **extra})
+        params = validate({"name": name, "fusion": {"variant": fusion},
+                           "data": {"preset": spec["preset"]},
+                           "protocol": {"data_percentage": pct, "seed": seed}, **extra})
         folder = root / study / f"seed{seed}" / params.name
         stamp = folder / "params.json"
         # A finished run is reused only with the same experiment code and parameters. The tables

@@ -12,7 +12,7 @@ from fusionlib.experiment import run_fold
 from fusionlib.metrics import qwk
 from fusionlib.params import validate
 from fusionlib.splits import patient_folds
-from fusionlib.training import one_standard_error_choice
+from fusionlib.head import one_standard_error_choice
 from helpers import random_probabilities
 
 
@@ -66,7 +66,7 @@ def _outputs(rng, cohort, fold, rf_strength=0.6, image_strength=2.0):
     return out
 
 
-FAST_HEAD = {"head_max_epochs": 400, "head_patience": 100, "head_penalty": [0.0, 0.01]}
+FAST_HEAD = {"head": {"max_epochs": 400, "patience": 100, "penalty": [0.0, 0.01]}}
 
 
 def test_one_decision_rule_object_decides_every_source_of_fixed_and_learned_heads():
@@ -75,7 +75,7 @@ def test_one_decision_rule_object_decides_every_source_of_fixed_and_learned_head
     outputs = _outputs(rng, cohort, fold)
     y_train = cohort.y[fold.train]
     for fusion in ("fixed", "trainable"):
-        params = validate({"fusion": fusion, "decision": "balanced", **FAST_HEAD})
+        params = validate({"fusion": {"variant": fusion}, "decision": {"rule": "balanced"}, **FAST_HEAD})
         result = run_fold(cohort, params, fold, outputs, log=lambda *_: None)
         assert set(result.weights["decision"].values()) == {"balanced"}
         sources = {"fused": result.proba, **result.baselines}
@@ -92,7 +92,7 @@ def test_tuned_decisions_do_not_change_when_the_test_labels_are_permuted():
     cohort, rng = _stub(seed=2)
     fold = patient_folds(cohort.y, cohort.groups, 3, 0)[1]
     outputs = _outputs(rng, cohort, fold)
-    params = validate({"fusion": "trainable", "decision": "tuned", **FAST_HEAD})
+    params = validate({"fusion": {"variant": "trainable"}, "decision": {"rule": "tuned"}, **FAST_HEAD})
     first = run_fold(cohort, params, fold, outputs, log=lambda *_: None)
     shuffled = SimpleNamespace(y=cohort.y.copy(), groups=cohort.groups)
     shuffled.y[fold.test] = np.random.default_rng(9).permutation(cohort.y[fold.test])

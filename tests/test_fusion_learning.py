@@ -15,15 +15,21 @@ from fusionlib.data import load_cohort
 from fusionlib.experiment import run_experiment
 from fusionlib.models import build_fusion_head
 from fusionlib.params import validate
-from fusionlib.training import HeadTrainer, fit_head, head_log_loss
+from fusionlib.head import HeadSettings, fit_head, head_log_loss
 from helpers import random_probabilities
 
-FAST = {"folds": 3, "image_epochs": 12, "image_patience": 4, "image_inner_folds": 2, "rf_trees": 60,
-        "rf_inner_folds": 3, "head_max_epochs": 1500, "head_patience": 200}
+FAST = {"protocol": {"folds": 3}, "image": {"epochs": 12, "patience": 4, "inner_folds": 2},
+        "clinical": {"options": {"n_estimators": 60}, "inner_folds": 3},
+        "head": {"max_epochs": 1500, "patience": 200}}
 # The preset-recovery tests train the CNN as the default run does: a CNN cut short looks like an
 # uninformative branch, and the head would then rightly switch it off.
-PRESET = {"folds": 3, "rf_trees": 100, "rf_inner_folds": 3}
+PRESET = {"clinical": {"options": {"n_estimators": 100}, "inner_folds": 3}}
 LOG_LOSS_MARGIN = 0.1
+
+
+def _fast(**sections) -> dict:
+    """FAST with some keys of some sections changed."""
+    return {**FAST, **{name: {**FAST.get(name, {}), **keys} for name, keys in sections.items()}}
 
 
 def test_trainable_head_reaches_the_logistic_regression_optimum():
@@ -35,7 +41,7 @@ def test_trainable_head_reaches_the_logistic_regression_optimum():
     optimum = log_loss(y, reference.predict_proba(x))
     head = build_fusion_head(["metadata", "thermal_map"], "trainable", random_state=0)
     start = head_log_loss(head, [p_rf, p_img], y)
-    history = fit_head(head, [p_rf, p_img], y, trainer=HeadTrainer(monitor="none", max_epochs=4000))
+    history = fit_head(head, [p_rf, p_img], y, trainer=HeadSettings(monitor="none", max_epochs=4000))
     final = head_log_loss(head, [p_rf, p_img], y)
     print(f"log-loss: start {start:.4f}, head {final:.4f}, sklearn optimum {optimum:.4f}, "
           f"stopped: {history['stopped']} at {history['best_epoch']}")
@@ -59,7 +65,8 @@ def _experiment(tmp_path_factory, preset, fusion, folds=3, n_patients=120, **ext
     root = tmp_path_factory.getbasetemp() / f"cohort_{preset}_{n_patients}"
     if not (root / "cohort.json").exists():
         generate_cohort(root, preset=preset, random_state=0, n_patients=n_patients)
-    params = validate({"name": f"{preset}_{fusion}", "fusion": fusion, **PRESET, "folds": folds, **extra})
+    params = validate({"name": f"{preset}_{fusion}", "fusion": {"variant": fusion}, **PRESET,
+                       "protocol": {"folds": folds}, **extra})
     cache = tmp_path_factory.getbasetemp() / f"cache_{preset}"
     return run_experiment(params, cohort=load_cohort(root), cache_dir=cache, progress=False)
 
@@ -115,7 +122,8 @@ def test_trainable_has_lower_log_loss_than_fixed_in_every_fold_where_70_30_is_th
 def test_same_seed_gives_the_same_qwk_twice(tmp_path_factory):
     root = tmp_path_factory.getbasetemp() / "cohort_det"
     generate_cohort(root, preset="dfu_like", random_state=3, n_patients=40)
-    params = validate({"name": "det", "fusion": "trainable", **FAST, "folds": 2, "image_epochs": 4})
+    params = validate({"name": "det", "fusion": {"variant": "trainable"},
+                       **_fast(protocol={"folds": 2}, image={"epochs": 4})})
     runs = [run_experiment(params, cohort=load_cohort(root), cache_dir=None, progress=False)
             for _ in range(2)]
     first, second = (r.fold_table() for r in runs)
@@ -126,8 +134,9 @@ def test_same_seed_gives_the_same_qwk_twice(tmp_path_factory):
 @pytest.mark.slow
 def test_stage2_fine_tunes_end_to_end_and_is_kept_only_if_validation_improves(tmp_path):
     root = generate_cohort(tmp_path / "cohort", preset="dfu_like", random_state=1, n_patients=40)
-    params = validate({"name": "s2", "fusion": "trainable", **FAST, "folds": 2, "image_epochs": 4,
-                       "stage2": True, "stage2_epochs": 3, "stage2_learning_rate": 1e-3})
+    params = validate({"name": "s2", "fusion": {"variant": "trainable"},
+                       **_fast(protocol={"folds": 2}, image={"epochs": 4},
+                               stage2={"enabled": True, "epochs": 3, "learning_rate": 1e-3})})
     first = run_experiment(params, cohort=load_cohort(root), cache_dir=tmp_path / "cache", progress=False)
     table = first.fold_table()
     for _, row in table.iterrows():

@@ -86,9 +86,9 @@ def test_image_only_experiment_runs_on_a_fresh_cache_folder(tmp_path):
 
     cohort = load_cohort(generate_cohort(tmp_path / "c", preset="dfu_like", random_state=0,
                                          n_patients=30))
-    params = validate({"name": "img_only", "modalities": ["thermal_map"], "fusion": "fixed",
-                       "folds": 2, "image_epochs": 2, "image_inner_folds": 2, "rf_trees": 20,
-                       "image_size": 16})
+    params = validate({"name": "img_only", "data": {"modalities": ["thermal_map"]},
+                       "fusion": {"variant": "fixed"}, "protocol": {"folds": 2},
+                       "image": {"epochs": 2, "inner_folds": 2, "size": 16}})
     cache = tmp_path / "fresh-cache"
     result = run_experiment(params, cohort=cohort, cache_dir=cache, progress=False)
     assert len(list((cache / "branches").glob("*.keras"))) == 4  # 2 folds x 2 inner CNNs

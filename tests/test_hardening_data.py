@@ -4,6 +4,7 @@ images counted, untrainable tables refused, non-finite numbers, fold/seed checks
 from __future__ import annotations
 
 import logging
+import re
 import os
 
 import numpy as np
@@ -154,7 +155,8 @@ def test_one_class_table_is_refused(tmp_path, capsys):
     assert main(["metadata-cv", "--data", str(path), "--folds", "2"]) == 2  # was: exit 0, QWK 0
     err = capsys.readouterr().err
     assert f"{path}: the cohort lacks phases I, R (has P)" in err and err.count("\n") == 1
-    params = validate({"modalities": ["metadata"], "fusion": "fixed", "folds": 2, "rf_trees": 5})
+    params = validate({"data": {"modalities": ["metadata"]}, "fusion": {"variant": "fixed"},
+                       "protocol": {"folds": 2}, "clinical": {"options": {"n_estimators": 5}}})
     with pytest.raises(DataError, match=r"lacks phases I, R \(has P\)"):
         run_experiment(params, cohort=read_clinical_table(path), cache_dir=None, progress=False)
 
@@ -182,7 +184,8 @@ def test_run_experiment_refuses_a_training_fold_without_a_phase(tmp_path):
     rows = table_rows(6, labels="IP") + [f"{90 + k},{k},9,1,60,F,R,80,R" for k in (1, 2)]
     path = write(tmp_path, [HEADER, *rows])
     cohort = read_clinical_table(path)
-    params = validate({"modalities": ["metadata"], "fusion": "fixed", "folds": 3, "rf_trees": 5})
+    params = validate({"data": {"modalities": ["metadata"]}, "fusion": {"variant": "fixed"},
+                       "protocol": {"folds": 3}, "clinical": {"options": {"n_estimators": 5}}})
     with pytest.raises(DataError, match="folds 3 is not possible") as info:
         run_experiment(params, cohort=cohort, cache_dir=None, progress=False)
     assert str(path) in str(info.value)
@@ -246,20 +249,23 @@ def test_metadata_cv_on_three_patients_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("key, value", [
-    ("head_learning_rate", float("inf")), ("stage2_learning_rate", float("nan")),
-    ("data_percentage", float("nan")), ("crop_margin", float("nan")),
-    ("validation_fraction", float("nan")), ("head_penalty", [0.0, float("inf")]),
-    ("head_learning_rate", 10 ** 400), ("fusion_options", {"temperature": float("inf")}),
-    ("image_signal", [1, 1, 10 ** 400]),
+    ("head.learning_rate", float("inf")), ("stage2.learning_rate", float("nan")),
+    ("protocol.data_percentage", float("nan")), ("image.crop_margin", float("nan")),
+    ("protocol.validation_fraction", float("nan")), ("head.penalty", [0.0, float("inf")]),
+    ("head.learning_rate", 10 ** 400), ("fusion.options", {"temperature": float("inf")}),
+    ("data.image_signal", [1, 1, 10 ** 400]),
+    ("clinical.options", {"min_samples_leaf": float("inf")}),
 ])
 def test_non_finite_float_parameters_are_refused(key, value):
-    with pytest.raises(ParamsError, match=f"key '{key}'"):
-        validate({key: value})
+    section, name = key.split(".")
+    with pytest.raises(ParamsError, match=rf"key '{re.escape(key)}(\[\d\])?'.*finite"):
+        validate({section: {name: value}})
 
 
 def test_head_that_never_leaves_its_start_is_flagged(tmp_path):
     from fusionlib.branches import BranchOutput
     from fusionlib.experiment import ExperimentResult, run_fold
+    from fusionlib.head import HeadSettings
     from fusionlib.params import ExperimentParams
     from fusionlib.splits import patient_folds
 
@@ -274,8 +280,9 @@ def test_head_that_never_leaves_its_start_is_flagged(tmp_path):
                for m, p in (("metadata", rf), ("thermal_map", img))}
     flags = {}
     for rate in (1.0, float("inf")):  # inf bypasses validate, as an unchecked caller could
-        params = ExperimentParams(fusion="trainable", head_learning_rate=rate, head_max_epochs=40,
-                                  head_patience=20, head_penalty=[0.0])
+        head = HeadSettings.model_construct(learning_rate=rate, max_epochs=40, patience=20,
+                                            penalty=[0.0])
+        params = ExperimentParams(head=head)
         result = run_fold(cohort, params, fold, outputs, log=lambda *_: None)
         flags[rate] = result.stage_scores["head_never_trained"]
         summary = ExperimentResult(params, cohort, [result], {}).summary()

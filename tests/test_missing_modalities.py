@@ -105,8 +105,8 @@ def test_run_summary_counts_cases_by_modality_and_scores_complete_cases(tmp_path
     img_all[~has_image] = np.nan
     folds = patient_folds(cohort.y, cohort.groups, 3, 0)
     for fusion in FUSIONS:
-        params = validate({"name": f"t_{fusion}", "fusion": fusion, "folds": 3,
-                           "head_max_epochs": 20, "head_patience": 5})
+        params = validate({"name": f"t_{fusion}", "fusion": {"variant": fusion},
+                           "protocol": {"folds": 3}, "head": {"max_epochs": 20, "patience": 5}})
         results = []
         for fold in folds:
             outputs = {m: BranchOutput(fold.train, fold.test, p[fold.train], p[fold.test])

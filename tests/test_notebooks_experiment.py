@@ -4,7 +4,6 @@ import json
 import re
 import subprocess
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import nbformat
@@ -25,17 +24,22 @@ def _parameters_cell(nb):
 
 
 def test_parameters_cell_holds_every_field_with_its_default():
+    """One assignment per section, generated from the schema (`python -m fusionlib.params`)."""
+    from fusionlib.params import parameters_cell
+
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(nb)
     assert nb.metadata.kernelspec.name == "python3"
+    assert _parameters_cell(nb).source == parameters_cell(), \
+        "the parameters cell is stale: run `python -m fusionlib.params`"
     namespace = {}
     exec(_parameters_cell(nb).source, namespace)
     names = {k for k in namespace if not k.startswith("__")}
-    schema = {f.name for f in fields(ExperimentParams)}
+    schema = set(ExperimentParams.model_fields)
     assert names == schema | {"output_dir", "cache_dir"}
-    defaults = ExperimentParams()
+    defaults = ExperimentParams().to_dict()
     for name in schema:
-        assert namespace[name] == getattr(defaults, name), name
+        assert namespace[name] == defaults[name], name
     assert namespace["output_dir"] is None and namespace["cache_dir"] == ".cache"
     for cell in nb.cells:                   # committed clean
         if cell.cell_type == "code":
@@ -45,13 +49,16 @@ def test_parameters_cell_holds_every_field_with_its_default():
 @pytest.mark.slow
 def test_direct_papermill_from_the_notebooks_folder(tmp_path):
     params = tmp_path / "tiny.yaml"
-    params.write_text(yaml.safe_dump({"name": "nb_tiny", "fusion": "convex", "data_percentage": 30,
-                                      "folds": 3, "image_inner_folds": 2, "rf_trees": 20,
-                                      "head_max_epochs": 50}))
+    params.write_text(yaml.safe_dump({"name": "nb_tiny", "fusion": {"variant": "convex"},
+                                      "protocol": {"data_percentage": 30, "folds": 3},
+                                      "image": {"inner_folds": 2},
+                                      "clinical": {"options": {"n_estimators": 20}},
+                                      "head": {"max_epochs": 50}}))
     out_nb, out_dir = tmp_path / "out.ipynb", tmp_path / "result"
     # cwd notebooks/ as in JupyterLab; -p overrides win over -f.
     proc = subprocess.run([PAPERMILL, "experiment.ipynb", str(out_nb), "-f", str(params),
-                           "-p", "folds", "2", "-p", "image_epochs", "2",
+                           "-y", "protocol: {data_percentage: 30, folds: 2}",
+                           "-y", "image: {inner_folds: 2, epochs: 2}",
                            "-p", "cache_dir", str(tmp_path / "cache"),
                            "-p", "output_dir", str(out_dir), "--no-progress-bar"],
                           cwd=REPO / "notebooks", capture_output=True, text=True, timeout=600)
@@ -84,30 +91,57 @@ def test_direct_papermill_from_the_notebooks_folder(tmp_path):
 
 
 def test_unknown_injected_parameter_fails_with_did_you_mean(tmp_path):
-    """`papermill ... -p foldz 2` used to run the default 5 folds and exit 0."""
-    out_nb = tmp_path / "out.ipynb"
-    proc = subprocess.run([PAPERMILL, str(NOTEBOOK), str(out_nb), "-p", "foldz", "2",
-                           "-p", "output_dir", str(tmp_path / "result"), "--no-progress-bar"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert "ParamsError" in proc.stderr
-    assert "key 'foldz': unknown parameter (did you mean 'folds'?)" in proc.stderr
-    assert not (tmp_path / "result").exists()
+    """`papermill ... -p foldz 2` used to run the default 5 folds and exit 0; a flat name of
+    the old schema (`-p folds 2`) says where it moved instead of running 5 folds."""
+    for option, expected in ((["-p", "protocl", "2"],
+                              "key 'protocl': unknown parameter (did you mean 'protocol'?)"),
+                             (["-p", "folds", "2"], "key 'folds': moved: write protocol.folds")):
+        out_nb = tmp_path / "out.ipynb"
+        proc = subprocess.run([PAPERMILL, str(NOTEBOOK), str(out_nb), *option,
+                               "-p", "output_dir", str(tmp_path / "result"), "--no-progress-bar"],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode != 0
+        assert "ParamsError" in proc.stderr
+        assert expected in proc.stderr
+        assert not (tmp_path / "result").exists()
 
 
 def test_from_notebook_reads_the_schema_and_papermills_injected_cell():
     from fusionlib.errors import ParamsError
     from fusionlib.params import NOTEBOOK_ONLY, from_notebook, injected_names
 
-    schema = [f.name for f in fields(ExperimentParams)]
-    # Every schema field (including any added later) and the notebook's own names are accepted.
-    history = ["", "# Parameters (defaults)\nfolds = 5\n",
+    schema = list(ExperimentParams.model_fields)
+    # Every top-level name (including any section added later) and the notebook's own names.
+    history = ["", "# Parameters (defaults)\nprotocol = {}\n",
                "# Parameters\n" + "".join(f"{n} = None\n" for n in [*schema, *NOTEBOOK_ONLY]), "cell"]
     assert injected_names({"_ih": history}) == [*schema, *NOTEBOOK_ONLY]
-    params = from_notebook({"_ih": history[:2] + ["# Parameters\nfolds = 3\n", "cell"], "folds": 3})
-    assert params.folds == 3
-    with pytest.raises(ParamsError, match=r"key 'head_patiense': unknown parameter \(did you mean "
-                                          r"'head_patience'\?\)"):
-        from_notebook({"_ih": ["", "# Parameters\nhead_patiense = 3\n", "cell"], "head_patiense": 3})
+    params = from_notebook({"_ih": history[:2] + ["# Parameters\nprotocol = {'folds': 3}\n", "cell"],
+                            "protocol": {"folds": 3}})
+    assert params.protocol.folds == 3 and params.protocol.seed == 0
+    with pytest.raises(ParamsError, match=r"key 'protocl': unknown parameter \(did you mean "
+                                          r"'protocol'\?\)"):
+        from_notebook({"_ih": ["", "# Parameters\nprotocl = {}\n", "cell"], "protocl": {}})
+    # A flat name of the old schema (a stale papermill command line) says where it moved.
+    with pytest.raises(ParamsError, match=r"key 'head_patience': moved: write head.patience "):
+        from_notebook({"_ih": ["", "# Parameters\nhead_patience = 3\n", "cell"], "head_patience": 3})
+    with pytest.raises(ParamsError, match=r"key 'head.patiense': unknown parameter \(did you mean "
+                                          r"'patience'\?\)"):
+        from_notebook({"head": {"patiense": 3}}, injected=[])
     # JupyterLab: no injected cell, nothing to check beyond the schema.
     assert injected_names({"_ih": ["", "x = 1", "cell"]}) == []
+
+
+def test_params_doc_is_generated_from_the_schema():
+    from fusionlib.params import SECTIONS, params_doc
+
+    text = (REPO / "docs" / "params.md").read_text(encoding="utf-8")
+    assert text == params_doc(), "docs/params.md is stale: run `python -m fusionlib.params`"
+    for name, model in SECTIONS.items():
+        for key, info in model.model_fields.items():
+            assert info.description, f"{name}.{key} has no description"
+            assert f"| `{name}.{key}` |" in text
+
+
+def test_notebook_imports_nothing_from_the_runner():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert not any("fusionlib.runner" in c.source for c in nb.cells)

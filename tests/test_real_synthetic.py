@@ -75,11 +75,11 @@ def test_image_signal_changes_how_separable_the_images_are(tmp_path, table):
 
 
 def test_dataset_real_synthetic_images_and_its_parameter(tmp_path, table, monkeypatch):
-    from fusionlib.experiment import load_dataset
+    from fusionlib.datasets import data_fingerprint, load_dataset
 
     monkeypatch.setenv("FUSIONLIB_DATA_DIR", str(tmp_path / "generated"))
-    params = validate({"dataset": "real_synthetic_images", "data_dir": str(table.parent),
-                       "image_signal": [1, 0.5, 2]})
+    params = validate({"data": {"dataset": "real_synthetic_images", "data_dir": str(table.parent),
+                                "image_signal": [1, 0.5, 2]}}).data
     assert params.image_signal == [1.0, 0.5, 2.0]
     cohort = load_dataset(params)
     assert cohort.name == "real+synthetic-thermal" and cohort.root.parent == tmp_path / "generated"
@@ -87,12 +87,18 @@ def test_dataset_real_synthetic_images_and_its_parameter(tmp_path, table, monkey
     stamp = (cohort.root / "cohort.json").stat().st_mtime_ns
     assert load_dataset(params).fingerprint() == cohort.fingerprint()    # reused, not rebuilt
     assert (cohort.root / "cohort.json").stat().st_mtime_ns == stamp
+    # The runner's cheap fingerprint: stable, and it rebuilds nothing either.
+    assert data_fingerprint(params) == data_fingerprint(params)
+    assert (cohort.root / "cohort.json").stat().st_mtime_ns == stamp
     for bad in ([1, 1], [1, -0.5, 1], [1, "x", 1], [1, True, 1]):
         with pytest.raises(ParamsError, match="image_signal"):
-            validate({"image_signal": bad})
-    missing = validate({"dataset": "real_synthetic_images", "data_dir": str(tmp_path / "nowhere")})
+            validate({"data": {"image_signal": bad}})
+    missing = validate({"data": {"dataset": "real_synthetic_images",
+                                 "data_dir": str(tmp_path / "nowhere")}}).data
     with pytest.raises(DataError, match="clinical table not found"):
         load_dataset(missing)
+    with pytest.raises(DataError, match="clinical table not found"):
+        data_fingerprint(missing)
 
 
 def test_real_params_validate_and_stay_out_of_the_default_sweep():
@@ -104,11 +110,11 @@ def test_real_params_validate_and_stay_out_of_the_default_sweep():
         params = load_params(path)
         assert params.name == path.stem and params.description.strip()
         raw = yaml.safe_load(path.read_text())
-        if params.dataset == "real":
-            assert params.modalities == ["metadata"] and params.fusion == "fixed"
+        if params.data.dataset == "real":
+            assert params.data.modalities == ["metadata"] and params.fusion.variant == "fixed"
         else:
-            assert params.dataset == "real_synthetic_images" and "SYNTHETIC" in params.description
-            assert raw["image_signal"] == [0.9, 0.9, 1.3]
+            assert params.data.dataset == "real_synthetic_images" and "SYNTHETIC" in params.description
+            assert raw["data"]["image_signal"] == [0.9, 0.9, 1.3]
     assert not [p for p in (REPO / "params").glob("*.yaml") if "real" in p.read_text().split("dataset:")[-1][:20]]
     proc = subprocess.run([FUSIONLIB, "validate", *map(str, files)], capture_output=True, text=True,
                           cwd=REPO)

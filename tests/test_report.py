@@ -23,8 +23,8 @@ from fusionlib import report
 from fusionlib.errors import FusionlibError
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"folds": 2, "image_epochs": 2, "image_inner_folds": 2, "rf_trees": 20, "rf_inner_folds": 2,
-        "head_max_epochs": 50, "data_percentage": 30}
+TINY = {"protocol": {"folds": 2, "data_percentage": 30}, "image": {"epochs": 2, "inner_folds": 2},
+        "clinical": {"options": {"n_estimators": 20}, "inner_folds": 2}, "head": {"max_epochs": 50}}
 
 
 def _executed_notebook(path):
@@ -44,7 +44,7 @@ def runs_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     runs = root / "runs"
     for fusion in ("fixed", "trainable"):
-        params = validate({"name": f"{fusion}_30", "fusion": fusion, **TINY})
+        params = validate({"name": f"{fusion}_30", "fusion": {"variant": fusion}, **TINY})
         result = run_experiment(params, cache_dir=root / "cache", progress=False)
         result.save(runs / params.name)
         _executed_notebook(runs / params.name / "executed.ipynb")

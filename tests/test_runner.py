@@ -18,17 +18,19 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 FUSIONLIB = str(Path(sys.executable).parent / "fusionlib")
-TINY = {"data_percentage": 30, "folds": 2, "image_epochs": 2, "image_inner_folds": 2,
-        "rf_trees": 20, "head_max_epochs": 50, "head_patience": 20}
+TINY = {"protocol": {"data_percentage": 30, "folds": 2}, "image": {"epochs": 2, "inner_folds": 2},
+        "clinical": {"options": {"n_estimators": 20}}, "head": {"max_epochs": 50, "patience": 20}}
 RUN_FILES = ("executed.ipynb", "params.yaml", "metrics.json", "predictions.csv", "weights.json",
              "provenance.json", "done.json")
 
 
-def write_params(folder: Path, name: str, **overrides) -> Path:
+def write_params(folder: Path, name: str, fusion: str = "trainable", **sections) -> Path:
+    """A tiny run's file; ``sections`` change some keys of TINY's sections."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
+    merged = {**TINY, **{k: {**TINY.get(k, {}), **v} for k, v in sections.items()}}
     path.write_text(yaml.safe_dump({"name": name, "description": f"test run {name}",
-                                    "fusion": "trainable", **TINY, **overrides}))
+                                    "fusion": {"variant": fusion}, **merged}))
     return path
 
 
@@ -173,7 +175,8 @@ def test_failing_run_is_reported_and_others_finish(tmp_path, cache_dir, capsys):
     """One notebook raises (a backbone weights file that does not exist); jobs=2 processes."""
     params_dir = tmp_path / "params"
     paths = [write_params(params_dir, "good", fusion="convex"),
-             write_params(params_dir, "bad", backbone_weights=str(tmp_path / "missing.weights.h5"))]
+             write_params(params_dir, "bad",
+                          image={"backbone_weights": str(tmp_path / "missing.weights.h5")})]
     runs_dir = tmp_path / "runs"
     rc = runner.run_all(paths, runs_dir=runs_dir, cache_dir=cache_dir, jobs=2)
     out = capsys.readouterr()
@@ -283,11 +286,13 @@ def test_dask_scheduler_matches_local(local_runs, tmp_path, cache_dir):
 
 def test_parallel_runs_wait_for_the_run_that_trains_their_branches():
     def task(name, **params):
-        return {"name": name, "params": {"name": name, "fusion": "fixed", "data_percentage": 100,
-                                         "seed": 0, **params}}
+        return {"name": name, "params": {"name": name, "fusion": {"variant": "fixed"},
+                                         "protocol": {"data_percentage": 100, "seed": 0}, **params}}
 
-    tasks = [task("f100"), task("t100", fusion="trainable", head_max_epochs=5), task("f50", data_percentage=50),
-             task("t50", fusion="mlp", data_percentage=50), task("s1", seed=1)]
+    tasks = [task("f100"), task("t100", fusion={"variant": "trainable"}, head={"max_epochs": 5}),
+             task("f50", protocol={"data_percentage": 50, "seed": 0}),
+             task("t50", fusion={"variant": "mlp"}, protocol={"data_percentage": 50, "seed": 0}),
+             task("s1", protocol={"data_percentage": 100, "seed": 1})]
     leaders, followers = runner._waves(tasks)
     assert [t["name"] for t in leaders] == ["f100", "f50", "s1"]
     assert {k: [t["name"] for t in v] for k, v in followers.items()} == {
@@ -445,3 +450,34 @@ def test_kernel_channel_shutdown_race_is_silent_and_other_thread_errors_are_not(
     # The ENOTSOCK race is dropped; any other ZMQ error and any other exception still reach
     # the previous hook.
     assert seen == [zmq.ZMQError, ValueError]
+
+
+def test_the_runner_asks_the_data_layer_for_a_cheap_fingerprint(tmp_path, monkeypatch):
+    """The run key's data part comes from datasets.data_fingerprint (stamps, table digests, a
+    listing of image folders), not from loading every dataset in the parent process."""
+    from fusionlib import datasets
+    from fusionlib.data import CLINICAL_FILENAME
+    from fusionlib.errors import DataError
+
+    real = datasets.DataSettings(dataset="real", data_dir=str(tmp_path / "dfu"))
+    with pytest.raises(DataError, match="not found"):
+        datasets.data_fingerprint(real)
+    (tmp_path / "dfu" / "thermal").mkdir(parents=True)
+    (tmp_path / "dfu" / CLINICAL_FILENAME).write_text("a,b\n1,2\n")
+    first = datasets.data_fingerprint(real)
+    assert datasets.data_fingerprint(real) == first
+    (tmp_path / "dfu" / "thermal" / "x.png").write_bytes(b"png")
+    second = datasets.data_fingerprint(real)
+    assert second != first                                   # an image added
+    (tmp_path / "dfu" / CLINICAL_FILENAME).write_text("a,b\n1,3\n")
+    assert datasets.data_fingerprint(real) not in (first, second)   # the table changed
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the runner loaded a dataset")
+
+    monkeypatch.setattr(datasets, "load_dataset", no_loading)
+    path = write_params(tmp_path / "params", "fp", data={"dataset": "real",
+                                                         "data_dir": str(tmp_path / "dfu")})
+    # Nothing executes (_execute is stubbed): validation and fingerprints only, no outcome -> 1.
+    monkeypatch.setattr(runner, "_execute", lambda *a, **k: None)
+    assert runner.run_all([path], runs_dir=tmp_path / "runs", cache_dir=tmp_path / "cache") == 1

@@ -65,11 +65,11 @@ class ExperimentResult:
 
     def summary(self) -> dict:
         table = self.fold_table()
-        out = {"name": self.params.name, "fusion": self.params.fusion,
-               "data_percentage": self.params.data_percentage,
+        out = {"name": self.params.name, "fusion": self.params.fusion.variant,
+               "data_percentage": self.params.protocol.data_percentage,
                "n_folds": int(len(table)), "n_cases": int(self.cohort.n_cases),
                "trainable_fusion_params": self.provenance.get("trainable_fusion_params")}
-        out["decision"] = self.params.decision
+        out["decision"] = self.params.decision.rule
         out["dropped_images"] = self.cohort.meta.get("dropped_images", {"count": 0, "by_reason": {}})
         out["head_never_trained_folds"] = int(sum(bool(f.stage_scores.get("head_never_trained"))
                                                   for f in self.folds))
@@ -84,14 +84,14 @@ class ExperimentResult:
         # Cases by modality availability (each case is a test case once per repeat), and the
         # pooled scores on the test cases that have every modality (those the head fused).
         present = {m: (np.ones(self.cohort.n_cases, bool) if m == "metadata"
-                       else self.cohort.has_modality(m)) for m in self.params.modalities}
-        combos = ["+".join(m for m in self.params.modalities if present[m][i]) or "none"
+                       else self.cohort.has_modality(m)) for m in self.params.data.modalities}
+        combos = ["+".join(m for m in self.params.data.modalities if present[m][i]) or "none"
                   for i in range(self.cohort.n_cases)]
-        if len(self.params.modalities) > 1:
-            combos = [f"{c} only" if c in self.params.modalities else c for c in combos]
+        if len(self.params.data.modalities) > 1:
+            combos = [f"{c} only" if c in self.params.data.modalities else c for c in combos]
         out["modality_counts"] = {c: int(n) for c, n in pd.Series(combos).value_counts().items()}
         complete = np.ones(len(pooled), bool)
-        for m in self.params.modalities:
+        for m in self.params.data.modalities:
             if f"{m}_p_I" in pooled:
                 complete &= pooled[f"{m}_p_I"].notna().to_numpy()
         sub = pooled[complete]
@@ -112,7 +112,7 @@ class ExperimentResult:
             for j, label in enumerate(LABELS):
                 frame[f"p_{label}"] = f.proba[:, j]
             fused = f.preds.get("fused", {})
-            frame["pred"] = fused.get(self.params.decision, f.proba.argmax(axis=1))
+            frame["pred"] = fused.get(self.params.decision.rule, f.proba.argmax(axis=1))
             for rule, pred in fused.items():
                 frame[f"pred_{rule}"] = pred
             for source, proba in {**f.branch_proba, **f.baselines}.items():

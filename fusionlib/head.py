@@ -1,4 +1,4 @@
-"""Training: the image CNN, and the fusion head on cached branch probabilities.
+"""Fitting the fusion head on cached branch probabilities, and choosing its penalty.
 
 The fusion head is tiny (tens of parameters) and its inputs are cached
 probabilities, so it is trained full-batch in a compiled loop rather than with
@@ -7,17 +7,21 @@ head actually reach its optimum (Dense(6->3, softmax) under cross-entropy is
 multinomial logistic regression, a convex problem) instead of stopping near
 its random start. Early stopping watches the inner-validation patients only,
 restores the best weights, and warns when the best step is the first one.
+TensorFlow is imported only when a head is fitted, so the settings section
+(:class:`HeadSettings`) validates without it.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from typing import Optional
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from ._tf import keras, set_seed, tf
 from .metrics import qwk
+from .settings import Settings, fail, one_of
 
 logger = logging.getLogger("fusionlib")
 
@@ -25,6 +29,7 @@ LOSSES = ("cross_entropy", "focal")
 PENALTIES = ("group", "l2")
 OPTIMIZERS = ("sgd", "adam")
 MONITORS = ("val_loss", "val_qwk", "none")
+PENALTY_RULES = ("one_se", "min")
 
 
 def class_weights(y, n_classes: int = 3) -> np.ndarray:
@@ -33,9 +38,8 @@ def class_weights(y, n_classes: int = 3) -> np.ndarray:
     return np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
 
 
-@dataclass
-class HeadTrainer:
-    """How a fusion head is fitted on cached probabilities.
+class HeadSettings(Settings):
+    """Section ``head``: how the fusion head is fitted on cached probabilities.
 
     Parameters
     ----------
@@ -58,8 +62,8 @@ class HeadTrainer:
     patience, eval_every :
         Stop after ``patience`` epochs without improvement, checking every
         ``eval_every`` epochs.
-    penalty, penalty_kind :
-        Strength and kind of the penalty on the Dense kernels (0 = none: the
+    penalty, penalty_kind, penalty_rule :
+        Candidate strengths (one is chosen per fold, :func:`fit_head_with_penalty_search`) and kind of the penalty on the Dense kernels (0 = none: the
         head is then plain multinomial logistic regression). ``"group"`` adds
         ``penalty * sum_m ||W_m||_F`` over each modality's block of input rows,
         which can switch a whole uninformative modality off while shrinking an
@@ -67,38 +71,62 @@ class HeadTrainer:
         which shrinks every weight in proportion. Other kernels get the L2 form.
     """
 
-    loss: str = "cross_entropy"
-    focal_gamma: float = 2.0
-    class_weight: str | None = None
-    optimizer: str = "sgd"
-    learning_rate: float = 1.0
-    max_epochs: int = 3000
-    patience: int = 300
-    eval_every: int = 10
-    monitor: str = "val_loss"
-    penalty: float = 0.0
-    penalty_kind: str = "group"
-    tolerance: float = 1e-7
+    loss: str = Field("cross_entropy", description="fusion-head loss: `cross_entropy` or `focal`")
+    focal_gamma: float = Field(2.0, ge=0, description="focusing parameter of the focal loss")
+    class_weight: Optional[str] = Field(None, description="class weighting of the head's loss: null or `balanced`")
+    optimizer: str = Field("sgd", description="full-batch optimiser of the head: `sgd` (Nesterov momentum) or `adam`")
+    learning_rate: float = Field(1.0, gt=0, description="the optimiser's learning rate")
+    max_epochs: int = Field(3000, ge=1, description="full-batch steps at most")
+    patience: int = Field(300, ge=1, description="early stopping on the inner-validation patients")
+    eval_every: int = Field(10, ge=1, description="steps between two validation checks")
+    monitor: str = Field("val_loss", description="early-stopping signal: `val_loss`, `val_qwk` or `none`")
+    penalty: list[float] = Field([0.0, 0.003, 0.01, 0.03], description=(
+        "candidate penalty strengths on the head's Dense kernels; one is chosen per fold on the "
+        "inner-validation patients"))
+    penalty_kind: str = Field("group", description=(
+        "`group` (norm of each modality's block of kernel rows) or `l2` (ridge)"))
+    penalty_rule: str = Field("one_se", description=(
+        "`one_se`: strongest penalty whose validation loss exceeds the best by at most one "
+        "standard error of the paired, patient-clustered difference; `min`: the best"))
+    tolerance: float = Field(1e-7, gt=0, description="relative change of the training loss that "
+                             "counts as converged (monitor `none`)")
 
-    def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.monitor not in MONITORS:
-            raise ValueError(f"monitor must be one of {MONITORS}, got {self.monitor!r}")
-        if self.penalty_kind not in PENALTIES:
-            raise ValueError(f"penalty_kind must be one of {PENALTIES}, got {self.penalty_kind!r}")
-        if self.penalty < 0:
-            raise ValueError(f"penalty must be >= 0, got {self.penalty!r}")
-        if self.class_weight not in (None, "balanced"):
-            raise ValueError(f"class_weight must be None or 'balanced', got {self.class_weight!r}")
-        for name in ("max_epochs", "patience", "eval_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, value):
+        return one_of(value, LOSSES)
 
-    def settings(self) -> dict:
-        return asdict(self)
+    @field_validator("class_weight")
+    @classmethod
+    def _class_weight(cls, value):
+        return one_of(value, [None, "balanced"])
+
+    @field_validator("optimizer")
+    @classmethod
+    def _optimizer(cls, value):
+        return one_of(value, OPTIMIZERS)
+
+    @field_validator("monitor")
+    @classmethod
+    def _monitor(cls, value):
+        return one_of(value, MONITORS)
+
+    @field_validator("penalty")
+    @classmethod
+    def _penalty(cls, value):
+        if not value or any(v < 0 for v in value):
+            fail(f"must be a non-empty list of numbers >= 0, got {value}")
+        return value
+
+    @field_validator("penalty_kind")
+    @classmethod
+    def _penalty_kind(cls, value):
+        return one_of(value, PENALTIES)
+
+    @field_validator("penalty_rule")
+    @classmethod
+    def _penalty_rule(cls, value):
+        return one_of(value, PENALTY_RULES)
 
 
 def _kernel_penalty(kernel, n_modalities: int, group: bool):
@@ -122,7 +150,7 @@ def _per_row_loss(kind: str, gamma: float):
     return loss
 
 
-def _objective(head, x_train: list, y_train, trainer: HeadTrainer):
+def _objective(head, x_train: list, y_train, trainer: HeadSettings, penalty: float):
     """A zero-argument callable: the head's training objective at its current weights.
 
     Mean (class-weighted) per-row loss on the training rows plus the penalty on the Dense
@@ -137,7 +165,7 @@ def _objective(head, x_train: list, y_train, trainer: HeadTrainer):
     wt = T.constant(weights[y_train].astype("float32"))
     per_row = _per_row_loss(trainer.loss, trainer.focal_gamma)
     kernels = [v for v in head.trainable_weights if v.path.endswith("kernel")]
-    strength, group = float(trainer.penalty), trainer.penalty_kind == "group"
+    strength, group = float(penalty), trainer.penalty_kind == "group"
 
     def value():
         out = T.reduce_sum(wt * per_row(yt, head(xs, training=True))) / T.reduce_sum(wt)
@@ -149,13 +177,14 @@ def _objective(head, x_train: list, y_train, trainer: HeadTrainer):
 
 
 def fit_head(head, x_train: list, y_train, x_val: list | None = None, y_val=None,
-             trainer: HeadTrainer | None = None, random_state: int = 0) -> dict:
+             trainer: HeadSettings | None = None, penalty: float = 0.0,
+             random_state: int = 0) -> dict:
     """Fit a fusion head full-batch; returns its history (losses, best epoch, stop reason).
 
     ``x_train``/``x_val`` are lists of (n, 3) probability arrays in the head's
-    input order. A head without trainable weights (``fixed``) is returned as is.
+    input order; ``penalty`` is one strength of the kind ``trainer.penalty_kind``. A head without trainable weights (``fixed``) is returned as is.
     """
-    trainer = trainer or HeadTrainer()
+    trainer = trainer or HeadSettings()
     T = tf()
     history = {"epoch": [], "train_loss": [], "val_loss": [], "val_qwk": [],
                "best_epoch": 0, "stopped": "no trainable weights"}
@@ -165,7 +194,7 @@ def fit_head(head, x_train: list, y_train, x_val: list | None = None, y_val=None
     optimizer = (keras().optimizers.SGD(trainer.learning_rate, momentum=0.9, nesterov=True)
                  if trainer.optimizer == "sgd" else keras().optimizers.Adam(trainer.learning_rate))
     variables = head.trainable_weights
-    objective = _objective(head, x_train, y_train, trainer)
+    objective = _objective(head, x_train, y_train, trainer, penalty)
     per_row = _per_row_loss(trainer.loss, trainer.focal_gamma)
 
     @T.function
@@ -221,8 +250,8 @@ def fit_head(head, x_train: list, y_train, x_val: list | None = None, y_val=None
     return history
 
 
-def fit_head_converged(head, x_train: list, y_train, trainer: HeadTrainer | None = None,
-                       max_iter: int = 2000, tol: float = 1e-10) -> dict:
+def fit_head_converged(head, x_train: list, y_train, trainer: HeadSettings | None = None,
+                       penalty: float = 0.0, max_iter: int = 2000, tol: float = 1e-10) -> dict:
     """Minimise the head's training objective to convergence, without early stopping.
 
     The same objective as :func:`fit_head` (class weighting and the kernel penalty of
@@ -234,12 +263,12 @@ def fit_head_converged(head, x_train: list, y_train, trainer: HeadTrainer | None
     """
     from scipy.optimize import minimize
 
-    trainer = trainer or HeadTrainer()
+    trainer = trainer or HeadSettings()
     T = tf()
     variables = head.trainable_weights
     if not variables:
         return {"train_objective": None, "iterations": 0, "converged": True}
-    objective = _objective(head, x_train, y_train, trainer)
+    objective = _objective(head, x_train, y_train, trainer, penalty)
     shapes = [tuple(v.shape) for v in variables]
     sizes = [int(np.prod(shape)) for shape in shapes]
 
@@ -272,9 +301,10 @@ def fit_head_converged(head, x_train: list, y_train, trainer: HeadTrainer | None
             "converged": bool(result.success or np.abs(grad).max() < 1e-4)}
 
 
-def head_objective(head, x_train: list, y_train, trainer: HeadTrainer | None = None) -> float:
+def head_objective(head, x_train: list, y_train, trainer: HeadSettings | None = None,
+                   penalty: float = 0.0) -> float:
     """The training objective of :func:`fit_head` (weighted loss + penalty) at the head's weights."""
-    return float(_objective(head, x_train, y_train, trainer or HeadTrainer())())
+    return float(_objective(head, x_train, y_train, trainer or HeadSettings(), penalty)())
 
 
 def one_standard_error_choice(strengths, val_row_loss, groups, rule: str = "one_se") -> tuple:
@@ -328,157 +358,43 @@ def head_log_loss(head, x: list, y) -> float:
     return float(-np.mean(np.log(proba[np.arange(len(y)), np.asarray(y, dtype=int)])))
 
 
-# --------------------------------------------------------------------------- image CNN
+def fit_head_with_penalty_search(settings: HeadSettings, data, new_head, seed: int):
+    """Fit one head per candidate penalty; keep the one the penalty rule chooses.
+
+    The penalty is chosen like the stopping epoch, on the inner-validation patients.
+    ``one_se`` takes the strongest penalty whose validation loss is within one standard
+    error of the best (the SE of the paired, patient-clustered difference,
+    :func:`one_standard_error_choice`): smaller differences are noise,
+    and the stronger penalty is the one that does not fit noise in an uninformative branch.
+    ``min`` takes the best. Returns ``(head, history)``; ``history['penalty_table']`` holds
+    each candidate's validation-loss difference to the best and its SE.
+    """
+    from .models import fusion_parameter_count
+
+    head = new_head()
+    candidates = sorted(set(settings.penalty)) if fusion_parameter_count(head) else [0.0]
+    fitted = []
+    for strength in candidates:
+        candidate = new_head() if fitted else head
+        history = fit_head(candidate, data.x_fit, data.y_fit, data.x_val, data.y_val,
+                           settings, strength, random_state=seed)
+        fitted.append((strength, candidate, history))
+    losses = [h.get("val_row_loss") for _, _, h in fitted]
+    if settings.monitor == "val_loss" and all(v is not None for v in losses):
+        chosen, table = one_standard_error_choice(candidates, losses, data.groups_val,
+                                                  settings.penalty_rule)
+    else:  # no validation losses to compare (monitor none or val_qwk): the selection score
+        scores = [_selection_score(h, settings.monitor) for _, _, h in fitted]
+        chosen, table = candidates[int(np.argmin(scores))], {}
+    _, head, history = next(f for f in fitted if f[0] == chosen)
+    history["penalty"] = chosen
+    history["penalty_table"] = {str(k): list(v) for k, v in table.items()}
+    return head, history
 
 
-class _CaseQWKStopping:
-    """Early stopping on inner-validation QWK at case level, restoring the best weights."""
-
-    def __init__(self, images, image_case, y, val_rows, patience, batch_size):
-        from .branches import case_probabilities
-
-        self.score = lambda model: (qwk(y[val_rows], np.nan_to_num(case_probabilities(
-            model, images, image_case, val_rows, batch_size)).argmax(axis=1)),
-            -_case_loss(model, images, image_case, y, val_rows, batch_size))
-        self.patience = patience
-
-    def callback(self):
-        outer = self
-
-        class Callback(keras().callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                self.best, self.best_epoch, self.weights, self.scores = None, -1, None, []
-
-            def on_epoch_end(self, epoch, logs=None):
-                score = outer.score(self.model)  # (QWK, -loss): loss breaks QWK ties
-                self.scores.append(score[0])
-                if self.best is None or score > self.best:
-                    self.best, self.best_epoch, self.weights = score, epoch, self.model.get_weights()
-                elif epoch - self.best_epoch >= outer.patience:
-                    self.model.stop_training = True
-
-            def on_train_end(self, logs=None):
-                if self.weights is not None:
-                    self.model.set_weights(self.weights)
-
-        return Callback()
-
-
-def _case_loss(model, images, image_case, y, rows, batch_size):
-    from .branches import case_probabilities
-
-    proba = case_probabilities(model, images, image_case, rows, batch_size)
-    ok = ~np.isnan(proba).any(axis=1)
-    if not ok.any():
+def _selection_score(history: dict, monitor: str) -> float:
+    """Lower is better: the restored epoch's validation loss (or minus its QWK)."""
+    if monitor == "none" or not history["val_loss"]:
         return 0.0
-    picked = np.clip(proba[ok, y[rows][ok]], 1e-7, 1)
-    return float(-np.mean(np.log(picked)))
-
-
-def train_image_classifier(config, images, image_case, y, fit_rows, val_rows, random_state=0):
-    """Train one CNN on the images of ``fit_rows`` cases; early stopping on ``val_rows`` cases.
-
-    ``config`` is an :class:`fusionlib.branches.ImageBranch` (size, backbone,
-    epochs, ...). Returns ``(model, history)``; ``history['val_qwk']`` holds the
-    validation QWK per epoch and ``history['best_epoch']`` the restored one.
-    """
-    from .models import build_image_branch
-    from .splits import resample_training_rows
-
-    set_seed(random_state)
-    y = np.asarray(y, dtype=int)
-    fit_rows = np.asarray(fit_rows)
-    # Resample at case level, then take every image of each drawn case.
-    drawn = fit_rows[resample_training_rows(y[fit_rows], config.sampling, random_state)]
-    image_rows = [np.flatnonzero(image_case == case) for case in drawn]
-    idx = np.concatenate(image_rows) if image_rows else np.array([], dtype=int)
-    if len(idx) == 0:
-        raise ValueError(f"no {config.modality} images among the training cases")
-    x, t = images[idx], y[image_case[idx]]
-    if config.augment:  # mirrored copies: deterministic augmentation, no extra randomness
-        x, t = np.concatenate([x, x[:, :, ::-1, :]]), np.concatenate([t, t])
-    model = build_image_branch(config.modality, images.shape[1:], backbone=config.backbone,
-                               weights=config.backbone_weights, random_state=random_state)
-    for layer in model.layers:  # standardise with training-image statistics only
-        if isinstance(layer, keras().layers.Normalization):
-            layer.adapt(x)
-    model.compile(optimizer=keras().optimizers.Adam(config.learning_rate),
-                  loss="sparse_categorical_crossentropy")
-    stopper = _CaseQWKStopping(images, image_case, y, np.asarray(val_rows), config.patience,
-                               config.batch_size).callback()
-    model.fit(x, t, epochs=config.epochs, batch_size=config.batch_size, shuffle=True,
-              verbose=0, callbacks=[stopper])
-    history = {"val_qwk": [float(s) for s in stopper.scores], "best_epoch": stopper.best_epoch + 1,
-               "best_val_qwk": float(stopper.best[0]) if stopper.best else 0.0,
-               "epochs_run": len(stopper.scores)}
-    return model, history
-
-
-# --------------------------------------------------------------------------- Stage 2
-
-
-def build_end_to_end(head, cnn_models, image_shape, image_modality: str):
-    """Functional model: (RF probabilities, image) -> each inner CNN -> the fusion head -> mean.
-
-    The inner CNNs are cloned with their weights, so fine-tuning never changes
-    the cached Stage-1 models.
-    """
-    k = keras()
-    p_meta = k.Input(shape=(3,), name="metadata_input")
-    image = k.Input(shape=tuple(image_shape), name=f"{image_modality}_input")
-    clones = []
-    for i, model in enumerate(cnn_models):
-        clone = k.models.clone_model(model)
-        clone.set_weights(model.get_weights())
-        clone.name = f"{image_modality}_cnn{i}"
-        clones.append(clone(image))
-    head_copy = k.models.clone_model(head)
-    head_copy.set_weights(head.get_weights())
-    # Each CNN's probabilities go through the (shared) head, then the fused outputs are
-    # averaged: the same rule as Stage 1's test-time fusion (experiment.fuse_per_model).
-    fused = [head_copy([p_meta, p]) for p in clones]
-    fused = fused[0] if len(fused) == 1 else k.layers.Average(name="fused_ensemble")(fused)
-    return k.Model([p_meta, image], fused, name="end_to_end"), head_copy
-
-
-def fine_tune_end_to_end(head, cnn_models, images, image_case, meta_proba: dict, y, fit_rows, val_rows,
-                         image_modality: str, epochs: int = 10, learning_rate: float = 1e-4,
-                         batch_size: int = 32, random_state: int = 0):
-    """Stage 2: fine-tune CNNs and fusion head together at a low learning rate.
-
-    ``meta_proba`` maps a case position to its (out-of-fold) RF probabilities.
-    Every image of a fit case is one training row. Returns the end-to-end model,
-    its fused head, and case-level validation QWK per epoch (epoch 0 = Stage 1),
-    so the caller keeps Stage 2 only if validation QWK improves.
-    """
-    set_seed(random_state)
-    y = np.asarray(y, dtype=int)
-    model, fused_head = build_end_to_end(head, cnn_models, images.shape[1:], image_modality)
-
-    def rows_of(cases):
-        keep = np.isin(image_case, [c for c in cases if c in meta_proba])
-        idx = np.flatnonzero(keep)
-        return idx, np.stack([meta_proba[c] for c in image_case[idx]]).astype("float32")
-
-    fit_idx, fit_meta = rows_of(fit_rows)
-    val_idx, val_meta = rows_of(val_rows)
-
-    def val_qwk():
-        if not len(val_idx):
-            return 0.0
-        proba = np.asarray(model([val_meta, images[val_idx]], training=False))
-        cases = image_case[val_idx]
-        order = np.unique(cases)
-        mean = np.stack([proba[cases == c].mean(axis=0) for c in order])
-        return qwk(y[order], mean.argmax(axis=1))
-
-    model.compile(optimizer=keras().optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy")
-    scores, best, best_weights = [val_qwk()], 0, model.get_weights()
-    for epoch in range(1, epochs + 1):
-        model.fit([fit_meta, images[fit_idx]], y[image_case[fit_idx]], epochs=1, batch_size=batch_size,
-                  shuffle=True, verbose=0)
-        scores.append(val_qwk())
-        if scores[-1] > scores[best]:
-            best, best_weights = epoch, model.get_weights()
-    model.set_weights(best_weights)
-    return model, fused_head, {"val_qwk": scores, "best_epoch": best}
+    i = history["epoch"].index(history["best_epoch"])
+    return history["val_loss"][i] if monitor == "val_loss" else -history["val_qwk"][i]

@@ -1,0 +1,231 @@
+"""The clinical-table branch: any scikit-learn classifier, cross-fitted like the image branch.
+
+The model is picked by name from :data:`CLINICAL_MODELS` (section ``clinical`` of the
+parameters: ``{model: random_forest, options: {...}, inner_folds: 5}``); ``options`` go to
+the estimator's constructor over the model's own defaults and are checked against its
+``get_params()`` and its parameter constraints when the parameters are validated.
+
+The branch fits one model per inner fold for the training rows' out-of-fold probabilities,
+and one on the whole training fold for the test rows. The modality is still called
+``metadata`` in data, predictions and weights (output files keep their columns).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import Field, field_validator
+from threadpoolctl import threadpool_limits
+
+from ..settings import Settings, did_you_mean, fail, one_of
+from ..splits import patient_folds, resample_training_rows
+from .base import CrossFittedBranch
+
+
+@dataclass(frozen=True)
+class TabularModel:
+    """A registered clinical model: its estimator class, default options and input encoding.
+
+    ``encoding`` is ``"ordinal"`` for trees (median imputation, ordinal categories: what
+    the forest always had) or ``"scaled"`` for linear models (median imputation and
+    standardisation, one-hot categories).
+    """
+
+    estimator: str          # "module:ClassName", imported only when used
+    defaults: dict = field(default_factory=dict)
+    encoding: str = "ordinal"
+
+    def estimator_class(self):
+        module, name = self.estimator.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+_TREE_DEFAULTS = {"n_estimators": 200, "min_samples_leaf": 10, "max_features": "sqrt",
+                  "class_weight": "balanced", "n_jobs": 1}
+CLINICAL_MODELS = {
+    # The forest exactly as before the registry: 200 trees (the old rf_trees default), leaves of
+    # at least 10 visits so a tree cannot memorise single patients, balanced class weights.
+    "random_forest": TabularModel("sklearn.ensemble:RandomForestClassifier", _TREE_DEFAULTS),
+    "extra_trees": TabularModel("sklearn.ensemble:ExtraTreesClassifier", _TREE_DEFAULTS),
+    "hist_gradient_boosting": TabularModel(
+        "sklearn.ensemble:HistGradientBoostingClassifier",
+        {"max_iter": 200, "learning_rate": 0.05, "min_samples_leaf": 10,
+         "class_weight": "balanced", "early_stopping": False}),
+    "logistic_regression": TabularModel("sklearn.linear_model:LogisticRegression",
+                                        {"C": 1.0, "class_weight": "balanced", "max_iter": 2000},
+                                        encoding="scaled"),
+}
+"""Clinical model name -> :class:`TabularModel`. Another model = one line here."""
+
+
+class ClinicalSettings(Settings):
+    """Section ``clinical``: the clinical-table model and its out-of-fold inner folds."""
+
+    model: str = Field("random_forest", description=(
+        "the clinical-table classifier: `random_forest`, `extra_trees`, "
+        "`hist_gradient_boosting`, `logistic_regression` "
+        "(`fusionlib.branches.clinical.CLINICAL_MODELS`)"))
+    options: dict = Field({}, description=(
+        "constructor options of the model's scikit-learn estimator, over the model's defaults "
+        "(random_forest: n_estimators 200, min_samples_leaf 10, max_features sqrt, "
+        "class_weight balanced)"))
+    inner_folds: int = Field(5, ge=2, description=(
+        "inner patient-grouped folds for the training rows' out-of-fold probabilities"))
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value):
+        return one_of(value, list(CLINICAL_MODELS))
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value, info):
+        model = info.data.get("model")
+        if model in CLINICAL_MODELS:
+            check_options(model, value)
+        return value
+
+
+def check_options(model: str, options: dict) -> None:
+    """Refuse options the model's estimator does not take, or values it would reject at fit."""
+    spec = CLINICAL_MODELS[model]
+    estimator = spec.estimator_class()()
+    known = estimator.get_params()
+    for key in options:
+        if key not in known or key == "random_state":
+            why = ("is set from protocol.seed" if key == "random_state" else
+                   f"is no option of {type(estimator).__name__}{did_you_mean(key, known)}")
+            fail(f"{key!r} {why}", subkey=key)
+    estimator.set_params(**{**spec.defaults, **options})
+    validate = getattr(estimator, "_validate_params", None)   # scikit-learn's own constraints
+    if validate is not None:
+        try:
+            validate()
+        except (ValueError, TypeError) as err:
+            bad = next((k for k in options if f"'{k}'" in str(err)), None)
+            fail(" ".join(str(err).split()), subkey=bad)
+
+
+@dataclass
+class ClinicalBranch(CrossFittedBranch):
+    """A clinical-table classifier with out-of-fold training probabilities.
+
+    Parameters
+    ----------
+    model, options, inner_folds :
+        The :class:`ClinicalSettings` (a model name from :data:`CLINICAL_MODELS`).
+    sampling : {"none", "random", "combined"}
+        Class resampling of each fit's training rows (see :mod:`fusionlib.splits`).
+    random_state : int
+        Each inner fit k uses ``random_state + k + 1``, the test-row fit ``random_state``.
+    n_jobs : int or None
+        Overrides the model's ``n_jobs`` (trees grow in parallel; results do not depend on it).
+    """
+
+    model: str = "random_forest"
+    options: dict = field(default_factory=dict)
+    inner_folds: int = 5
+    sampling: str = "none"
+    random_state: int = 0
+    n_jobs: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: ClinicalSettings, sampling: str = "none",
+                      random_state: int = 0) -> "ClinicalBranch":
+        return cls(settings.model, dict(settings.options), settings.inner_folds, sampling,
+                   random_state)
+
+    def estimator_options(self) -> dict:
+        spec = CLINICAL_MODELS[self.model]
+        options = {**spec.defaults, **self.options}
+        if self.n_jobs is not None and "n_jobs" in spec.estimator_class()().get_params():
+            options["n_jobs"] = self.n_jobs
+        return options
+
+    def settings(self) -> dict:
+        """Everything that changes the branch's output (the cache key uses it).
+
+        The forest keeps the key it had before the registry ("metadata_rf" and its four
+        options), so existing branch caches stay valid.
+        """
+        options = {k: v for k, v in self.estimator_options().items() if k != "n_jobs"}
+        branch = "metadata_rf" if self.model == "random_forest" else f"clinical_{self.model}"
+        return {"branch": branch, **options, "inner_folds": self.inner_folds,
+                "sampling": self.sampling, "random_state": self.random_state}
+
+    def make_pipeline(self, cohort):
+        """Imputation + category encoding + the model, one estimator fitted on training rows only."""
+        from sklearn.compose import ColumnTransformer
+        from sklearn.impute import SimpleImputer
+        from sklearn.pipeline import Pipeline, make_pipeline
+        from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+        spec = CLINICAL_MODELS[self.model]
+        numeric = cohort.numeric_features
+        categorical = cohort.categorical_features
+        # keep_empty_features: a column empty in one training fold stays a (constant) column.
+        impute = SimpleImputer(strategy="median", keep_empty_features=True)
+        transformers = []
+        if spec.encoding == "ordinal":
+            if numeric:
+                transformers.append(("numeric", impute, numeric))
+            if categorical:
+                transformers.append(("categorical", OrdinalEncoder(
+                    handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-2,
+                    dtype=float), categorical))
+        else:   # a linear model needs comparable scales and no false order between categories
+            if numeric:
+                transformers.append(("numeric", make_pipeline(impute, StandardScaler()), numeric))
+            if categorical:
+                transformers.append(("categorical", make_pipeline(
+                    SimpleImputer(strategy="constant", fill_value="missing"),
+                    OneHotEncoder(handle_unknown="ignore", sparse_output=False)), categorical))
+        estimator = spec.estimator_class()(**self.estimator_options())
+        return Pipeline([("encode", ColumnTransformer(transformers)), ("model", estimator)])
+
+    def _fit_predict(self, cohort, fit_rows: np.ndarray, predict_rows: np.ndarray,
+                     seed_offset: int) -> np.ndarray:
+        y = cohort.y
+        seed = self.random_state + seed_offset
+        picked = fit_rows[resample_training_rows(y[fit_rows], self.sampling, random_state=seed)]
+        model = self.make_pipeline(cohort)
+        if "random_state" in model.named_steps["model"].get_params():
+            model.set_params(model__random_state=seed)
+        features = cohort.features
+        if CLINICAL_MODELS[self.model].encoding == "scaled" and cohort.categorical_features:
+            # The one-hot imputer needs one missing marker; pandas 3 strings hold NaN or None.
+            features = features.astype({c: object for c in cohort.categorical_features})
+        # OpenMP models (histogram gradient boosting) spin-wait for their threads: on a busy
+        # machine two threads were ten times slower than one. Their output does not depend on
+        # the thread count; n_jobs (default 1) sets it, as it sets the forest's joblib workers.
+        with threadpool_limits(limits=self.n_jobs or 1, user_api="openmp"):
+            model.fit(features.iloc[picked], y[picked])
+            proba = np.zeros((len(predict_rows), 3))
+            proba[:, model.classes_] = model.predict_proba(features.iloc[predict_rows])
+        return proba
+
+    def _fit_inner(self, cohort, k, fit_rows, held_rows, test_rows) -> np.ndarray:
+        return self._fit_predict(cohort, fit_rows, held_rows, k + 1)
+
+    def _test_output(self, cohort, train_index, test_index) -> dict:
+        return {"test_proba": self._fit_predict(cohort, train_index, test_index, 0),
+                "info": {"settings": self.settings()}}
+
+    def in_sample_proba(self, cohort, train_index) -> np.ndarray:
+        """Probabilities of the full-fold model on its own training rows (for comparison only)."""
+        train_index = np.asarray(train_index)
+        return self._fit_predict(cohort, train_index, train_index, 0)
+
+
+def cross_validate_clinical(cohort, branch: ClinicalBranch | None = None, n_splits: int = 5,
+                            random_state: int = 0) -> tuple[np.ndarray, dict]:
+    """Clinical-only patient-grouped K-fold: pooled out-of-fold probabilities and their scores."""
+    from ..results import classification_scores
+
+    branch = branch or ClinicalBranch(random_state=random_state)
+    oof = np.full((cohort.n_cases, 3), np.nan)
+    for fold in patient_folds(cohort.y, cohort.groups, n_splits, random_state):
+        oof[fold.test] = branch._fit_predict(cohort, fold.train, fold.test, 0)
+    return oof, classification_scores(cohort.y, oof)

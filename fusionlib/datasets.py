@@ -1,0 +1,145 @@
+"""Which data an experiment uses: its settings section, where the data lives, loading, fingerprint.
+
+Data flows one way: the runner and the experiment ask this module for the data; the
+parameter schema only declares :class:`DataSettings`. Two fingerprints exist for two jobs:
+
+* :func:`data_fingerprint` is CHEAP (stamps, file digests of the tables, a listing of the
+  image folders): the runner uses it to decide whether a run is up to date, without
+  loading every dataset in its own process;
+* :meth:`fusionlib.data.Cohort.fingerprint` hashes the loaded cohort's content; the
+  experiment keys its branch cache on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Optional
+
+from pydantic import Field, field_validator
+
+from .errors import DataError
+from .settings import Settings, fail, one_of
+
+DATASETS = ("synthetic", "real", "real_synthetic_images")
+REAL_DATA_ENV = "FUSIONLIB_DFU_DIR"
+"""Environment variable naming the real data folder when ``data.data_dir`` is not given."""
+DEFAULT_REAL_DIR = "../shared/data/dfu"
+
+
+class DataSettings(Settings):
+    """Section ``data``: which cohort and which of its modalities the experiment uses."""
+
+    dataset: str = Field("synthetic", description=(
+        "`synthetic` (generated preset), `real` (a folder in the study's layout), or "
+        "`real_synthetic_images` (the real clinical table with SYNTHETIC thermal maps rendered "
+        "from each case's true phase)"))
+    preset: str = Field("dfu_like", description="synthetic preset (`fusionlib.synthetic.PRESETS`)")
+    cohort_seed: int = Field(0, ge=0, description="generator seed of the synthetic data")
+    data_dir: Optional[str] = Field(None, description=(
+        f"real data folder; else `${REAL_DATA_ENV}`, else `{DEFAULT_REAL_DIR}`"))
+    image_signal: list[float] = Field([0.9, 0.9, 1.3], description=(
+        "per-class (I, P, R) signal of the synthetic images for `real_synthetic_images`"))
+    modalities: list[str] = Field(["metadata", "thermal_map"], description=(
+        "`metadata` (the clinical-table branch) first, then image modalities"))
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, value):
+        return one_of(value, DATASETS)
+
+    @field_validator("image_signal")
+    @classmethod
+    def _signal(cls, value):
+        if len(value) != 3 or any(v < 0 for v in value):
+            fail(f"expected three non-negative numbers (I, P, R), got {value!r}")
+        return [float(v) for v in value]
+
+    @field_validator("modalities")
+    @classmethod
+    def _modalities(cls, value):
+        from .data import MODALITIES
+
+        if not value:
+            fail("must name at least one modality")
+        for m in value:
+            one_of(m, ["metadata", *MODALITIES])
+        if len(set(value)) != len(value):
+            fail(f"lists a modality twice: {value}")
+        if value[0] != "metadata" and "metadata" in value:
+            fail("'metadata' must come first when present")
+        return value
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, value, info):
+        if info.data.get("dataset") == "synthetic":
+            from .synthetic import PRESETS
+
+            one_of(value, list(PRESETS))
+        return value
+
+    def resolved_data_dir(self) -> Path | None:
+        """The real data folder: ``data_dir``, else $FUSIONLIB_DFU_DIR, else ../shared/data/dfu.
+
+        For ``real_synthetic_images`` this is where the real clinical table is read from.
+        """
+        if self.dataset not in ("real", "real_synthetic_images"):
+            return Path(self.data_dir) if self.data_dir else None
+        return Path(self.data_dir or os.environ.get(REAL_DATA_ENV) or DEFAULT_REAL_DIR)
+
+
+def data_folder(data: DataSettings) -> Path:
+    """The folder the experiment's cohort is read from, generated first when synthetic."""
+    if data.dataset == "synthetic":
+        from .synthetic import ensure_default_cohort
+
+        return ensure_default_cohort(preset=data.preset, random_state=data.cohort_seed)
+    if data.dataset == "real_synthetic_images":
+        # The real clinical table and labels; thermal maps rendered from the true labels.
+        from .synthetic import ensure_real_synthetic_cohort
+
+        return ensure_real_synthetic_cohort(data.resolved_data_dir(), data.image_signal,
+                                            data.cohort_seed)
+    return data.resolved_data_dir()
+
+
+def load_dataset(data: DataSettings):
+    """The experiment's cohort: the generated synthetic one, or the real folder."""
+    from .data import load_cohort
+
+    folder = data_folder(data)
+    return load_cohort(folder, name="real:dfu") if data.dataset == "real" else load_cohort(folder)
+
+
+def data_fingerprint(data: DataSettings) -> str:
+    """A cheap fingerprint of the data ``data`` selects (16 hex digits); DataError if absent.
+
+    Generated folders (synthetic, real_synthetic_images) are identified by their
+    ``cohort.json`` stamp, which names the generator version and digest, the preset or
+    signal, the seed and (for real tables) the source table's SHA-256. A real folder is
+    identified by the content of its top-level files (the tables) and a listing (path, size,
+    modification time) of everything below.
+    """
+    folder = Path(data_folder(data))
+    digest = hashlib.sha256(data.dataset.encode() + b"\0")
+    if data.dataset != "real":
+        digest.update((folder / "cohort.json").read_bytes())
+        return digest.hexdigest()[:16]
+    from .data import CLINICAL_FILENAME
+
+    if not (folder / CLINICAL_FILENAME).is_file():
+        raise DataError(f"clinical table {CLINICAL_FILENAME} not found (set data.data_dir or "
+                        f"${REAL_DATA_ENV})", folder)
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        relative = path.relative_to(folder).as_posix()
+        digest.update(relative.encode() + b"\0")
+        if path.parent == folder:
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+        else:
+            stat = path.stat()
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
