@@ -88,7 +88,7 @@ def test_every_built_in_clinical_model_fits_and_beats_chance(model, small_cohort
     assert out.info["settings"]["branch"] == ("metadata_rf" if model == "random_forest"
                                               else f"clinical_{model}")
     # Age carries the label in the toy table: any model ranks the classes better than chance.
-    from fusionlib.metrics import classification_scores
+    from fusionlib.results import classification_scores
 
     assert classification_scores(small_cohort.y[fold.train], out.train_proba)["qwk"] > 0.1, model
 

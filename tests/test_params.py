@@ -201,7 +201,7 @@ def test_every_section_is_declared_by_its_component():
 
     owners = {name: model.__module__ for name, model in SECTIONS.items()}
     assert owners == {"data": "fusionlib.datasets", "clinical": "fusionlib.branches.clinical",
-                      "image": "fusionlib.branches.image", "fusion": "fusionlib.params",
+                      "image": "fusionlib.branches.image", "fusion": "fusionlib.fusion.settings",
                       "head": "fusionlib.head", "protocol": "fusionlib.splits",
                       "decision": "fusionlib.decision", "stage2": "fusionlib.stage2"}
 
@@ -237,9 +237,6 @@ print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
 """
 
 
-@pytest.mark.xfail(strict=True, reason="fusion.py still imports Keras at import time (the Keras-"
-                                       "free fusion registry of issue 10 lands separately); "
-                                       "params.fusion_names() is the one import to change")
 def test_validate_imports_no_tensorflow():
     files = sorted(map(str, (REPO / "params").rglob("*.yaml")))
     proc = subprocess.run([sys.executable, "-c", VALIDATE_WITHOUT_TF, *files], capture_output=True,
@@ -249,7 +246,7 @@ def test_validate_imports_no_tensorflow():
 
 
 def test_settings_modules_import_no_tensorflow():
-    """Every module declaring a section validates without TensorFlow (fusion aside, above)."""
+    """Every module declaring a section validates without TensorFlow."""
     code = ("import sys\n"
             "import fusionlib.datasets, fusionlib.branches.clinical, fusionlib.branches.image, "
             "fusionlib.head, fusionlib.splits, fusionlib.decision, fusionlib.stage2\n"
@@ -263,16 +260,3 @@ def test_settings_modules_import_no_tensorflow():
     assert proc.stdout.strip() == "[]"
 
 
-def test_only_the_fusion_registry_imports_tensorflow_during_validate():
-    """With a Keras-free stand-in for the fusion registry, validating every file imports no
-    TensorFlow: the xfail above is due to fusion.py alone."""
-    stub = ("import sys, types\n"
-            "fake = types.ModuleType('fusionlib.fusion')\n"
-            "fake.FUSIONS = dict.fromkeys(['fixed', 'trainable', 'trainable_rf_biased', 'mlp', "
-            "'convex', 'per_class_convex', 'gated'])\n"
-            "sys.modules['fusionlib.fusion'] = fake\n")
-    files = sorted(map(str, (REPO / "params").rglob("*.yaml")))
-    proc = subprocess.run([sys.executable, "-c", stub + VALIDATE_WITHOUT_TF, *files],
-                          capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "[]"

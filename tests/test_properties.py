@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from fusionlib.data import BBOX_COLUMNS, KEY_COLUMNS, LABEL_COLUMN, read_bounding_boxes, read_clinical_table
 from fusionlib.errors import DataError, ParamsError
-from fusionlib.params import ExperimentParams, validate
+from fusionlib.params import SECTIONS, ExperimentParams, validate
 
 NUMBERS = st.one_of(st.integers(-10 ** 30, 10 ** 30).map(str),
                     st.floats(allow_nan=True, allow_infinity=True).map(repr),
@@ -104,8 +104,21 @@ SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10 ** 400, 10 ** 400)
 VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                        st.dictionaries(st.text(max_size=6), inner,
                                                                        max_size=3)), max_leaves=8)
-KEYS = st.one_of(st.sampled_from(list(ExperimentParams.__dataclass_fields__)), st.text(max_size=10),
+KEYS = st.one_of(st.sampled_from(list(ExperimentParams.model_fields)), st.text(max_size=10),
                  st.integers(), st.none())
+SECTION_KEYS = [(section, key) for section, model in SECTIONS.items() for key in model.model_fields]
+
+
+def _floats(value):
+    """Every float leaf of a (nested) dumped value."""
+    if isinstance(value, float):
+        yield value
+    elif isinstance(value, dict):
+        for sub in value.values():
+            yield from _floats(sub)
+    elif isinstance(value, (list, tuple)):
+        for sub in value:
+            yield from _floats(sub)
 
 
 def _only_params_errors(raw):
@@ -114,10 +127,7 @@ def _only_params_errors(raw):
     except ParamsError as err:
         assert "\n" not in str(err) and str(err).startswith("params/x.yaml")
         return None
-    for name, kind in ((f.name, f.type) for f in ExperimentParams.__dataclass_fields__.values()):
-        value = getattr(params, name)
-        if kind == "float":  # every accepted float is finite
-            assert math.isfinite(value), (name, value)
+    assert all(math.isfinite(v) for v in _floats(params.to_dict()))   # every accepted float
     return params
 
 
@@ -133,9 +143,15 @@ NUMERIC_VALUES = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
                                     max_size=4))
 
 
-@given(st.sampled_from(list(ExperimentParams.__dataclass_fields__)), st.one_of(VALUES, NUMERIC_VALUES))
-def test_params_schema_on_one_random_value(key, value):
-    _only_params_errors({"name": "x", "fusion": "trainable", key: value})
+@given(st.sampled_from(SECTION_KEYS), st.one_of(VALUES, NUMERIC_VALUES))
+def test_params_schema_on_one_random_value(where, value):
+    section, key = where
+    _only_params_errors({"name": "x", section: {key: value}})
+
+
+@given(st.sampled_from(list(SECTIONS)), VALUES)
+def test_params_schema_on_random_sections(section, value):
+    _only_params_errors({"name": "x", section: value})
 
 
 @given(VALUES)
