@@ -342,25 +342,42 @@ def params_doc() -> str:
     return "\n".join(out) + "\n"
 
 
-def _write_generated(repo: Path) -> list[str]:
-    """Rewrite docs/params.md and the notebook's parameters cell; the paths that changed."""
+def _write_generated(repo: Path, check_only: bool = False) -> list[str]:
+    """Rewrite docs/params.md and the notebook's parameters cell (atomically); the paths that
+    changed (with ``check_only``: that are out of date, writing nothing)."""
     import nbformat
+
+    from ._io import atomic_write_text
 
     changed = []
     doc = repo / "docs" / "params.md"
     if not doc.is_file() or doc.read_text(encoding="utf-8") != params_doc():
-        doc.write_text(params_doc(), encoding="utf-8")
+        if not check_only:
+            atomic_write_text(doc, params_doc())
         changed.append(str(doc))
     path = repo / "notebooks" / "experiment.ipynb"
     nb = nbformat.read(path, as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     if cell.source != parameters_cell():
         cell.source = parameters_cell()
-        nbformat.write(nb, path)
+        if not check_only:
+            atomic_write_text(path, nbformat.writes(nb) + "\n")
         changed.append(str(path))
     return changed
 
 
 if __name__ == "__main__":
-    for changed in _write_generated(Path(__file__).resolve().parents[1]):
-        print(f"wrote {changed}")
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m fusionlib.params",
+        description="Regenerate docs/params.md and the experiment notebook's parameters cell "
+                    "from the schema.")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if either is out of date")
+    args = parser.parse_args()
+    stale = _write_generated(Path(__file__).resolve().parents[1], check_only=args.check)
+    for path in stale:
+        print(f"{'out of date' if args.check else 'wrote'}: {path}")
+    sys.exit(1 if args.check and stale else 0)

@@ -45,7 +45,7 @@ def _result(n_folds: int = 3, per_fold: int = 12) -> ExperimentResult:
             k, 0, rows, y, proba, {"metadata": proba, "thermal_map": proba}, {},
             classification_scores(y, proba, pred), {"stage1_val_qwk": 0.5},
             {"rf_share": 0.7, "rf_share_per_class": [0.7, 0.7, 0.7], "toy_weight": 0.1 * k},
-            preds={"fused": {params.decision: pred}}))
+            preds={"fused": {params.decision.rule: pred}}))
     return ExperimentResult(params, _cohort(n_folds * per_fold), folds,
                             {"trainable_fusion_params": 0})
 

@@ -321,12 +321,15 @@ def _kernels_of(pid: int) -> list[str]:
     return out.stdout.split()
 
 
-def test_ctrl_c_stops_quietly_with_exit_130(tmp_path, cache_dir):
+def test_ctrl_c_stops_quietly_with_exit_130(tmp_path):
     """Ctrl-C while a kernel executes: one line, exit 130, no traceback, no half-written run."""
     path = write_params(tmp_path / "params", "interrupted", fusion="fixed")
     runs_dir = tmp_path / "runs"
     log = tmp_path / "run.log"
-    proc = _start(["run", path, "--runs-dir", runs_dir, "--cache-dir", cache_dir, "--force"], log)
+    # An empty cache: the kernel trains the branches (tens of seconds), so the interrupt lands
+    # while it executes; with cached branches a fast run could finish within the wait below.
+    proc = _start(["run", path, "--runs-dir", runs_dir, "--cache-dir", tmp_path / "empty-cache",
+                   "--force"], log)
     try:
         deadline = time.time() + 180
         while not (list(runs_dir.glob(".tmp-interrupted-*")) and _kernels_of(proc.pid)):

@@ -140,7 +140,8 @@ class ClinicalBranch(CrossFittedBranch):
     def estimator_options(self) -> dict:
         spec = CLINICAL_MODELS[self.model]
         options = {**spec.defaults, **self.options}
-        if self.n_jobs is not None and "n_jobs" in spec.estimator_class()().get_params():
+        # Only models that grow in parallel take n_jobs (LogisticRegression warns it has no effect).
+        if self.n_jobs is not None and "n_jobs" in spec.defaults:
             options["n_jobs"] = self.n_jobs
         return options
 
