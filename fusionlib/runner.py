@@ -25,6 +25,10 @@ collide with the runner's own ``.tmp-*``, ``.old-*`` and ``.lock-*`` entries.
 Runs execute one after another (``jobs=1``), in local worker processes
 (``jobs>1``) or on a Dask distributed scheduler (``scheduler="host:port"``);
 the same per-run function :func:`execute_run` does the work in every case.
+
+This module is the sequence (validate, plan, execute, report) and the one-run function;
+:mod:`fusionlib.run_folders` holds what the run folders say (``done.json``, owner files,
+stale-folder cleanup) and :mod:`fusionlib.scheduling` the process-pool and Dask executors.
 """
 
 from __future__ import annotations
@@ -34,17 +38,26 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from ._io import OLD_PREFIX, atomic_write_text, file_lock, swap_into_place, writable_folder
 from .errors import FusionlibError, ParamsError
 from .paths import REPO_ROOT, project_root
 from .results.files import DONE_FILE, RESULT_FILES
+from .run_folders import (LOCK_PREFIX, OWNER_FILE, TMP_PREFIX, clean_stale, read_done,
+                          write_owner)
+from .run_folders import qwk_mean as _qwk_mean
+from .scheduling import (branch_group, execute_dask, execute_processes, one_line,
+                         report_outcome, sigterm_raises)
+from .scheduling import waves as _waves  # noqa: F401 - fusionlib.runner._waves (tests)
+
+__all__ = ["PACKAGE_DIR", "DEFAULT_NOTEBOOK", "KERNEL_NAME", "QUIET_KERNEL_ARGS",
+           "NOT_EXPERIMENT_CODE", "OLD_PREFIX", "TMP_PREFIX", "LOCK_PREFIX", "OWNER_FILE",
+           "DONE_FILE", "code_version", "run_key", "load_all", "read_done", "clean_stale",
+           "branch_group", "execute_run", "quiet_kernel_channel_races", "run_all"]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_NOTEBOOK = REPO_ROOT / "notebooks" / "experiment.ipynb"
@@ -53,10 +66,6 @@ QUIET_KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 """The kernel's own log only carries start/shutdown noise (plain-TCP warning, the interrupt
 jupyter_client sends before shutting a kernel down, ZMQ errors when Ctrl-C stops a run);
 a failing cell is reported by papermill from the cell's error, not through this log."""
-TMP_PREFIX = ".tmp-"
-LOCK_PREFIX = ".lock-"
-OWNER_FILE = ".owner.json"
-_STALE_FOREIGN_SECONDS = 2 * 24 * 3600
 NOT_EXPERIMENT_CODE = frozenset({"__main__.py", "cli.py", "study.py", "report"})
 """Modules and packages (paths relative to ``fusionlib/``) the experiment notebook never runs:
 editing them does not make runs stale."""
@@ -119,104 +128,7 @@ def load_all(params_paths) -> list:
     return loaded
 
 
-# --------------------------------------------------------------------------- run folders
-
-
-def read_done(run_dir: Path) -> dict | None:
-    try:
-        done = json.loads((Path(run_dir) / DONE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return done if isinstance(done, dict) else None
-
-
-def _qwk_mean(run_dir: Path):
-    try:
-        metrics = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
-        return metrics["summary"]["qwk"]["mean"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _is_stale(folder: Path) -> bool:
-    """A temporary folder whose owner process is gone (or has no owner at all)."""
-    try:
-        owner = json.loads((folder / OWNER_FILE).read_text())
-    except (OSError, ValueError):
-        return True
-    if owner.get("host") == socket.gethostname():
-        return not _pid_alive(int(owner.get("pid", -1)))
-    try:
-        return time.time() - folder.stat().st_mtime > _STALE_FOREIGN_SECONDS
-    except OSError:
-        return False
-
-
-def clean_stale(runs_dir: Path) -> list[str]:
-    """Remove the leftovers of interrupted runs; returns what was removed or restored.
-
-    * ``.tmp-*`` folders whose owner process is dead are deleted;
-    * ``.old-<name>-*`` folders (a swap interrupted between its two renames) are
-      moved back to ``<name>`` when that is missing and they are complete, else deleted.
-    """
-    actions = []
-    if not runs_dir.is_dir():
-        return actions
-    for folder in sorted(runs_dir.iterdir()):
-        if not folder.is_dir():
-            continue
-        if folder.name.startswith(TMP_PREFIX) and _is_stale(folder):
-            shutil.rmtree(folder, ignore_errors=True)
-            actions.append(f"removed {folder.name}")
-        elif folder.name.startswith(OLD_PREFIX):
-            name = folder.name[len(OLD_PREFIX):].rsplit("-", 1)[0]
-            target = runs_dir / name
-            if not target.exists() and read_done(folder) is not None:
-                try:
-                    os.rename(folder, target)
-                    actions.append(f"restored {name}")
-                    continue
-                except OSError:
-                    pass
-            shutil.rmtree(folder, ignore_errors=True)
-            actions.append(f"removed {folder.name}")
-    return actions
-
-
 # --------------------------------------------------------------------------- one run
-
-
-def _sigterm_to_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextmanager
-def _sigterm_raises():
-    """Turn SIGTERM into KeyboardInterrupt (main thread only) so cleanup code runs."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _one_line(text) -> str:
-    return " ".join(str(text).split())
 
 
 def execute_run(task: dict) -> dict:
@@ -303,8 +215,7 @@ def _execute_unlocked(task: dict) -> dict:
     result = {"name": name, "status": "failed", "seconds": 0.0, "qwk": None, "message": None}
     failed_nb = runs_dir / f"{name}.failed.ipynb"
     try:
-        (tmp / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                                  "started": started}))
+        write_owner(tmp, started)
         (tmp / "params.yaml").write_text(yaml.safe_dump(task["params"], sort_keys=False),
                                          encoding="utf-8")
         output_nb = tmp / "executed.ipynb"
@@ -315,14 +226,14 @@ def _execute_unlocked(task: dict) -> dict:
                                 log_output=False, extra_arguments=QUIET_KERNEL_ARGS)
         except PapermillExecutionError as err:
             result["message"] = (f"run {name} FAILED in cell {err.cell_index}: {err.ename}: "
-                                 f"{_one_line(err.evalue)}")
+                                 f"{one_line(err.evalue)}")
             if output_nb.exists():
                 shutil.copyfile(output_nb, tmp / "failed.ipynb")
                 os.replace(tmp / "failed.ipynb", failed_nb)
                 result["failed_notebook"] = str(failed_nb)
             return result
         except Exception as err:  # noqa: BLE001 - kernel death, missing kernel, ...
-            result["message"] = f"run {name} FAILED: {type(err).__name__}: {_one_line(err)}"
+            result["message"] = f"run {name} FAILED: {type(err).__name__}: {one_line(err)}"
             if output_nb.exists():
                 shutil.copyfile(output_nb, tmp / "failed.ipynb")
                 os.replace(tmp / "failed.ipynb", failed_nb)
@@ -352,11 +263,6 @@ def _execute_unlocked(task: dict) -> dict:
             shutil.rmtree(tmp, ignore_errors=True)
         if result["status"] != "ok":
             result["seconds"] = round(time.time() - started, 2)
-
-
-def _worker_init():
-    """Worker processes: SIGTERM cleans up like Ctrl-C; Ctrl-C reaches them from the terminal."""
-    signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
 
 
 # --------------------------------------------------------------------------- all runs
@@ -391,7 +297,7 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
     except FusionlibError as err:
         print(f"fusionlib: error: {err}", file=sys.stderr)
         return 2
-    with _sigterm_raises():
+    with sigterm_raises():
         # The data: generated once here (synthetic cohort) before any run starts; its cheap
         # fingerprint selects the run key (the experiment fingerprints the loaded cohort).
         fingerprints = {}
@@ -442,19 +348,6 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
     return 1 if failed or len(outcomes) < len(loaded) else 0
 
 
-def _report(outcome: dict, outcomes: dict, bar) -> None:
-    outcomes[outcome["name"]] = outcome
-    if outcome["status"] == "failed":
-        bar.write(outcome["message"], file=sys.stderr)
-        if outcome.get("failed_notebook"):
-            bar.write(f"  failed notebook kept as {outcome['failed_notebook']}", file=sys.stderr)
-    elif outcome["status"] == "skipped":
-        bar.write(outcome["message"] or f"run {outcome['name']}: skipped", file=sys.stderr)
-    else:
-        bar.write(f"run {outcome['name']}: ok in {outcome['seconds']:.1f} s", file=sys.stderr)
-    bar.update(1)
-
-
 def _execute(tasks: list, outcomes: dict, jobs: int, scheduler: str | None, total: int) -> None:
     from tqdm.auto import tqdm
 
@@ -462,106 +355,12 @@ def _execute(tasks: list, outcomes: dict, jobs: int, scheduler: str | None, tota
                dynamic_ncols=True)
     try:
         if scheduler:
-            _execute_dask(tasks, outcomes, scheduler, bar)
+            execute_dask(tasks, outcomes, scheduler, bar, execute_run)
         elif jobs > 1 and len(tasks) > 1:
-            _execute_processes(tasks, outcomes, jobs, bar)
+            execute_processes(tasks, outcomes, jobs, bar, execute_run)
         else:
             for task in tasks:
                 bar.set_postfix_str(task["name"])
-                _report(execute_run(task), outcomes, bar)
+                report_outcome(execute_run(task), outcomes, bar)
     finally:
         bar.close()
-
-
-def branch_group(params_dict: dict) -> str:
-    """Runs with the same group train the same branches (they differ only in the fusion head).
-
-    In parallel modes the first run of a group goes first and the others follow
-    it, so they read its cached branch probabilities instead of all training the
-    same branches at once.
-    """
-    shared = {k: v for k, v in params_dict.items()
-              if k not in ("name", "description", "fusion", "head", "stage2", "protocol")}
-    shared["protocol"] = {k: v for k, v in params_dict.get("protocol", {}).items()
-                          if k != "missing_cases"}
-    return hashlib.sha256(json.dumps(shared, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _waves(tasks: list) -> tuple[list, dict]:
-    """``(leaders, followers)``: the first task of each branch group, and the rest by leader name."""
-    leaders, followers, seen = [], {}, {}
-    for task in tasks:
-        group = branch_group(task["params"])
-        if group in seen:
-            followers[seen[group]].append(task)
-        else:
-            seen[group] = task["name"]
-            followers[task["name"]] = []
-            leaders.append(task)
-    return leaders, followers
-
-
-def _execute_processes(tasks: list, outcomes: dict, jobs: int, bar) -> None:
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    leaders, followers = _waves(tasks)
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)),
-                               mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init)
-    try:
-        pending = {pool.submit(execute_run, task): task for task in leaders}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                task = pending.pop(future)
-                _report(_outcome_of(future, task), outcomes, bar)
-                for follower in followers.get(task["name"], []):
-                    pending[pool.submit(execute_run, follower)] = follower
-    except BaseException:
-        # Interrupted: stop the workers (each cleans its temporary folder on SIGTERM).
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
-            if process.is_alive():
-                process.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-
-
-def _execute_dask(tasks: list, outcomes: dict, scheduler: str, bar) -> None:
-    from dask.distributed import Client, as_completed
-
-    leaders, followers = _waves(tasks)
-
-    def submit(client, task):
-        return client.submit(execute_run, task, pure=False,
-                             key=f"fusionlib-run-{task['name']}-{secrets.token_hex(4)}")
-
-    with Client(scheduler) as client:
-        by_key = {}
-        futures = []
-        for task in leaders:
-            future = submit(client, task)
-            by_key[future.key] = task
-            futures.append(future)
-        queue = as_completed(futures)
-        try:
-            for future in queue:
-                task = by_key[future.key]
-                _report(_outcome_of(future, task), outcomes, bar)
-                for follower in followers.get(task["name"], []):
-                    new = submit(client, follower)
-                    by_key[new.key] = follower
-                    futures.append(new)
-                    queue.add(new)
-        except BaseException:
-            client.cancel(futures)
-            raise
-
-
-def _outcome_of(future, task: dict) -> dict:
-    try:
-        return future.result()
-    except Exception as err:  # noqa: BLE001 - a worker that died, a pickling problem, ...
-        return {"name": task["name"], "status": "failed", "seconds": 0.0, "qwk": None,
-                "message": f"run {task['name']} FAILED: {type(err).__name__}: {_one_line(err)}"}

@@ -17,6 +17,7 @@ import pandas as pd
 
 from .._io import atomic_write_text, writable_folder
 from ..errors import FusionlibError
+from ..figures import figure_html  # noqa: F401 - fusionlib.report.figure_html
 from ..results import Run, load_runs
 from .tables import fmt
 
@@ -53,18 +54,6 @@ def html_table(frame: pd.DataFrame, table_id: str, caption: str | None = None,
                     f"{{text-align: left;}}" for i in text_columns)
     style = f"<style>{rules}</style>" if rules else ""
     return f'{style}<div class="fl-table-wrap">{text}</div>'
-
-
-def figure_html(fig, alt: str, css_class: str = "fl-figure", dpi: int = 100,
-                png: str | None = None) -> str:
-    """A figure as an ``<img>`` with alt text and an embedded base64 PNG (``png`` when already
-    rendered); closes nothing."""
-    from ..plots import to_base64_png
-
-    png = png if png is not None else to_base64_png(fig, dpi=dpi)
-    return (f'<figure class="{css_class}"><img alt="{html.escape(alt, quote=True)}" '
-            f'src="data:image/png;base64,{png}"/>'
-            f'<figcaption>{html.escape(alt)}</figcaption></figure>')
 
 
 REPORT_CSS = """
