@@ -153,7 +153,7 @@ def build_image_branch(modality, input_shape, backbone=SMALL_CNN, weights=None, 
     glorot = keras.initializers.GlorotUniform
     if backbone == SMALL_CNN:
         # Per-channel standardisation; mean/variance start at 0/1 and are set from the
-        # training images by fusionlib.training (adapt), which makes the first epochs learn.
+        # training images by fusionlib.branches.cnn (adapt), which makes the first epochs learn.
         x = keras.layers.Normalization(axis=-1, name=f"{p}_normalize")(inp)
         for i, filters in enumerate(SMALL_CNN_FILTERS, start=1):
             x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
