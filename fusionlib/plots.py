@@ -274,29 +274,3 @@ def _read_image(path) -> np.ndarray:
 
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
-
-
-def to_base64_png(fig, dpi: int = 100) -> str:
-    """The figure as a base64 PNG string (for ``<img src="data:image/png;base64,...">``)."""
-    import base64
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def show_figure(fig, alt: str, dpi: int = 100) -> None:
-    """Display ``fig`` in a notebook with alt text (an ``<img alt=...>``), not a bare PNG.
-
-    The output carries the HTML (what JupyterLab and nbconvert render, so reports
-    converted from executed notebooks have no image without a description) and
-    the PNG itself (for tools that read ``image/png`` outputs).
-    """
-    from IPython.display import display
-
-    from .report import figure_html
-
-    png = to_base64_png(fig, dpi=dpi)
-    display({"text/html": figure_html(fig, alt, png=png), "image/png": png}, raw=True,
-            metadata={"image/png": {"alt": alt}})
