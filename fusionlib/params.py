@@ -35,7 +35,7 @@ from .decision import DecisionSettings
 from .errors import ParamsError
 from .fusion.settings import FusionSettings
 from .head import HeadSettings
-from .settings import Settings, did_you_mean, one_of
+from .settings import Settings, did_you_mean
 from .splits import ProtocolSettings
 from .stage2 import Stage2Settings
 
@@ -277,8 +277,22 @@ def from_notebook(namespace: dict, injected: list[str] | None = None,
         if _is_legacy(name, namespace.get(name)):
             _legacy(source, name, namespace.get(name))
         if name not in known and name not in NOTEBOOK_ONLY:
-            _fail(source, name, "unknown parameter" + did_you_mean(name, known + list(NOTEBOOK_ONLY)))
+            _unknown_injected(source, name, known)
     return validate({name: namespace[name] for name in known if name in namespace}, source=source)
+
+
+def _unknown_injected(source, name: str, known: list) -> None:
+    """ParamsError for a name papermill injected that is no parameter, with a did-you-mean over
+    the top-level names and the flat-schema names (which say where they moved; a section key
+    is set with ``-y "section: {key: value}"``, since ``-p section.key`` is no Python name)."""
+    candidates = known + list(NOTEBOOK_ONLY) + list(LEGACY_KEYS)
+    close = difflib.get_close_matches(name, candidates, n=1)
+    if close and close[0] in LEGACY_KEYS:
+        section, *rest = LEGACY_KEYS[close[0]].split(".")
+        inner = "".join("{" + f"{part}: " for part in rest)
+        _fail(source, name, f"unknown parameter (did you mean {close[0]!r}? it is "
+                            f"{LEGACY_KEYS[close[0]]} now: -y \"{section}: {inner}...{'}' * len(rest)}\")")
+    _fail(source, name, "unknown parameter" + did_you_mean(name, known + list(NOTEBOOK_ONLY)))
 
 
 def parameters_cell() -> str:

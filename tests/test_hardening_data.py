@@ -13,7 +13,7 @@ from PIL import Image
 
 from fusionlib.cli import main
 from fusionlib.synthetic import generate_cohort
-from fusionlib.data import (BBOX_FILENAMES, CLINICAL_FILENAME, load_cohort, read_bounding_boxes,
+from fusionlib.data import (BBOX_FILENAMES, load_cohort, read_bounding_boxes,
                             read_clinical_table)
 from fusionlib.errors import DataError, ParamsError
 from fusionlib.experiment import BranchCache

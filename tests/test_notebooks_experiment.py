@@ -127,6 +127,10 @@ def test_from_notebook_reads_the_schema_and_papermills_injected_cell():
     with pytest.raises(ParamsError, match=r"key 'head.patiense': unknown parameter \(did you mean "
                                           r"'patience'\?\)"):
         from_notebook({"head": {"patiense": 3}}, injected=[])
+    # A near miss of a flat name (`-p foldz 2`) suggests it and says how to set it now.
+    with pytest.raises(ParamsError, match=r"key 'foldz': unknown parameter \(did you mean 'folds'\? "
+                                          r"it is protocol.folds now: -y \"protocol: \{folds: "):
+        from_notebook({"foldz": 2}, injected=["foldz"])
     # JupyterLab: no injected cell, nothing to check beyond the schema.
     assert injected_names({"_ih": ["", "x = 1", "cell"]}) == []
 

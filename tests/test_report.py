@@ -307,7 +307,7 @@ def test_plots_smoke():
 # No training: small, hand-written runs for the report's handling of broken and annotated runs.
 
 
-def _hand_made_run(runs, name, fusion="fixed", n=24, **summary):
+def _hand_made_run(runs, name, fusion="fixed", n=24, seed=0, **summary):
     folder = runs / name
     folder.mkdir(parents=True)
     rng = np.random.default_rng(len(name))
@@ -322,7 +322,9 @@ def _hand_made_run(runs, name, fusion="fixed", n=24, **summary):
                "folds": [{"repeat": 0, "fold": k, "qwk": 0.4, "rf_share": 0.7} for k in (0, 1)]}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     (folder / "provenance.json").write_text(json.dumps(
-        {"params": {"fusion": fusion, "seed": 0, "folds": 2}, "data": {"name": "hand-made", "fingerprint": "f"}}))
+        {"params": {"fusion": {"variant": fusion}, "protocol": {"seed": seed, "folds": 2},
+                    "data": {"cohort_seed": 7}},
+         "data": {"name": "hand-made", "fingerprint": "f"}}))
     (folder / "weights.json").write_text("[]")
     (folder / "done.json").write_text(json.dumps({"status": "ok"}))
     return folder
@@ -445,3 +447,19 @@ def test_report_read_only_out_folder_is_one_line_error(hand_made, other_user):
                     "Permission denied")
     assert (out / "index.html").read_text() == "earlier report"
     assert sorted(p.name for p in out.iterdir()) == ["index.html"]
+
+
+def test_a_variant_is_paired_with_the_fixed_run_of_its_own_seed(tmp_path):
+    """Seeds, folds and repeats are read from the saved sections (protocol.seed, ...)."""
+    from fusionlib.report.tables import _choose_fixed, provenance_table
+
+    runs = tmp_path / "runs"
+    for name, fusion, seed in (("fixed_s0", "fixed", 0), ("fixed_s1", "fixed", 1),
+                               ("trainable_s1", "trainable", 1)):
+        _hand_made_run(runs, name, fusion=fusion, seed=seed)
+    loaded = {run.name: run for run in report.load_runs(runs)}
+    fixed = [loaded["fixed_s0"], loaded["fixed_s1"]]
+    assert _choose_fixed(fixed, loaded["trainable_s1"]).name == "fixed_s1"
+    assert loaded["trainable_s1"].fusion == "trainable"
+    table = provenance_table(list(loaded.values()))
+    assert set(table["cohort seed"]) == {7}

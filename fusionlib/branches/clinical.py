@@ -201,7 +201,8 @@ class ClinicalBranch(CrossFittedBranch):
         # OpenMP models (histogram gradient boosting) spin-wait for their threads: on a busy
         # machine two threads were ten times slower than one. Their output does not depend on
         # the thread count; n_jobs (default 1) sets it, as it sets the forest's joblib workers.
-        with threadpool_limits(limits=self.n_jobs or 1, user_api="openmp"):
+        threads = self.n_jobs or 1
+        with threadpool_limits(limits=None if threads < 0 else threads, user_api="openmp"):
             model.fit(features.iloc[picked], y[picked])
             proba = np.zeros((len(predict_rows), 3))
             proba[:, model.classes_] = model.predict_proba(features.iloc[predict_rows])

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from ..settings import Settings
+from ..settings import Settings, one_of
 from ..splits import inner_validation_split
 from .base import CrossFittedBranch
 from .cnn import case_probabilities, train_image_classifier
@@ -37,6 +37,13 @@ class ImageSettings(Settings):
     batch_size: int = Field(32, ge=1, description="CNN training batch size")
     learning_rate: float = Field(3e-3, gt=0, description="Adam learning rate of the CNN")
     augment: bool = Field(False, description="add mirrored copies of the training images")
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone(cls, value):
+        from ..models import BACKBONES, SMALL_CNN   # Keras-free names; the builders import Keras
+
+        return one_of(value, [SMALL_CNN, *BACKBONES])
 
 
 @dataclass

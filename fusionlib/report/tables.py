@@ -125,9 +125,9 @@ PAIRED_COLUMNS = ["data %", "variant", "kind", "vs", "cases", "patients", "QWK v
 
 
 def _pairing_key(run: Run) -> tuple:
-    p = run.params
-    return (p.get("seed"), p.get("folds"), p.get("repeats", 1), run.provenance.get("data", {})
-            .get("fingerprint"))
+    """What a variant must share with its ``fixed`` run: seed, folds, repeats and data."""
+    return (run.setting("protocol", "seed"), run.setting("protocol", "folds"),
+            run.setting("protocol", "repeats", 1), run.provenance.get("data", {}).get("fingerprint"))
 
 
 def _choose_fixed(fixed_runs: list[Run], run: Run) -> Run | None:
@@ -308,8 +308,8 @@ def provenance_table(runs: list[Run]) -> pd.DataFrame:
                      "data": data.get("name", "?") + (" (SYNTHETIC)" if run.synthetic else ""),
                      "data fingerprint": data.get("fingerprint"),
                      "cases used": data.get("n_cases_used"),
-                     "seed": p.get("seed", run.params.get("seed")),
-                     "cohort seed": run.params.get("cohort_seed"),
+                     "seed": p.get("seed", run.setting("protocol", "seed")),
+                     "cohort seed": run.setting("data", "cohort_seed"),
                      "git commit": (p.get("git_commit") or "?")[:12],
                      "seconds": p.get("seconds"),
                      "finished": p.get("finished"),

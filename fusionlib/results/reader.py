@@ -50,18 +50,24 @@ class Run:
     def params(self) -> dict:
         return self.provenance.get("params", {})
 
+    def setting(self, section: str, key: str, default=None):
+        """One of the run's saved parameters, ``params[section][key]`` (``default`` if absent)."""
+        values = self.params.get(section)
+        return values.get(key, default) if isinstance(values, dict) else default
+
     @property
     def fusion(self) -> str:
-        return str(self.summary.get("fusion") or self.params.get("fusion") or "?")
+        return str(self.summary.get("fusion") or self.setting("fusion", "variant") or "?")
 
     @property
     def decision(self) -> str:
         """The decision rule that turned probabilities into predictions (older runs: argmax)."""
-        return str(self.summary.get("decision") or self.params.get("decision") or "argmax")
+        return str(self.summary.get("decision") or self.setting("decision", "rule") or "argmax")
 
     @property
     def data_percentage(self) -> float:
-        value = self.summary.get("data_percentage", self.params.get("data_percentage", 100.0))
+        value = self.summary.get("data_percentage",
+                                 self.setting("protocol", "data_percentage", 100.0))
         return float(value)
 
     @property
