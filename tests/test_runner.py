@@ -321,6 +321,17 @@ def _kernels_of(pid: int) -> list[str]:
     return out.stdout.split()
 
 
+def _cells_run(runs_dir: Path, name: str) -> int:
+    """Code cells the kernel has run so far in a run's temporary folder (0 when none yet)."""
+    for notebook in runs_dir.glob(f".tmp-{name}-*/executed.ipynb"):
+        try:
+            cells = json.loads(notebook.read_text())["cells"]
+        except (OSError, ValueError, KeyError):
+            return 0
+        return sum(1 for c in cells if c.get("execution_count"))
+    return 0
+
+
 def test_ctrl_c_stops_quietly_with_exit_130(tmp_path):
     """Ctrl-C while a kernel executes: one line, exit 130, no traceback, no half-written run."""
     path = write_params(tmp_path / "params", "interrupted", fusion="fixed")
@@ -332,13 +343,15 @@ def test_ctrl_c_stops_quietly_with_exit_130(tmp_path):
                    "--force"], log)
     try:
         deadline = time.time() + 180
-        while not (list(runs_dir.glob(".tmp-interrupted-*")) and _kernels_of(proc.pid)):
+        # Wait until the kernel has run a cell (papermill saves the notebook after each one), so
+        # the interrupt lands while it executes the notebook, not while the kernel starts up.
+        while not (_kernels_of(proc.pid) and _cells_run(runs_dir, "interrupted") >= 2):
             assert proc.poll() is None, log.read_text()
             assert time.time() < deadline, "no kernel started in time"
             time.sleep(0.1)
-        time.sleep(2.0)                     # the kernel is executing the notebook now
+        time.sleep(1.0)
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-        assert proc.wait(timeout=120) == 130
+        assert proc.wait(timeout=120) == 130, log.read_text()
     finally:
         _kill_group(proc)
     out = log.read_text()
