@@ -302,11 +302,19 @@ def test_parallel_runs_wait_for_the_run_that_trains_their_branches():
 # --------------------------------------------------------------------------- hardening
 
 
+def _as_from_a_terminal():
+    """SIGINT as a terminal gives it: handled by default and not blocked. An ignored or blocked
+    signal survives exec, and code run earlier in this pytest process can leave SIGINT so (in
+    the full suite a child then ignored Ctrl-C and finished its run)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def _start(args, log_path: Path, **kwargs) -> subprocess.Popen:
     """``fusionlib <args>`` in its own session (so a signal to its group is a terminal's Ctrl-C)."""
     return subprocess.Popen([sys.executable, "-m", "fusionlib", *map(str, args)], cwd=REPO,
                             stdout=log_path.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True, **kwargs)
+                            start_new_session=True, preexec_fn=_as_from_a_terminal, **kwargs)
 
 
 def _kill_group(proc):
