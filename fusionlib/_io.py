@@ -140,3 +140,17 @@ def swap_into_place(tmp: str | Path, final: str | Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_folder(final: str | Path):
+    """A fresh temporary folder beside ``final`` to fill; when the block ends without error it
+    replaces ``final`` (:func:`swap_into_place`), otherwise it is removed and ``final`` stays."""
+    final = Path(final)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    try:
+        yield tmp
+        swap_into_place(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

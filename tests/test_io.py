@@ -77,3 +77,21 @@ def test_the_set_aside_name_is_one_the_runner_restores(tmp_path, monkeypatch):
     os.rename(runs / "r", aside)
     assert runner.clean_stale(runs) == ["restored r"]
     assert (runs / "r" / "f.txt").read_text() == "new"
+
+
+def test_staged_folder_replaces_on_success_and_leaves_the_old_folder_on_failure(tmp_path):
+    from fusionlib._io import staged_folder
+
+    final = tmp_path / "cohort"
+    final.mkdir()
+    (final / "a.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with staged_folder(final) as tmp:
+            (tmp / "a.txt").write_text("half")
+            raise RuntimeError("writer failed")
+    assert (final / "a.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]   # no temporary folder left
+    with staged_folder(final) as tmp:
+        (tmp / "a.txt").write_text("new")
+    assert (final / "a.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cohort"]

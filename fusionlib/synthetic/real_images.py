@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_write_bytes, swap_into_place
+from .._io import atomic_write_bytes, staged_folder
 from ..data import BBOX_FILENAMES, CLINICAL_FILENAME, DEFAULT_IMAGE_DIRS, read_clinical_table
 from ..errors import DataError
 from .latents import _CASE_SD, _case_means
@@ -82,8 +81,7 @@ def synthesize_thermal_images(clinical_csv_or_folder: str | Path, out_dir: str |
     decoy_u = np.random.default_rng(np.random.SeedSequence([int(random_state), 7331, 1])).random(
         len(cases))
     latent = _case_means(signal, knobs["class_mix"], cases["label"].to_numpy(), decoy_u) + own
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
+    with staged_folder(out_dir) as tmp:
         boxes = _write_images(rng, cases, skin_by_patient, knobs,
                               tmp / DEFAULT_IMAGE_DIRS["thermal_map"], latent)
         shutil.copyfile(source, tmp / CLINICAL_FILENAME)
@@ -108,10 +106,6 @@ def synthesize_thermal_images(clinical_csv_or_folder: str | Path, out_dir: str |
             },
         }
         atomic_write_bytes(tmp / "cohort.json", (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
-        swap_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

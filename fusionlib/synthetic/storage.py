@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_write_bytes, swap_into_place
+from .._io import atomic_write_bytes, staged_folder
 from ..data import BBOX_FILENAMES, CLINICAL_FILENAME, DEFAULT_IMAGE_DIRS, LABELS
 from ..errors import DataError
 from .latents import _draw_latents
@@ -67,8 +65,7 @@ def generate_cohort(out_dir: str | Path, preset: str = DEFAULT_PRESET, random_st
     cases = drawn["cases"]
     table = _clinical_table(drawn["clinical_rng"], cases, knobs, drawn["clinical_latent"])
 
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
+    with staged_folder(out_dir) as tmp:
         boxes = _write_images(drawn["image_rng"], cases, drawn["skin_by_patient"], knobs,
                               tmp / DEFAULT_IMAGE_DIRS["thermal_map"], drawn["image_latent"])
         atomic_write_bytes(tmp / CLINICAL_FILENAME, _format_table(table))
@@ -96,10 +93,6 @@ def generate_cohort(out_dir: str | Path, preset: str = DEFAULT_PRESET, random_st
             "counts": {lab: int(c) for lab, c in zip(LABELS, counts)},
         }
         atomic_write_bytes(tmp / "cohort.json", (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
-        swap_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
