@@ -52,7 +52,6 @@ from .run_folders import (LOCK_PREFIX, OWNER_FILE, TMP_PREFIX, clean_stale, read
 from .run_folders import qwk_mean as _qwk_mean
 from .scheduling import (branch_group, execute_dask, execute_processes, one_line,
                          report_outcome, sigterm_raises)
-from .scheduling import waves as _waves  # noqa: F401 - fusionlib.runner._waves (tests)
 
 __all__ = ["PACKAGE_DIR", "DEFAULT_NOTEBOOK", "KERNEL_NAME", "QUIET_KERNEL_ARGS",
            "NOT_EXPERIMENT_CODE", "OLD_PREFIX", "TMP_PREFIX", "LOCK_PREFIX", "OWNER_FILE",
@@ -300,14 +299,15 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
     with sigterm_raises():
         # The data: generated once here (synthetic cohort) before any run starts; its cheap
         # fingerprint selects the run key (the experiment fingerprints the loaded cohort).
-        fingerprints = {}
+        by_data, data_of = {}, {}     # one fingerprint per distinct data section (modalities aside)
         try:
             from .datasets import data_fingerprint
 
             for _, params in loaded:
                 ident = json.dumps(params.data.model_dump(exclude={"modalities"}), sort_keys=True)
-                if ident not in fingerprints:
-                    fingerprints[ident] = data_fingerprint(params.data)
+                if ident not in by_data:
+                    by_data[ident] = data_fingerprint(params.data)
+                data_of[params.name] = by_data[ident]
         except FusionlibError as err:
             print(f"fusionlib: error: {err}", file=sys.stderr)
             return 2
@@ -319,8 +319,7 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
 
         tasks, outcomes = [], {}
         for path, params in loaded:
-            data = fingerprints[json.dumps(params.data.model_dump(exclude={"modalities"}),
-                                           sort_keys=True)]
+            data = data_of[params.name]
             key = run_key(params.to_dict(), code, data)
             done = read_done(runs_dir / params.name)
             if not force and done is not None and done.get("key") == key and done.get("status") == "ok":

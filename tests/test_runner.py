@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from fusionlib import runner
+from fusionlib.scheduling import waves
 
 pytestmark = pytest.mark.slow
 
@@ -293,7 +294,7 @@ def test_parallel_runs_wait_for_the_run_that_trains_their_branches():
              task("f50", protocol={"data_percentage": 50, "seed": 0}),
              task("t50", fusion={"variant": "mlp"}, protocol={"data_percentage": 50, "seed": 0}),
              task("s1", protocol={"data_percentage": 100, "seed": 1})]
-    leaders, followers = runner._waves(tasks)
+    leaders, followers = waves(tasks)
     assert [t["name"] for t in leaders] == ["f100", "f50", "s1"]
     assert {k: [t["name"] for t in v] for k, v in followers.items()} == {
         "f100": ["t100"], "f50": ["t50"], "s1": []}
