@@ -61,7 +61,8 @@ def run_experiment(params: ExperimentParams, cohort: Cohort | None = None,
     provenance = provenance_of(params, cohort, fingerprint)
     provenance.update({"seconds": round(time.time() - started, 2),
                        "branch_cache": {"hits": cache.hits, "misses": cache.misses},
-                       "trainable_fusion_params": _parameter_count(params)})
+                       # every fold's head has the same count (same variant and modalities)
+                       "trainable_fusion_params": results[0].weights["trainable_fusion_params"]})
     return ExperimentResult(params, cohort, results, provenance)
 
 
@@ -239,14 +240,6 @@ def decide_sources(decision: str, sources: dict, data: FoldData) -> tuple[dict, 
             if name == decision:
                 chosen[source] = rule.describe()
     return preds, chosen
-
-
-def _parameter_count(params: ExperimentParams) -> int:
-    from .models import build_fusion_head, fusion_parameter_count
-
-    return fusion_parameter_count(build_fusion_head(
-        params.data.modalities, fusion=params.fusion.variant,
-        fusion_options=params.fusion.options, random_state=params.protocol.seed))
 
 
 def provenance_of(params: ExperimentParams, cohort: Cohort, fingerprint: str) -> dict:
