@@ -1,9 +1,28 @@
-"""Time the main job: a cold sweep, a no-op rerun, and a fusion-only run on cached branches.
+"""Time the main job, old code against new in one run: the cold several-seed sweep with its
+report, and a fusion-only rerun of one experiment on cached branches.
 
-Usage: .venv/bin/python bench/bench_sweep.py [--params 'params/*.yaml'] [--keep DIR]
+Usage::
 
-Prints wall-clock seconds and ratios measured in the same process and run, so
-they can be compared across machines; docs/benchmarks.md records the figures.
+    .venv/bin/python bench/bench_sweep.py --old-ref 07c7334      # old = a git worktree of that commit
+    .venv/bin/python bench/bench_sweep.py --old-tree /path/to/old   # an existing checkout
+    .venv/bin/python bench/bench_sweep.py --only new                # the new code alone
+
+What it does, for the old tree and then this one, each in its own work folder and through
+the command line a user types (``python -m fusionlib ...`` with ``PYTHONPATH`` set to the
+tree, so both use this virtual environment):
+
+1. generates the default synthetic cohort (not timed: `make run` does it once per clone);
+2. **cold sweep**: ``fusionlib run --jobs 2`` on every ``params/*.yaml`` of *this* tree, with
+   an empty branch cache. This tree runs each file's seeds inside one notebook run
+   (``protocol.seeds``); code that predates ``protocol.seeds`` gets one parameter file per
+   (file, seed), named ``<name>_s<seed>`` (the same work: every seed trains its branches);
+3. **report**: ``fusionlib report`` on those runs;
+4. **fusion-only rerun**: ``fusionlib run --force`` on ``trainable_100`` (all its seeds; the
+   old tree: its per-seed files) with the branches cached, as a user reruns after changing
+   only the head.
+
+Prints seconds per step for both trees and the ratios old / new. Speed is compared as ratios
+measured in the same run (the machines are shared); docs/benchmarks.md records the figures.
 """
 
 from __future__ import annotations
@@ -12,54 +31,128 @@ import argparse
 import glob
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
 
 
-def timed(label, func):
+def sweep_files(tree: Path, work: Path, params_glob: str) -> tuple[list[str], list[str]]:
+    """(every sweep file, the fusion-only rerun's files) for ``tree``.
+
+    A tree whose schema has ``protocol.seeds`` reads this tree's files as they are; an older
+    one gets one file per (file, seed) written under ``work``.
+    """
+    files = sorted(glob.glob(str(REPO / params_glob)))
+    if knows_seeds(tree):
+        rerun = [f for f in files if Path(f).stem == "trainable_100"]
+        return files, rerun
+    out, rerun = [], []
+    folder = work / "params-per-seed"
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        protocol = dict(raw.get("protocol") or {})
+        seeds = protocol.pop("seeds", None) or [protocol.get("seed", 0)]
+        for seed in seeds:
+            one = {**raw, "name": f"{raw['name']}_s{seed}", "protocol": {**protocol, "seed": seed}}
+            target = folder / f"{one['name']}.yaml"
+            target.write_text(yaml.safe_dump(one, sort_keys=False), encoding="utf-8")
+            out.append(str(target))
+            if raw["name"] == "trainable_100":
+                rerun.append(str(target))
+    return out, rerun
+
+
+def knows_seeds(tree: Path) -> bool:
+    return "seeds:" in (tree / "fusionlib" / "splits.py").read_text(encoding="utf-8")
+
+
+def fusionlib(tree: Path, *args: str, quiet: bool = True) -> tuple[float, int]:
+    """Run ``python -m fusionlib ARGS`` on ``tree``'s code; (wall seconds, exit status)."""
+    env = {**ENV, "PYTHONPATH": str(tree)}
     start = time.perf_counter()
-    code = func()
+    done = subprocess.run([sys.executable, "-m", "fusionlib", *args], cwd=tree, env=env,
+                          stdout=subprocess.DEVNULL if quiet else None,
+                          stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - start
-    print(f"{label:<46} {seconds:8.1f} s   (exit {code})", flush=True)
-    return seconds
+    if done.returncode:
+        print(f"  `fusionlib {' '.join(args[:2])} ...` on {tree} exited {done.returncode}:\n"
+              + "\n".join(done.stderr.strip().splitlines()[-8:]), file=sys.stderr)
+    return seconds, done.returncode
+
+
+def measure(label: str, tree: Path, work: Path, params_glob: str, jobs: int) -> dict:
+    runs, cache, reports = work / "runs", work / "cache", work / "reports"
+    files, rerun = sweep_files(tree, work, params_glob)
+    print(f"[{label}] {tree}: {len(files)} run(s); generating the cohort (not timed)", flush=True)
+    fusionlib(tree, "cohort")
+    out = {"runs": len(files)}
+    out["cold"], code = fusionlib(tree, "run", "--jobs", str(jobs), "--runs-dir", str(runs),
+                                  "--cache-dir", str(cache), *files)
+    print(f"[{label}] cold sweep          {out['cold']:7.1f} s (exit {code})", flush=True)
+    out["report"], code = fusionlib(tree, "report", "--runs-dir", str(runs), "--out", str(reports))
+    print(f"[{label}] report              {out['report']:7.1f} s (exit {code})", flush=True)
+    out["rerun"], code = fusionlib(tree, "run", "--force", "--runs-dir", str(runs),
+                                   "--cache-dir", str(cache), *rerun)
+    print(f"[{label}] fusion-only rerun   {out['rerun']:7.1f} s (exit {code}; "
+          f"{len(rerun)} run(s) of trainable_100)", flush=True)
+    return out
+
+
+def old_tree_at(ref: str, where: Path) -> Path:
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(where), ref],
+                   check=True, capture_output=True)
+    return where
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default=str(REPO / "params" / "*.yaml"))
-    parser.add_argument("--keep", help="work in this folder and keep it (default: a temp folder)")
+    parser.add_argument("--old-ref", help="commit of the old code (a temporary git worktree)")
+    parser.add_argument("--old-tree", help="an existing checkout of the old code")
+    parser.add_argument("--only", choices=["old", "new"], help="measure one tree only")
+    parser.add_argument("--params", default="params/*.yaml", help="sweep files, relative to the repo")
     parser.add_argument("--jobs", type=int, default=2, help="parallel runs, as `make run` uses")
+    parser.add_argument("--keep", help="work in this folder and keep it (default: a temp folder)")
     args = parser.parse_args()
-    from fusionlib.report import build_report
-    from fusionlib.runner import run_all
+    if args.only != "new" and not (args.old_ref or args.old_tree):
+        parser.error("give --old-ref or --old-tree (or --only new)")
 
-    files = sorted(glob.glob(args.params))
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="fusionlib-bench-"))
-    runs, cache, reports = work / "runs", work / "cache", work / "reports"
-    print(f"{len(files)} parameter files, work folder {work}, {os.cpu_count()} CPUs")
-    cold = timed(f"cold sweep (branches trained, --jobs {args.jobs})", lambda: run_all(
-        files, runs_dir=runs, cache_dir=cache, jobs=args.jobs))
-    report = timed("report (index.html + one page per run)", lambda: build_report(runs, reports) and 0)
-    noop = timed("second run, nothing changed", lambda: run_all(files, runs_dir=runs, cache_dir=cache,
-                                                                jobs=args.jobs))
-    one = [f for f in files if Path(f).stem.startswith("trainable_100")] or files[:1]
-    shutil.rmtree(runs / Path(one[0]).stem, ignore_errors=True)
-    warm = timed("one run, branches cached (fusion only)", lambda: run_all(
-        one, runs_dir=runs, cache_dir=cache))
-    cold_one = timed("the same run, cold cache", lambda: run_all(
-        one, runs_dir=work / "runs_cold", cache_dir=work / "cache_cold"))
-    print(f"\nmain job (sweep + report): {cold + report:.1f} s")
-    print(f"no-op rerun / cold sweep:  {noop / cold:.3f}")
-    print(f"cached run / cold run:     {warm / cold_one:.3f}  ({cold_one / warm:.1f}x faster)")
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    made_tree = None
+    print(f"work folder {work}, {os.cpu_count()} CPUs, --jobs {args.jobs}")
+    results = {}
+    try:
+        if args.only != "new":
+            old = Path(args.old_tree) if args.old_tree else old_tree_at(args.old_ref, work / "old-tree")
+            made_tree = None if args.old_tree else old
+            results["old"] = measure("old", old.resolve(), work / "old", args.params, args.jobs)
+        if args.only != "old":
+            results["new"] = measure("new", REPO, work / "new", args.params, args.jobs)
+    finally:
+        if made_tree is not None:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(made_tree)],
+                           capture_output=True)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print("\n| step | " + " | ".join(f"{k} (s)" for k in results) +
+          (" | old / new |" if len(results) == 2 else " |"))
+    print("| --- |" + " --- |" * (len(results) + (len(results) == 2)))
+    for step, label in (("cold", "cold sweep"), ("report", "report"),
+                        ("total", "main job (sweep + report)"), ("rerun", "fusion-only rerun")):
+        values = [r["cold"] + r["report"] if step == "total" else r[step] for r in results.values()]
+        ratio = f" | {values[0] / values[1]:.2f}x" if len(values) == 2 else ""
+        print(f"| {label} | " + " | ".join(f"{v:.1f}" for v in values) + ratio + " |")
+    for name, r in results.items():
+        print(f"{name}: {r['runs']} run(s) in the sweep")
     return 0
 
 

@@ -32,8 +32,8 @@ from .splits import check_folds, check_phases, patient_folds, subsample_patients
 
 logger = logging.getLogger("fusionlib")
 
-__all__ = ["BranchCache", "ExperimentResult", "FoldResult", "fuse_per_model", "fuse_with_missing",
-           "load_dataset", "run_experiment", "run_fold"]
+__all__ = ["BranchCache", "ExperimentResult", "FoldResult", "for_seed", "fuse_per_model",
+           "fuse_with_missing", "load_dataset", "run_experiment", "run_fold"]
 
 
 # --------------------------------------------------------------------------- the experiment
@@ -42,39 +42,63 @@ __all__ = ["BranchCache", "ExperimentResult", "FoldResult", "fuse_per_model", "f
 def run_experiment(params: ExperimentParams, cohort: Cohort | None = None,
                    cache_dir: str | Path | None = ".cache", progress: bool = True,
                    log=None) -> ExperimentResult:
-    """Run every (repeat, fold) of an experiment; returns the scored result (not yet saved)."""
+    """Run every (seed, repeat, fold) of an experiment; returns the scored result (not yet saved).
+
+    Each seed of ``protocol.seeds`` (or the one ``protocol.seed``) is a replicate of the whole
+    protocol: its own patient subsample, outer folds, branch models and heads.
+    """
     started = time.time()
     cohort = cohort if cohort is not None else load_dataset(params.data)
     fingerprint = cohort.fingerprint()
-    cohort = subsample(cohort, params)
-    folds = outer_folds(cohort, params)
     cache_root = None if cache_dir is None else Path(cache_dir)
     cache = BranchCache(None if cache_root is None else cache_root / "branches")
-    branches = build_branches(params, cache_root)
-    results = []
-    bar = _progress(len(folds), f"{params.name}: folds", progress)
-    for fold in folds:
-        outputs = branch_outputs(branches, cohort, fold, cache, fingerprint, params)
-        results.append(run_fold(cohort, params, fold, outputs, log=log))
-        bar.update(1)
+    seeds = params.protocol.seed_list()
+    runs = []       # per seed: (its params, its subsampled cohort, its folds)
+    for seed in seeds:
+        seeded = for_seed(params, seed)
+        rows = subsample_rows(cohort, seeded)
+        runs.append((seeded, rows, cohort.subset(rows), outer_folds(cohort.subset(rows), seeded)))
+    results, cohorts = [], {}
+    bar = _progress(sum(len(r[3]) for r in runs), f"{params.name}: folds", progress)
+    for seeded, rows, used, folds in runs:
+        seed = seeded.protocol.seed
+        cohorts[seed] = used
+        branches = build_branches(seeded, cache_root)
+        for fold in folds:
+            outputs = branch_outputs(branches, used, fold, cache, fingerprint, seeded)
+            result = run_fold(used, seeded, fold, outputs, log=log)
+            result.seed = seed
+            results.append(result)
+            bar.update(1)
     bar.close()
-    provenance = provenance_of(params, cohort, fingerprint)
+    union = np.unique(np.concatenate([r[1] for r in runs]))
+    provenance = provenance_of(params, cohort.subset(union), fingerprint)
     provenance.update({"seconds": round(time.time() - started, 2),
                        "branch_cache": {"hits": cache.hits, "misses": cache.misses},
                        # every fold's head has the same count (same variant and modalities)
                        "trainable_fusion_params": results[0].weights["trainable_fusion_params"]})
-    return ExperimentResult(params, cohort, results, provenance)
+    return ExperimentResult(params, cohort.subset(union), results, provenance, cohorts=cohorts)
 
 
-def subsample(cohort: Cohort, params: ExperimentParams) -> Cohort:
-    """The patients the experiment keeps (nested across percentages for one seed).
+def for_seed(params: ExperimentParams, seed: int) -> ExperimentParams:
+    """``params`` with the single seed ``seed`` (one replicate of a several-seed run)."""
+    return params.model_copy(update={"protocol": params.protocol.for_seed(seed)})
+
+
+def subsample_rows(cohort: Cohort, params: ExperimentParams) -> np.ndarray:
+    """Positions of the cases the experiment keeps (nested across percentages for one seed).
 
     Refuses what cannot be learned before any model trains: too few patients for the folds.
     """
     protocol = params.protocol
-    cohort = cohort.subset(subsample_patients(cohort.groups, protocol.data_percentage, protocol.seed))
-    check_folds(cohort.y, cohort.groups, protocol.folds, source=cohort.source)
-    return cohort
+    rows = np.asarray(subsample_patients(cohort.groups, protocol.data_percentage, protocol.seed))
+    check_folds(cohort.y[rows], cohort.groups[rows], protocol.folds, source=cohort.source)
+    return rows
+
+
+def subsample(cohort: Cohort, params: ExperimentParams) -> Cohort:
+    """The cohort of the cases the experiment keeps (:func:`subsample_rows`)."""
+    return cohort.subset(subsample_rows(cohort, params))
 
 
 def outer_folds(cohort: Cohort, params: ExperimentParams) -> list:
@@ -263,6 +287,7 @@ def provenance_of(params: ExperimentParams, cohort: Cohort, fingerprint: str) ->
             "python": platform.python_version(), "data": {"name": cohort.name,
             "fingerprint": fingerprint, "n_cases_used": cohort.n_cases,
             "meta": cohort.meta}, "seed": params.protocol.seed,
+            "seeds": params.protocol.seed_list(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 

@@ -13,11 +13,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .errors import DataError
 from .settings import Settings, fail, one_of
@@ -35,6 +36,10 @@ class ProtocolSettings(Settings):
     folds: int = Field(5, ge=2, description="outer patient-grouped folds")
     repeats: int = Field(1, ge=1, description="repeated cross-validation")
     seed: int = Field(0, ge=0, description="the run's seed (folds, subsampling, every model)")
+    seeds: Optional[list[int]] = Field(None, description=(
+        "several seeds in one run: each seed subsamples, splits and trains everything anew "
+        "(branches cached per seed); scores are kept per seed and summarised over seeds. "
+        "Replaces `seed`"))
     sampling: str = Field("none", description=(
         "class resampling of training rows: `none`, `random`, `combined`"))
     missing_cases: str = Field("use", description=(
@@ -48,6 +53,29 @@ class ProtocolSettings(Settings):
         if not 0 < value <= 100:
             fail(f"must be in (0, 100], got {value:g}")
         return float(value)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value):
+        if value is None:
+            return value
+        if not value or any(v < 0 for v in value) or len(set(value)) != len(value):
+            fail(f"must be a non-empty list of distinct integers >= 0, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _seed_or_seeds(self):
+        if self.seeds is not None and "seed" in self.model_fields_set:
+            fail(f"give either seed ({self.seed}) or seeds ({self.seeds}), not both")
+        return self
+
+    def seed_list(self) -> list[int]:
+        """The seeds a run trains and scores: ``seeds``, else ``[seed]``."""
+        return list(self.seeds) if self.seeds is not None else [self.seed]
+
+    def for_seed(self, seed: int) -> "ProtocolSettings":
+        """This protocol with one seed (what each seed of a several-seed run uses)."""
+        return self.model_copy(update={"seed": int(seed), "seeds": None})
 
     @field_validator("sampling")
     @classmethod

@@ -143,14 +143,16 @@ def test_shipped_params_validate():
     for path in files:
         raw = yaml.safe_load(path.read_text())
         assert set(raw) == {"name", "description", "fusion", "protocol"}, path
-        assert set(raw["protocol"]) == {"data_percentage"} and set(raw["fusion"]) == {"variant"}
+        assert set(raw["protocol"]) == {"data_percentage", "seeds"} and set(raw["fusion"]) == {"variant"}
         params = load_params(path)
         assert params.name == path.stem
         assert params.description.strip()
         assert params.protocol.data_percentage == (50 if path.stem.endswith("_50") else 100)
         assert path.stem.startswith(params.fusion.variant + "_")
+        # Three seeds inside every run: the verdict must hold beyond one seed's training.
+        assert params.protocol.seed_list() == [0, 1, 2]
         assert params.protocol == defaults.protocol.model_copy(
-            update={"data_percentage": params.protocol.data_percentage})
+            update={"data_percentage": params.protocol.data_percentage, "seeds": [0, 1, 2]})
     assert len(runner.load_all(files)) == len(SHIPPED)
     proc = subprocess.run([FUSIONLIB, "validate", *map(str, files)], capture_output=True,
                           text=True, cwd=REPO)

@@ -102,7 +102,8 @@ def test_a_metric_added_in_one_place_reaches_metrics_json_notebook_and_report(to
 
 
 def test_the_built_in_list_reproduces_the_metrics_json_layout():
-    """The summary keys and the fold columns in the order metrics.json has always had."""
+    """The summary keys and the fold columns in the order metrics.json has (``seed`` first
+    since several seeds run inside one run)."""
     shares = [f"{p}{k}{s}" for p in ("", "converged_", "start_")
               for k in ("rf_share", "influence_rf_share") for s in ("", "_I", "_P", "_R")]
     assert summarised_metrics() == ["qwk", "accuracy", "macro_f1", "f1_I", "f1_P", "f1_R",
@@ -111,9 +112,9 @@ def test_the_built_in_list_reproduces_the_metrics_json_layout():
     assert list(classification_scores([0, 1, 2], np.eye(3))) == [
         "qwk", "accuracy", "macro_f1", "f1_I", "f1_P", "f1_R", "log_loss", "brier", "ece", "n"]
     table = _result().fold_table()
-    assert list(table.columns[:12]) == ["repeat", "fold", "qwk", "accuracy", "macro_f1", "f1_I",
-                                        "f1_P", "f1_R", "log_loss", "brier", "ece", "n"]
-    assert list(table.columns[12:15]) == ["stage1_val_qwk", "decision", "rf_share"]
+    assert list(table.columns[:13]) == ["seed", "repeat", "fold", "qwk", "accuracy", "macro_f1",
+                                        "f1_I", "f1_P", "f1_R", "log_loss", "brier", "ece", "n"]
+    assert list(table.columns[13:16]) == ["stage1_val_qwk", "decision", "rf_share"]
     assert [m.name for m in metrics_in("calibration")] == ["brier", "ece"]
 
 

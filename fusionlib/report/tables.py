@@ -82,6 +82,7 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
             "decision": s.get("decision", "argmax"),
             head: f"{fmt(mean)} ± {fmt(sd)}",
             f"{head} fold t-interval": f"[{fmt(low)}, {fmt(high)}]",
+            f"{head} over seeds": _over_seeds(s),
             f"{head} mean": mean, f"{head} sd": sd, f"{head} CI low": low, f"{head} CI high": high,
             f"pooled {head}": (s.get("pooled") or {}).get(HEADLINE, np.nan),
             # Cases by available modality, and the score on those with every modality.
@@ -101,12 +102,22 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _over_seeds(summary: dict) -> str:
+    """The headline's per-seed means summarised: ``mean ± sd (n seeds)``; "–" for one seed."""
+    by_seed = ((summary.get("by_seed") or {}).get("metrics") or {}).get(HEADLINE) or {}
+    per_seed = [v for v in by_seed.get("per_seed") or [] if v is not None]
+    if len(per_seed) < 2:
+        return "–"
+    return f"{fmt(by_seed['mean'])} ± {fmt(by_seed['sd'])} ({len(per_seed)} seeds)"
+
+
 def runs_table_columns() -> list[str]:
     """The columns of :func:`runs_table` the report shows, in order: the metrics of the
     ``runs`` table of :data:`fusionlib.results.METRICS` between the headline and the counts."""
     head = METRICS[HEADLINE].label
     shown = metrics_in("runs")
     return ["name", "fusion", "data %", "decision", head, f"{head} fold t-interval",
+            f"{head} over seeds",
             f"pooled {head}", *[m.label_in("runs") for m in shown if m.scored],
             "trainable fusion params", *[m.label_in("runs") for m in shown if not m.scored],
             "folds", "cases", "dropped images", "cases by modality", f"{head} complete cases", "data"]
@@ -125,8 +136,8 @@ PAIRED_COLUMNS = ["data %", "variant", "kind", "vs", "cases", "patients", "QWK v
 
 
 def _pairing_key(run: Run) -> tuple:
-    """What a variant must share with its ``fixed`` run: seed, folds, repeats and data."""
-    return (run.setting("protocol", "seed"), run.setting("protocol", "folds"),
+    """What a variant must share with its ``fixed`` run: seeds, folds, repeats and data."""
+    return (tuple(run.seeds), run.setting("protocol", "folds"),
             run.setting("protocol", "repeats", 1), run.provenance.get("data", {}).get("fingerprint"))
 
 
@@ -137,13 +148,13 @@ def _choose_fixed(fixed_runs: list[Run], run: Run) -> Run | None:
 
 def _paired_row(variant_name: str, kind: str, pct: float, fixed: Run, pred_a: pd.DataFrame,
                 n_boot: int, random_state: int, note: str = "") -> dict:
-    """Pair ``pred_a`` (repeat, case_id, fold, label, patient, pred_a, loss_a) with ``fixed``'s
+    """Pair ``pred_a`` (seed, repeat, case_id, fold, label, patient, pred_a, loss_a) with ``fixed``'s
     predictions (its ``pred``, decided by the same rule, and its per-case log-loss)."""
     frame = fixed.predictions
-    base = frame[["repeat", "case_id", "label", "pred"]].rename(
+    base = frame[["seed", "repeat", "case_id", "label", "pred"]].rename(
         columns={"pred": "pred_b", "label": "label_b"})
     base["loss_b"] = case_log_loss(frame["label"], frame[PROBA_COLUMNS].to_numpy(dtype=float))
-    joined = pred_a.merge(base, on=["repeat", "case_id"], how="inner")
+    joined = pred_a.merge(base, on=["seed", "repeat", "case_id"], how="inner")
     row = {"data %": pct, "variant": variant_name, "kind": kind, "vs": fixed.name,
            "cases": len(joined), "patients": joined["patient"].nunique() if len(joined) else 0}
     empty = {"QWK variant": np.nan, "QWK fixed": np.nan, "QWK diff": np.nan, "CI low": np.nan,
@@ -157,7 +168,7 @@ def _paired_row(variant_name: str, kind: str, pct: float, fixed: Run, pred_a: pd
     c = paired_comparison(joined["label"].to_numpy(), joined["pred_a"].to_numpy(),
                           joined["pred_b"].to_numpy(), joined["loss_a"].to_numpy(),
                           joined["loss_b"].to_numpy(), joined["patient"].to_numpy(),
-                          joined[["repeat", "fold"]].to_numpy(), n_boot=n_boot,
+                          joined[["seed", "repeat", "fold"]].to_numpy(), n_boot=n_boot,
                           random_state=random_state)
     n_a = len(pred_a)
     if len(joined) < max(n_a, len(base)):
@@ -183,10 +194,10 @@ def paired_comparisons(runs: list[Run], n_boot: int = 2000, random_state: int = 
     """Every non-fixed run vs the ``fixed`` run at the same data percentage, paired by case.
 
     With the same seed and folds the runs scored the same test cases, so their
-    predictions are joined on ``(repeat, case_id)``. ``QWK diff`` is
+    predictions are joined on ``(seed, repeat, case_id)``. ``QWK diff`` is
     QWK(variant) - QWK(fixed) on the pooled joined cases, with a 95% bootstrap CI
     that resamples patients (:func:`fusionlib.metrics.paired_bootstrap_qwk`);
-    ``per-fold diffs`` are the same difference within each (repeat, fold).
+    ``per-fold diffs`` are the same difference within each (seed, repeat, fold).
     With ``baselines``, the fixed run's own baselines (RF only, image only,
     stacking; from its ``predictions.csv``) are compared with it too (``kind`` =
     ``baseline``).
@@ -210,7 +221,7 @@ def paired_comparisons(runs: list[Run], n_boot: int = 2000, random_state: int = 
                 note = (note + "; " if note else "") + \
                     f"decision rules differ ({run.decision} vs {fixed.decision}): not comparable"
             pred = _with_loss(run.predictions, PROBA_COLUMNS)[
-                ["repeat", "fold", "case_id", "patient", "label", "pred", "loss_a"]]
+                ["seed", "repeat", "fold", "case_id", "patient", "label", "pred", "loss_a"]]
             rows.append(_paired_row(run.name, "fusion", pct, fixed, pred.rename(columns={"pred": "pred_a"}),
                                     n_boot, random_state, note))
         if baselines:
@@ -226,7 +237,7 @@ def paired_comparisons(runs: list[Run], n_boot: int = 2000, random_state: int = 
                 decided = f"{source}_pred_{fixed.decision}"
                 pred_a = frame[decided].to_numpy()[ok] if decided in frame else proba[ok].argmax(axis=1)
                 pred = _with_loss(frame.loc[ok], cols)[
-                    ["repeat", "fold", "case_id", "patient", "label", "loss_a"]].assign(pred_a=pred_a)
+                    ["seed", "repeat", "fold", "case_id", "patient", "label", "loss_a"]].assign(pred_a=pred_a)
                 rows.append(_paired_row(f"{source} (baseline of {fixed.name})", "baseline", pct,
                                         fixed, pred, n_boot, random_state))
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
@@ -308,7 +319,7 @@ def provenance_table(runs: list[Run]) -> pd.DataFrame:
                      "data": data.get("name", "?") + (" (SYNTHETIC)" if run.synthetic else ""),
                      "data fingerprint": data.get("fingerprint"),
                      "cases used": data.get("n_cases_used"),
-                     "seed": p.get("seed", run.setting("protocol", "seed")),
+                     "seed": ", ".join(str(s) for s in p.get("seeds") or run.seeds),
                      "cohort seed": run.setting("data", "cohort_seed"),
                      "git commit": (p.get("git_commit") or "?")[:12],
                      "seconds": p.get("seconds"),

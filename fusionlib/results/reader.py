@@ -56,6 +56,12 @@ class Run:
         return values.get(key, default) if isinstance(values, dict) else default
 
     @property
+    def seeds(self) -> list[int]:
+        """The seeds of the run's replicates (``protocol.seeds``, else ``[protocol.seed]``)."""
+        seeds = self.setting("protocol", "seeds")
+        return list(seeds) if seeds else [int(self.setting("protocol", "seed", 0) or 0)]
+
+    @property
     def fusion(self) -> str:
         return str(self.summary.get("fusion") or self.setting("fusion", "variant") or "?")
 
@@ -91,7 +97,7 @@ class Run:
             path = self.path / PREDICTIONS_FILE
             if not path.is_file():
                 return None
-            self._predictions = pd.read_csv(path, dtype={"case_id": str})
+            self._predictions = with_seed(pd.read_csv(path, dtype={"case_id": str}), self.seeds)
         return self._predictions
 
 
@@ -133,6 +139,14 @@ def _read_predictions(path: Path) -> pd.DataFrame | None:
     return frame
 
 
+def with_seed(frame: pd.DataFrame, seeds: list[int]) -> pd.DataFrame:
+    """``frame`` with a ``seed`` column: runs made before seeds were kept per row had one seed."""
+    if "seed" not in frame.columns:
+        frame = frame.copy()
+        frame.insert(0, "seed", seeds[0])
+    return frame
+
+
 def _one_line(text) -> str:
     return " ".join(str(text).split())
 
@@ -171,6 +185,8 @@ def load_runs(runs_dir: str | Path = "runs", left_out: list | None = None) -> li
                       provenance=_read_json(folder / PROVENANCE_FILE, {}, dict) or {},
                       done=_read_json(folder / DONE_FILE, {}, dict) or {},
                       _predictions=_read_predictions(folder / PREDICTIONS_FILE))
+            if run._predictions is not None:
+                run._predictions = with_seed(run._predictions, run.seeds)
             for key in ("summary",):
                 if not isinstance(run.metrics.get(key, {}), dict):
                     raise _Unusable(f"{METRICS_FILE}: {key!r} is not a JSON object")

@@ -42,6 +42,7 @@ class FoldResult:
     weights: dict
     history: dict = field(default_factory=dict)
     preds: dict = field(default_factory=dict)   # source ("fused", baselines) -> rule -> (n_test,)
+    seed: int = 0                   # the seed of the replicate this fold belongs to
 
 
 @dataclass
@@ -50,14 +51,25 @@ class ExperimentResult:
     cohort: Cohort
     folds: list
     provenance: dict
+    # seed -> the cohort that seed used (its patient subsample); ``case_index`` of a fold of
+    # that seed points into it. None: every fold used ``cohort``.
+    cohorts: dict | None = None
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds of the run's replicates, in run order."""
+        return list(dict.fromkeys(f.seed for f in self.folds))
+
+    def cohort_of(self, seed: int) -> Cohort:
+        return self.cohorts[seed] if self.cohorts else self.cohort
 
     def fold_table(self) -> pd.DataFrame:
-        """One row per (repeat, fold): test scores, stage scores and the metrics read from the
+        """One row per (seed, repeat, fold): test scores, stage scores and the metrics read from the
         weight analysis (learned-weight shares of the deployed, converged and start heads)."""
         read = [m for m in METRICS.values() if not m.scored]
         rows = []
         for f in self.folds:
-            row = {"repeat": f.repeat, "fold": f.fold, **f.scores, **f.stage_scores,
+            row = {"seed": f.seed, "repeat": f.repeat, "fold": f.fold, **f.scores, **f.stage_scores,
                    "decision": (f.weights.get("decision") or {}).get("fused")}
             row.update({m.name: m.read(f.weights) for m in read})
             rows.append(row)
@@ -70,6 +82,9 @@ class ExperimentResult:
                "n_folds": int(len(table)), "n_cases": int(self.cohort.n_cases),
                "trainable_fusion_params": self.provenance.get("trainable_fusion_params")}
         out["decision"] = self.params.decision.rule
+        out["seeds"] = self.seeds
+        if self.cohorts:
+            out["n_cases_per_seed"] = {str(s): int(c.n_cases) for s, c in self.cohorts.items()}
         out["dropped_images"] = self.cohort.meta.get("dropped_images", {"count": 0, "by_reason": {}})
         out["head_never_trained_folds"] = int(sum(bool(f.stage_scores.get("head_never_trained"))
                                                   for f in self.folds))
@@ -81,6 +96,7 @@ class ExperimentResult:
         pooled = self.predictions()
         out["pooled"] = classification_scores(pooled["label"], pooled[PROBA_COLUMNS].to_numpy(),
                                               pooled["pred"].to_numpy())
+        out["by_seed"] = self._by_seed(table, pooled)
         # Cases by modality availability (each case is a test case once per repeat), and the
         # pooled scores on the test cases that have every modality (those the head fused).
         present = {m: (np.ones(self.cohort.n_cases, bool) if m == "metadata"
@@ -101,12 +117,35 @@ class ExperimentResult:
             if len(sub) else {"n": 0})
         return out
 
+    @staticmethod
+    def _by_seed(table: pd.DataFrame, pooled: pd.DataFrame) -> dict:
+        """Each summarised metric per seed (the mean over that seed's folds) and the mean and
+        standard deviation of those per-seed means; the pooled scores of each seed."""
+        seeds = list(dict.fromkeys(table["seed"]))
+        out = {"seeds": seeds, "metrics": {}, "pooled": {}}
+        for metric in summarised_metrics():
+            if metric not in table:
+                continue
+            per_seed = [table.loc[table["seed"] == s, metric].dropna().to_numpy(dtype=float)
+                        for s in seeds]
+            means = [float(v.mean()) if len(v) else None for v in per_seed]
+            known = [m for m in means if m is not None]
+            if known:
+                out["metrics"][metric] = {
+                    "per_seed": means, "mean": float(np.mean(known)),
+                    "sd": float(np.std(known, ddof=1)) if len(known) > 1 else 0.0}
+        for s in seeds:
+            rows = pooled[pooled["seed"] == s]
+            out["pooled"][str(s)] = classification_scores(
+                rows["label"], rows[PROBA_COLUMNS].to_numpy(), rows["pred"].to_numpy())
+        return out
+
     def predictions(self) -> pd.DataFrame:
-        """One row per (repeat, test case): label, fused, branch and baseline probabilities."""
+        """One row per (seed, repeat, test case): label, fused, branch and baseline probabilities."""
         frames = []
         for f in self.folds:
-            cases = self.cohort.cases.iloc[f.case_index]
-            frame = pd.DataFrame({"repeat": f.repeat, "fold": f.fold,
+            cases = self.cohort_of(f.seed).cases.iloc[f.case_index]
+            frame = pd.DataFrame({"seed": f.seed, "repeat": f.repeat, "fold": f.fold,
                                   "case_id": cases["case_id"].to_numpy(),
                                   "patient": cases["patient"].to_numpy(), "label": f.y_true})
             for j, label in enumerate(LABELS):
@@ -127,7 +166,7 @@ class ExperimentResult:
         return pd.concat(frames, ignore_index=True)
 
     def weights(self) -> list:
-        return [{"repeat": f.repeat, "fold": f.fold, **f.weights} for f in self.folds]
+        return [{"seed": f.seed, "repeat": f.repeat, "fold": f.fold, **f.weights} for f in self.folds]
 
     def save(self, directory: str | Path) -> Path:
         """Write metrics.json, predictions.csv, weights.json and provenance.json atomically."""
@@ -166,7 +205,7 @@ def jsonable(value):
 def per_fold_columns(folds: pd.DataFrame) -> list[str]:
     """The experiment notebook's per-fold score table: the metrics of the ``folds`` table, each
     image branch's inner-validation QWK and the Stage 1 head's (those ``folds`` has)."""
-    columns = ["repeat", "fold", "decision", *(m.name for m in metrics_in("folds")),
+    columns = ["seed", "repeat", "fold", "decision", *(m.name for m in metrics_in("folds")),
                *[c for c in folds.columns if c.endswith("_val_qwk") and not c.startswith("stage1")],
                "stage1_val_qwk", "stage1_best_epoch", "stage1_penalty"]
     return [c for c in columns if c in folds.columns]
@@ -175,4 +214,4 @@ def per_fold_columns(folds: pd.DataFrame) -> list[str]:
 def share_columns(folds: pd.DataFrame) -> list[str]:
     """The experiment notebook's per-fold learned-weight table (the ``fold_shares`` metrics
     ``folds`` has), after ``repeat`` and ``fold``."""
-    return ["repeat", "fold", *(m.name for m in metrics_in("fold_shares") if m.name in folds.columns)]
+    return ["seed", "repeat", "fold", *(m.name for m in metrics_in("fold_shares") if m.name in folds.columns)]
