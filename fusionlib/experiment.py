@@ -33,7 +33,7 @@ from .splits import check_folds, check_phases, patient_folds, subsample_patients
 logger = logging.getLogger("fusionlib")
 
 __all__ = ["BranchCache", "ExperimentResult", "FoldResult", "for_seed", "fuse_per_model",
-           "fuse_with_missing", "load_dataset", "run_experiment", "run_fold"]
+           "fuse_with_missing", "load_dataset", "prefill_branches", "run_experiment", "run_fold"]
 
 
 # --------------------------------------------------------------------------- the experiment
@@ -52,12 +52,7 @@ def run_experiment(params: ExperimentParams, cohort: Cohort | None = None,
     fingerprint = cohort.fingerprint()
     cache_root = None if cache_dir is None else Path(cache_dir)
     cache = BranchCache(None if cache_root is None else cache_root / "branches")
-    seeds = params.protocol.seed_list()
-    runs = []       # per seed: (its params, its subsampled cohort, its folds)
-    for seed in seeds:
-        seeded = for_seed(params, seed)
-        rows = subsample_rows(cohort, seeded)
-        runs.append((seeded, rows, cohort.subset(rows), outer_folds(cohort.subset(rows), seeded)))
+    runs = [replicate(cohort, params, seed) for seed in params.protocol.seed_list()]
     results, cohorts = [], {}
     bar = _progress(sum(len(r[3]) for r in runs), f"{params.name}: folds", progress)
     for seeded, rows, used, folds in runs:
@@ -78,6 +73,32 @@ def run_experiment(params: ExperimentParams, cohort: Cohort | None = None,
                        # every fold's head has the same count (same variant and modalities)
                        "trainable_fusion_params": results[0].weights["trainable_fusion_params"]})
     return ExperimentResult(params, cohort.subset(union), results, provenance, cohorts=cohorts)
+
+
+def replicate(cohort: Cohort, params: ExperimentParams, seed: int) -> tuple:
+    """One seed's replicate of the protocol: ``(params with that seed, the rows of the cases it
+    keeps, the cohort of those cases, its outer folds)``."""
+    seeded = for_seed(params, seed)
+    rows = subsample_rows(cohort, seeded)
+    used = cohort.subset(rows)
+    return seeded, rows, used, outer_folds(used, seeded)
+
+
+def prefill_branches(params: ExperimentParams, seed: int, cache_dir: str | Path) -> dict:
+    """Fit (or find cached) every branch output one seed of ``params`` needs, into the cache.
+
+    What the runner does before the notebooks when it runs several at once: each (branch
+    group, seed) is one task, so the branches of three seeds train side by side instead of
+    one after another inside the first notebook of a group. The run then reads them.
+    """
+    cohort = load_dataset(params.data)
+    fingerprint = cohort.fingerprint()
+    seeded, _, used, folds = replicate(cohort, params, seed)
+    cache = BranchCache(Path(cache_dir) / "branches")
+    branches = build_branches(seeded, Path(cache_dir))
+    for fold in folds:
+        branch_outputs(branches, used, fold, cache, fingerprint, seeded)
+    return {"hits": cache.hits, "misses": cache.misses}
 
 
 def for_seed(params: ExperimentParams, seed: int) -> ExperimentParams:
@@ -286,7 +307,8 @@ def provenance_of(params: ExperimentParams, cohort: Cohort, fingerprint: str) ->
     return {"params": params.to_dict(), "git_commit": commit, "versions": versions,
             "python": platform.python_version(), "data": {"name": cohort.name,
             "fingerprint": fingerprint, "n_cases_used": cohort.n_cases,
-            "meta": cohort.meta}, "seed": params.protocol.seed,
+            "meta": cohort.meta},
+            "seed": params.protocol.seed if params.protocol.seeds is None else None,
             "seeds": params.protocol.seed_list(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 

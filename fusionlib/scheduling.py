@@ -135,6 +135,56 @@ def execute_processes(tasks: list, outcomes: dict, jobs: int, bar, execute_run) 
     pool.shutdown(wait=True)
 
 
+def branch_sets(tasks: list) -> list[dict]:
+    """One item per (branch group, seed) among ``tasks``: the branch outputs those runs share.
+
+    Each item is ``{"group", "seed", "params", "cache_dir", "label"}``, the params of the
+    group's first run (the branches do not depend on the rest).
+    """
+    items, seen = [], set()
+    for task in tasks:
+        params = task["params"]
+        protocol = params.get("protocol", {})
+        seeds = protocol.get("seeds") or [protocol.get("seed", 0)]
+        group = branch_group(params)
+        for seed in seeds:
+            if (group, seed) in seen:
+                continue
+            seen.add((group, seed))
+            items.append({"group": group, "seed": seed, "params": params,
+                          "cache_dir": task["cache_dir"],
+                          "label": f"{protocol.get('data_percentage', 100):g} % seed {seed}"})
+    return items
+
+
+def map_in_processes(func, items: list, jobs: int, on_result) -> None:
+    """``on_result(item, result or exception)`` for ``func(item)`` over ``items`` in up to
+    ``jobs`` spawned worker processes; Ctrl-C stops the workers."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(items)),
+                               mp_context=multiprocessing.get_context("spawn"),
+                               initializer=worker_init)
+    try:
+        pending = {pool.submit(func, item): item for item in items}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                item = pending.pop(future)
+                try:
+                    on_result(item, future.result())
+                except Exception as err:  # noqa: BLE001 - reported by on_result, work goes on
+                    on_result(item, err)
+    except BaseException:
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            if process.is_alive():
+                process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
 def execute_dask(tasks: list, outcomes: dict, scheduler: str, bar, execute_run) -> None:
     """``execute_run(task)`` for every task on the Dask distributed scheduler ``host:port``."""
     from dask.distributed import Client, as_completed

@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from .errors import DataError
 from .settings import Settings, fail, one_of
@@ -68,6 +68,15 @@ class ProtocolSettings(Settings):
         if self.seeds is not None and "seed" in self.model_fields_set:
             fail(f"give either seed ({self.seed}) or seeds ({self.seeds}), not both")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        # With ``seeds`` the single ``seed`` is unused: leave it out, so a dumped section (a
+        # run's saved params, the notebook's injected parameters) validates again as it is.
+        out = handler(self)
+        if self.seeds is not None:
+            out.pop("seed", None)
+        return out
 
     def seed_list(self) -> list[int]:
         """The seeds a run trains and scores: ``seeds``, else ``[seed]``."""

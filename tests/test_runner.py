@@ -506,3 +506,25 @@ def test_the_runner_asks_the_data_layer_for_a_cheap_fingerprint(tmp_path, monkey
     # Nothing executes (_execute is stubbed): validation and fingerprints only, no outcome -> 1.
     monkeypatch.setattr(runner, "_execute", lambda *a, **k: None)
     assert runner.run_all([path], runs_dir=tmp_path / "runs", cache_dir=tmp_path / "cache") == 1
+
+
+def test_parallel_runs_prefill_each_seeds_branches(local_runs, tmp_path, capsys):
+    """jobs=2: the branches of every (group, seed) are trained first, side by side; the
+    notebooks then only read them, and seed 0 gives exactly the one-seed runs' numbers."""
+    import pandas as pd
+
+    params_dir = tmp_path / "params"
+    paths = [write_params(params_dir, name, fusion=fusion, protocol={"seeds": [0, 1]})
+             for name, fusion in (("tiny_trainable", "trainable"), ("tiny_fixed", "fixed"))]
+    runs_dir = tmp_path / "runs"
+    assert runner.run_all(paths, runs_dir=runs_dir, cache_dir=tmp_path / "cache", jobs=2) == 0
+    err = capsys.readouterr().err
+    assert "branches: 2 (data %, seed) sets for 2 run(s), 2 at a time" in err
+    assert err.count("trained in") == 2 and "not prefilled" not in err
+    for name in ("tiny_trainable", "tiny_fixed"):
+        prov = json.loads((runs_dir / name / "provenance.json").read_text())
+        assert prov["branch_cache"]["misses"] == 0 and prov["seeds"] == [0, 1]
+        mine = pd.read_csv(runs_dir / name / "predictions.csv")
+        one_seed = pd.read_csv(local_runs["runs_dir"] / name / "predictions.csv")
+        assert sorted(mine["seed"].unique()) == [0, 1]
+        pd.testing.assert_frame_equal(mine[mine["seed"] == 0].reset_index(drop=True), one_seed)
