@@ -403,36 +403,36 @@ def head_objective_function(head, x_train: list, y_train, trainer: HeadSettings 
     return _CompiledObjective(head, x_train, y_train, trainer)
 
 
-def _lbfgs(objective, penalty: float, max_iter: int, ftol: float, gtol: float) -> dict:
-    """Minimise ``objective`` from the head's current weights; writes the result into the head."""
+def _lbfgs(objective, penalty: float, max_iter: int, ftol: float, gtol: float,
+           theta0: np.ndarray | None = None) -> dict:
+    """Minimise ``objective`` from ``theta0`` (default: the head's current weights); the head
+    itself is not written (``objective.assign(result["theta"])`` does that)."""
     from scipy.optimize import minimize
 
-    theta0 = objective.theta()
+    theta0 = objective.theta() if theta0 is None else theta0
     start, _ = objective(theta0, penalty)
     result = minimize(objective, theta0, args=(penalty,), jac=True, method="L-BFGS-B",
                       options={"maxiter": max_iter, "ftol": ftol, "gtol": gtol})
     moved = bool(np.isfinite(result.fun) and result.fun <= start and result.nit > 0)
     theta = result.x if moved else theta0
     value, grad = (float(result.fun), result.jac) if moved else objective(theta0, penalty)
-    if moved:
-        objective.assign(theta)
     return {"theta": theta, "train_objective": float(value), "start_objective": float(start),
             "iterations": int(result.nit) if moved else 0, "grad_max": float(np.abs(grad).max()),
             "max_iter": bool(result.nit >= max_iter), "message": str(result.message)}
 
 
-def _fit_head_lbfgs(head, x_train, y_train, x_val, y_val, trainer: HeadSettings,
-                    penalty: float, history: dict) -> dict:
-    """``fit_head`` with ``optimizer: lbfgs``: the penalised optimum, validation scored after."""
-    objective = head_objective_function(head, x_train, y_train, trainer)
-    fit = _lbfgs(objective, float(penalty), trainer.max_epochs, trainer.tolerance, 1e-6)
+def _lbfgs_candidate(objective, theta0, x_val, y_val, trainer: HeadSettings,
+                     penalty: float) -> tuple[np.ndarray, dict]:
+    """One penalty candidate with ``optimizer: lbfgs``: the penalised optimum from ``theta0``,
+    then its validation scores. Returns ``(theta, history)``; the head is not written."""
+    fit = _lbfgs(objective, float(penalty), trainer.max_epochs, trainer.tolerance, 1e-6, theta0)
     iterations = fit["iterations"]
-    history.update({"optimizer": "lbfgs", "epoch": [iterations],
-                    "train_loss": [fit["train_objective"]], "best_epoch": iterations,
-                    "stopped": "max_iter" if fit["max_iter"] else "converged",
-                    "train_objective": fit["train_objective"],
-                    "start_objective": fit["start_objective"], "grad_max": fit["grad_max"],
-                    "penalty": float(penalty)})
+    history = {"optimizer": "lbfgs", "epoch": [iterations], "train_loss": [fit["train_objective"]],
+               "val_loss": [], "val_qwk": [], "best_epoch": iterations,
+               "stopped": "max_iter" if fit["max_iter"] else "converged",
+               "train_objective": fit["train_objective"],
+               "start_objective": fit["start_objective"], "grad_max": fit["grad_max"],
+               "penalty": float(penalty)}
     if trainer.monitor != "none" and x_val is not None and len(y_val) > 0:
         y_val = np.asarray(y_val, dtype=int)
         proba = objective.val_proba(fit["theta"], x_val)
@@ -443,7 +443,29 @@ def _fit_head_lbfgs(head, x_train, y_train, x_val, y_val, trainer: HeadSettings,
     if iterations == 0:
         logger.warning("fusion head: L-BFGS did not move the head from its start (%s)",
                        fit["message"])
-    return history
+    return fit["theta"], history
+
+
+def fit_penalty_candidates(head, x_train: list, y_train, x_val, y_val, trainer: HeadSettings,
+                           penalties, random_state: int = 0) -> list[tuple]:
+    """Every penalty candidate fitted together with ``optimizer: lbfgs``: one objective (data
+    prepared once), each candidate minimised from the head's current (seeded) weights.
+    Returns ``[(penalty, theta, history)]``; the head keeps its weights (write the chosen
+    ``theta`` with :func:`set_head_theta`)."""
+    set_seed(random_state)
+    objective = head_objective_function(head, x_train, y_train, trainer)
+    theta0 = objective.theta()
+    return [(float(p), *_lbfgs_candidate(objective, theta0, x_val, y_val, trainer, p))
+            for p in penalties]
+
+
+def set_head_theta(head, theta) -> None:
+    """Write a flat vector (``head.trainable_weights`` order) into the head's weights."""
+    offset = 0
+    for v in head.trainable_weights:
+        size = int(np.prod(v.shape))
+        v.assign(np.asarray(theta[offset:offset + size]).reshape(tuple(v.shape)).astype("float32"))
+        offset += size
 
 
 def fit_head(head, x_train: list, y_train, x_val: list | None = None, y_val=None,
@@ -469,7 +491,11 @@ def fit_head(head, x_train: list, y_train, x_val: list | None = None, y_val=None
         return history
     set_seed(random_state)
     if trainer.optimizer == "lbfgs":
-        return _fit_head_lbfgs(head, x_train, y_train, x_val, y_val, trainer, penalty, history)
+        objective = head_objective_function(head, x_train, y_train, trainer)
+        theta, history = _lbfgs_candidate(objective, objective.theta(), x_val, y_val, trainer,
+                                          penalty)
+        objective.assign(theta)
+        return history
     optimizer = (keras().optimizers.SGD(trainer.learning_rate, momentum=0.9, nesterov=True)
                  if trainer.optimizer == "sgd" else keras().optimizers.Adam(trainer.learning_rate))
     variables = head.trainable_weights
@@ -544,8 +570,9 @@ def fit_head_converged(head, x_train: list, y_train, trainer: HeadSettings | Non
     trainer = trainer or HeadSettings()
     if not head.trainable_weights:
         return {"train_objective": None, "iterations": 0, "converged": True}
-    fit = _lbfgs(head_objective_function(head, x_train, y_train, trainer), float(penalty),
-                 max_iter, tol, 1e-7)
+    objective = head_objective_function(head, x_train, y_train, trainer)
+    fit = _lbfgs(objective, float(penalty), max_iter, tol, 1e-7)
+    objective.assign(fit["theta"])
     # A float32 objective often ends L-BFGS on a line-search failure at the optimum; the
     # gradient norm says whether it is one.
     return {"train_objective": fit["train_objective"], "start_objective": fit["start_objective"],
@@ -627,16 +654,11 @@ def fit_head_with_penalty_search(settings: HeadSettings, data, new_head, seed: i
     head = new_head()
     candidates = sorted(set(settings.penalty)) if fusion_parameter_count(head) else [0.0]
     fitted = []
-    if settings.optimizer == "lbfgs":
-        # One Keras head: every candidate starts from the same seeded weights (what a new head
-        # would hold) and its optimum is kept as a weight vector; the chosen one is written back.
-        start = [np.asarray(v) for v in head.trainable_weights]
-        for strength in candidates:
-            for v, value in zip(head.trainable_weights, start):
-                v.assign(value)
-            history = fit_head(head, data.x_fit, data.y_fit, data.x_val, data.y_val,
-                               settings, strength, random_state=seed)
-            fitted.append((strength, [np.asarray(v) for v in head.trainable_weights], history))
+    if settings.optimizer == "lbfgs" and head.trainable_weights:
+        # All candidates together on one head: each starts from the same seeded weights (what
+        # a new head would hold); the chosen optimum is written back into it.
+        fitted = fit_penalty_candidates(head, data.x_fit, data.y_fit, data.x_val, data.y_val,
+                                        settings, candidates, random_state=seed)
     else:
         for strength in candidates:
             candidate = new_head() if fitted else head
@@ -651,9 +673,8 @@ def fit_head_with_penalty_search(settings: HeadSettings, data, new_head, seed: i
         scores = [_selection_score(h, settings.monitor) for _, _, h in fitted]
         chosen, table = candidates[int(np.argmin(scores))], {}
     _, kept, history = next(f for f in fitted if f[0] == chosen)
-    if settings.optimizer == "lbfgs":
-        for v, value in zip(head.trainable_weights, kept):
-            v.assign(value)
+    if settings.optimizer == "lbfgs" and head.trainable_weights:
+        set_head_theta(head, kept)
     else:
         head = kept
     history["penalty"] = chosen
