@@ -1,14 +1,17 @@
-"""Fitting the fusion head on cached branch probabilities, and choosing its penalty.
+"""Fitting the fusion head on cached probabilities, and choosing its penalty.
 
-The fusion head is tiny (tens of parameters) and its inputs are cached
-probabilities, so it is trained full-batch in a compiled loop rather than with
-``model.fit``: thousands of steps take about a second, which is what lets the
-head actually reach its optimum (Dense(6->3, softmax) under cross-entropy is
-multinomial logistic regression, a convex problem) instead of stopping near
-its random start. Early stopping watches the inner-validation patients only,
-restores the best weights, and warns when the best step is the first one.
-TensorFlow is imported only when a head is fitted, so the settings section
-(:class:`HeadSettings`) validates without it.
+The fusion head is tiny (tens of parameters) and its inputs are cached probabilities, so
+its whole training objective fits in memory. By default (``optimizer: lbfgs``) each
+penalty candidate's objective is minimised to convergence by scipy's L-BFGS-B from the
+head's seeded start -- for ``trainable`` (Dense(6->3, softmax) under cross-entropy:
+multinomial logistic regression, a convex problem) in exact float64 NumPy
+(:class:`_LinearSoftmaxObjective`), for other variants through a TensorFlow
+value-and-gradient compiled once per architecture (:class:`_CompiledObjective`) -- and the
+penalty is chosen on the inner-validation patients. The result is written into the Keras
+layer. The earlier full-batch loops (``sgd``, ``adam``) remain: early stopping watches the
+inner-validation patients only, restores the best weights, and warns when the best step
+is the first one. TensorFlow is imported only when a head is fitted, so the settings
+section (:class:`HeadSettings`) validates without it.
 """
 
 from __future__ import annotations
