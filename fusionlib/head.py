@@ -328,7 +328,8 @@ def _compile(head, n_inputs: int, trainer: HeadSettings):
     per_row = _per_row_loss(trainer.loss, trainer.focal_gamma)
     rows = T.TensorSpec([None, 3], T.float32)
 
-    @T.function(input_signature=[T.TensorSpec([sum(sizes)], T.float32), [rows] * n_inputs, rows,
+    @T.function(autograph=False,
+                input_signature=[T.TensorSpec([sum(sizes)], T.float32), [rows] * n_inputs, rows,
                                  T.TensorSpec([None], T.float32), T.TensorSpec([], T.float32)])
     def value_and_grad(theta, xs, y_onehot, row_weight, strength):
         with T.GradientTape() as tape:
@@ -341,7 +342,8 @@ def _compile(head, n_inputs: int, trainer: HeadSettings):
                                              for i in kernels])
         return value, tape.gradient(value, theta)
 
-    @T.function(input_signature=[T.TensorSpec([sum(sizes)], T.float32), [rows] * n_inputs])
+    @T.function(autograph=False,
+                input_signature=[T.TensorSpec([sum(sizes)], T.float32), [rows] * n_inputs])
     def forward(theta, xs):
         parts = [T.reshape(p, s) for p, s in zip(T.split(theta, sizes), shapes)]
         return head.stateless_call(parts, non_trainable, list(xs), training=False)[0]
