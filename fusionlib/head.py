@@ -408,6 +408,20 @@ def head_objective_function(head, x_train: list, y_train, trainer: HeadSettings 
     return _CompiledObjective(head, x_train, y_train, trainer)
 
 
+_BLAS = []
+
+
+def _one_blas_thread():
+    """A context with BLAS limited to one thread: L-BFGS-B calls BLAS on vectors of tens to
+    hundreds of entries, where threads only add contention (on 2 busy cores a multi-threaded
+    BLAS made each iteration ~200x slower)."""
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
+
+
 def _lbfgs(objective, penalty: float, max_iter: int, ftol: float, gtol: float,
            theta0: np.ndarray | None = None) -> dict:
     """Minimise ``objective`` from ``theta0`` (default: the head's current weights); the head
@@ -415,9 +429,10 @@ def _lbfgs(objective, penalty: float, max_iter: int, ftol: float, gtol: float,
     from scipy.optimize import minimize
 
     theta0 = objective.theta() if theta0 is None else theta0
-    start, _ = objective(theta0, penalty)
-    result = minimize(objective, theta0, args=(penalty,), jac=True, method="L-BFGS-B",
-                      options={"maxiter": max_iter, "ftol": ftol, "gtol": gtol})
+    with _one_blas_thread():
+        start, _ = objective(theta0, penalty)
+        result = minimize(objective, theta0, args=(penalty,), jac=True, method="L-BFGS-B",
+                          options={"maxiter": max_iter, "ftol": ftol, "gtol": gtol})
     moved = bool(np.isfinite(result.fun) and result.fun <= start and result.nit > 0)
     theta = result.x if moved else theta0
     value, grad = (float(result.fun), result.jac) if moved else objective(theta0, penalty)
