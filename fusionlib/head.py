@@ -260,9 +260,9 @@ class _LinearSoftmaxObjective:
             one_minus = 1.0 - q
             loss = -(one_minus ** self.gamma) * log_q
             d_q = -(one_minus ** self.gamma) / q
-            if self.gamma:
-                d_q = d_q + self.gamma * np.where(one_minus > 0, one_minus, 1.0) ** (self.gamma - 1) \
-                    * log_q * (one_minus > 0)
+            if self.gamma:  # d/dq of (1 - q)^gamma, 0 where q = 1 (as the loss is there)
+                safe = np.where(one_minus > 0, one_minus, 1.0)
+                d_q = d_q + self.gamma * safe ** (self.gamma - 1) * log_q * (one_minus > 0)
         else:
             loss, d_q = -log_q, -1.0 / q
         # d q / d z = p_true (onehot - p) where the clip is inactive, 0 where it clips.
