@@ -17,7 +17,9 @@ def explain_weights(params, head, start_head, data: FoldData, history: dict,
                     test_inputs: list[list[np.ndarray]], n_params: int) -> dict:
     """What the head learned: raw weights; sensitivity and influence shares of the deployed
     head, of the same head fitted to convergence (same penalty, no early stopping) and of its
-    untrained start; the training-objective gap of the deployed head to that optimum."""
+    untrained start; the training-objective gap of the deployed head to that optimum. A head
+    fitted by ``optimizer: lbfgs`` (and not replaced by Stage 2) is that optimum already: it is
+    reused, not fitted again (gap 0, ``converged_fit`` from its history)."""
     from .head import fit_head_converged, head_objective
     from .models import build_fusion_head
     from .weights import effective_rf_share, influence_share, modality_jacobians, raw_fusion_weights
@@ -48,11 +50,22 @@ def explain_weights(params, head, start_head, data: FoldData, history: dict,
     if not n_params:
         return weights
     penalty = history.get("penalty", 0.0)
-    converged = build_fusion_head(modalities, fusion=fusion.variant, fusion_options=fusion.options)
-    converged.set_weights(head.get_weights())
-    fit = fit_head_converged(converged, data.x_fit, data.y_fit, params.head, penalty)
-    deployed_objective = head_objective(head, data.x_fit, data.y_fit, params.head, penalty)
-    weights.update(shares(converged, "converged_"))
+    if history.get("optimizer") == "lbfgs" and "stage2" not in history:
+        # The deployed head already is the converged one at its penalty: reuse it.
+        converged, deployed_objective = head, history["train_objective"]
+        fit = {"train_objective": history["train_objective"],
+               "start_objective": history.get("start_objective"),
+               "iterations": history.get("best_epoch", 0), "grad_max": history.get("grad_max"),
+               "converged": history.get("stopped") == "converged", "reused": True}
+        weights.update({f"converged_{k}": v for k, v in weights.items() if k.startswith(
+            ("rf_share", "influence_rf_share"))})
+    else:
+        converged = build_fusion_head(modalities, fusion=fusion.variant,
+                                      fusion_options=fusion.options)
+        converged.set_weights(head.get_weights())
+        fit = fit_head_converged(converged, data.x_fit, data.y_fit, params.head, penalty)
+        deployed_objective = head_objective(head, data.x_fit, data.y_fit, params.head, penalty)
+        weights.update(shares(converged, "converged_"))
     weights.update(shares(start_head, "start_"))
     weights["converged_raw"] = raw_fusion_weights(converged, fusion.variant)
     weights["train_objective_gap"] = deployed_objective - fit["train_objective"]

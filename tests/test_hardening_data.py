@@ -280,11 +280,16 @@ def test_head_that_never_leaves_its_start_is_flagged(tmp_path):
                for m, p in (("metadata", rf), ("thermal_map", img))}
     flags = {}
     for rate in (1.0, float("inf")):  # inf bypasses validate, as an unchecked caller could
-        head = HeadSettings.model_construct(learning_rate=rate, max_epochs=40, patience=20,
-                                            penalty=[0.0])
+        # A diverging learning rate is an sgd matter (lbfgs has none).
+        head = HeadSettings.model_construct(optimizer="sgd", learning_rate=rate, max_epochs=40,
+                                            patience=20, penalty=[0.0])
         params = ExperimentParams(head=head)
         result = run_fold(cohort, params, fold, outputs, log=lambda *_: None)
         flags[rate] = result.stage_scores["head_never_trained"]
         summary = ExperimentResult(params, cohort, [result], {}).summary()
         assert summary["head_never_trained_folds"] == int(flags[rate])
     assert flags == {1.0: False, float("inf"): True}
+    # The default lbfgs head moves from its start: not flagged.
+    params = ExperimentParams(head=HeadSettings(penalty=[0.0]))
+    assert not run_fold(cohort, params, fold, outputs,
+                        log=lambda *_: None).stage_scores["head_never_trained"]

@@ -104,6 +104,14 @@ class FusionLayer(keras.layers.Layer):
     def _raw(self) -> dict:
         raise NotImplementedError
 
+    def linear_softmax(self):
+        """The Dense layer when this layer computes exactly ``softmax(concat(inputs) K + b)``
+        with that Dense's kernel and bias as its only weights, else None (the default).  The
+        head fitter (:func:`fusionlib.head.head_objective_function`) then minimises an exact
+        float64 NumPy objective (multinomial logistic regression) instead of a compiled
+        TensorFlow one, and writes the result back into the Dense."""
+        return None
+
     # -- reports
     def raw_weights(self) -> dict:
         """The learned weights as JSON-ready plain lists: ``fusion``, ``modalities``, then the

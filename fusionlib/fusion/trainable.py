@@ -65,6 +65,9 @@ class TrainableFusion(FusionLayer):
     def fuse(self, inputs):
         return self.dense(self.concat(inputs))
 
+    def linear_softmax(self):
+        return self.dense
+
     def _raw(self):
         kernel, bias = self.dense.get_weights()
         blocks = {m: as_list(kernel[N_CLASSES * i: N_CLASSES * (i + 1)])
