@@ -72,16 +72,14 @@ def _speed_worker(params_path: str) -> dict:
         return out
 
     branch._fit_inner = timed
-    per_fold = []
+    per_fold, epochs = [], []
     for fold in folds:
         started = time.perf_counter()
         out = branch.fit_fold(cohort, fold.train, fold.test)
         per_fold.append(time.perf_counter() - started)
         assert np.isfinite(out.test_proba[out.test_mask]).all()
-    epochs = [h["epochs_run"] for h in branch.history]
-    return {"inner": inner, "folds": per_fold, "loads": len(loads),
-            "n_images": int(len(branch._loaded[1][0])) if getattr(branch, "_loaded", None) else None,
-            "epochs_last_fold": epochs}
+        epochs += [h["epochs_run"] for h in branch.history]
+    return {"inner": inner, "folds": per_fold, "loads": len(loads), "epochs": epochs}
 
 
 def _quality_worker(params_path: str, seed: int) -> dict:
@@ -168,16 +166,17 @@ def main(argv=None) -> int:
         table[side] = {"median": statistics.median(inner), "first": side_runs[0]["inner"][0],
                        "min": min(inner), "max": max(inner),
                        "total": statistics.median(totals), "loads": side_runs[0]["loads"],
-                       "n": len(inner)}
+                       "n": len(inner),
+                       "epochs": statistics.mean(e for r in side_runs for e in r["epochs"])}
     print("\nImage CNN, thermal_map branch of trainable_100 (5 folds x 2 inner models), "
           "default synthetic cohort")
-    print(f"| code | per inner model, median s (n) | first model s | min-max s | "
-          f"experiment's 10 models, s | image loads |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| code | per inner model, median s (n) | first model s | min-max s | "
+          "experiment's 10 models, s | image loads | mean epochs run |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for side in ("old", "new"):
         r = table[side]
         print(f"| {side} | {r['median']:.3f} ({r['n']}) | {r['first']:.3f} | "
-              f"{r['min']:.3f}-{r['max']:.3f} | {r['total']:.2f} | {r['loads']} |")
+              f"{r['min']:.3f}-{r['max']:.3f} | {r['total']:.2f} | {r['loads']} | {r['epochs']:.1f} |")
     experiment_ratio = table["old"]["total"] / table["new"]["total"]
     print(f"old / new per experiment (10 inner models + image reading): {experiment_ratio:.2f}x")
 

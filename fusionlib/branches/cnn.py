@@ -18,6 +18,7 @@ its architecture's worker the same way.
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -57,6 +58,9 @@ class _Worker:
         net = self.model
         self.forward = t.function(lambda x: net(x, training=False), input_signature=[self.spec])
         self._trainers = {}
+        # The worker holds one model's weights at a time: a thread training or scoring with
+        # it holds the lock (a process running experiments in threads stays correct).
+        self.lock = threading.RLock()
 
     def load(self, model) -> None:
         """Copy every variable of ``model`` (same architecture) into the worker."""
@@ -144,8 +148,9 @@ def predict_images(model, images) -> np.ndarray:
         return np.concatenate([np.asarray(model(images[i:i + _PREDICT_CHUNK], training=False),
                                           dtype=float)
                                for i in range(0, max(len(images), 1), _PREDICT_CHUNK)])
-    worker.load(model)
-    return worker.predict(images)
+    with worker.lock:
+        worker.load(model)
+        return worker.predict(images)
 
 
 # --------------------------------------------------------------------------- case means
@@ -248,24 +253,24 @@ def train_image_classifier(config, modality: str, sampling: str, images, image_c
                                weights=config.backbone_weights, random_state=random_state)
     _adapt_normalization(model, x)
 
-    worker = _worker_for(model)
-    worker.load(model)                  # the seeded start (weights, statistics, dropout seed)
-    reset, run_epoch = worker.trainer(config.learning_rate, config.batch_size)
-    reset()
     validation = _Validation(images, image_case, y, val_rows)
     order_rng = np.random.default_rng(random_state)   # the shuffle of every epoch
     x_t, t_t = tf().constant(x), tf().constant(t.astype(np.int32))
-
+    worker = _worker_for(model)
     best, best_epoch, best_weights, scores = None, -1, None, []
-    for epoch in range(config.epochs):
-        run_epoch(x_t, t_t, order_rng.permutation(len(x)).astype(np.int32))
-        score = validation.score(worker)
-        scores.append(score[0])
-        if best is None or score > best:
-            best, best_epoch = score, epoch
-            best_weights = [v.numpy() for v in worker.model.weights]
-        elif epoch - best_epoch >= config.patience:
-            break
+    with worker.lock:
+        worker.load(model)              # the seeded start (weights, statistics, dropout seed)
+        reset, run_epoch = worker.trainer(config.learning_rate, config.batch_size)
+        reset()
+        for epoch in range(config.epochs):
+            run_epoch(x_t, t_t, order_rng.permutation(len(x)).astype(np.int32))
+            score = validation.score(worker)   # (QWK, -loss): the loss breaks QWK ties
+            scores.append(score[0])
+            if best is None or score > best:
+                best, best_epoch = score, epoch
+                best_weights = [v.numpy() for v in worker.model.weights]
+            elif epoch - best_epoch >= config.patience:
+                break
     model.set_weights(best_weights)      # the best epoch's weights in the fresh model
     for layer in model._flatten_layers(include_self=False):
         if isinstance(layer, keras().layers.Normalization):
