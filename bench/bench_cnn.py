@@ -204,6 +204,14 @@ def main(argv=None) -> int:
         old_mean = statistics.mean(o["qwk"] for o in scores["old"])
         new_mean = statistics.mean(n["qwk"] for n in scores["new"])
         print(f"| mean | {old_mean:.4f} | {new_mean:.4f} | {new_mean - old_mean:+.4f} | | |")
+        # Run-to-run noise: the per-fold differences (same folds, same patients) and the
+        # standard error of their mean; two trainings of the same code differ by this much.
+        diffs = [b - a for o, n in zip(scores["old"], scores["new"])
+                 for a, b in zip(o["qwk_folds"], n["qwk_folds"])]
+        se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+        print(f"per-fold differences (n={len(diffs)}): mean {statistics.mean(diffs):+.4f}, "
+              f"sd {statistics.stdev(diffs) if len(diffs) > 1 else float('nan'):.4f}, "
+              f"standard error of the mean {se:.4f}")
         print(f"mean image-only test QWK over seeds {args.seeds}: old {old_mean:.4f}, "
               f"new {new_mean:.4f}, diff {new_mean - old_mean:+.4f} (target |diff| <= 0.01)")
 
