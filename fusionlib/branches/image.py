@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 from ..settings import Settings, one_of
 from ..splits import inner_validation_split
 from .base import CrossFittedBranch
-from .cnn import case_probabilities, train_image_classifier
+from .cnn import TRAINER, case_probabilities, train_image_classifier
 
 __all__ = ["ImageBranch", "ImageSettings", "case_probabilities"]
 
@@ -57,6 +57,9 @@ class ImageBranch(CrossFittedBranch):
     random_state: int = 0
     cache_dir: str | None = None
     history: list = field(default_factory=list, repr=False, compare=False)
+    # (cohort, (images, image_case)) of the last cohort read: the outer folds of an
+    # experiment share one cohort object, so its images are read once, not once per fold.
+    _loaded: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def inner_folds(self) -> int:
@@ -67,8 +70,11 @@ class ImageBranch(CrossFittedBranch):
         s = self.image
         # The keys of the branch before the settings sections, so existing caches stay valid;
         # "outputs" names the cached arrays' layout (entries without per-model test
-        # probabilities are not reused).
-        return {"branch": "image_cnn", "outputs": "per_model_test", "modality": self.modality,
+        # probabilities are not reused); "trainer" the CNN training implementation (the
+        # compiled loop gives other numbers than model.fit did, so entries of before it,
+        # which have no "trainer", are not reused either).
+        return {"branch": "image_cnn", "outputs": "per_model_test", "trainer": TRAINER,
+                "modality": self.modality,
                 "image_size": s.size, "crop_margin": s.crop_margin, "backbone": s.backbone,
                 "backbone_weights": s.backbone_weights, "inner_folds": s.inner_folds,
                 "epochs": s.epochs, "patience": s.patience, "batch_size": s.batch_size,
@@ -83,7 +89,9 @@ class ImageBranch(CrossFittedBranch):
                                    margin=self.image.crop_margin, cache_dir=self.cache_dir)
 
     def _prepare(self, cohort) -> None:
-        self._images, self._image_case = self.arrays(cohort)
+        if self._loaded is None or self._loaded[0] is not cohort:
+            self._loaded = (cohort, self.arrays(cohort))
+        self._images, self._image_case = self._loaded[1]
         self.history, self._models, self._per_model = [], [], []
 
     def _fit_inner(self, cohort, k, fit_rows, held_rows, test_rows) -> np.ndarray:
