@@ -24,6 +24,20 @@ class Stage2Settings(Settings):
     learning_rate: float = Field(1e-4, gt=0, description="fine-tuning learning rate (Adam)")
 
 
+def refresh_normalization(model) -> None:
+    """Make every Normalization layer inside ``model`` use its (just set) mean and variance.
+
+    ``set_weights`` writes the statistics into the layer's variables, but the layer keeps
+    standardising with the values it derived when it was built (0 and 1 for a clone) until
+    ``finalize_state`` recomputes them.
+    """
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, keras().layers.Normalization):
+            layer.finalize_state()
+        elif getattr(layer, "layers", None):
+            refresh_normalization(layer)
+
+
 def build_end_to_end(head, cnn_models, image_shape, image_modality: str):
     """Functional model: (RF probabilities, image) -> each inner CNN -> the fusion head -> mean.
 
@@ -37,6 +51,7 @@ def build_end_to_end(head, cnn_models, image_shape, image_modality: str):
     for i, model in enumerate(cnn_models):
         clone = k.models.clone_model(model)
         clone.set_weights(model.get_weights())
+        refresh_normalization(clone)
         clone.name = f"{image_modality}_cnn{i}"
         clones.append(clone(image))
     head_copy = k.models.clone_model(head)
@@ -88,6 +103,7 @@ def fine_tune_end_to_end(head, cnn_models, images, image_case, meta_proba: dict,
         if scores[-1] > scores[best]:
             best, best_weights = epoch, model.get_weights()
     model.set_weights(best_weights)
+    refresh_normalization(model)
     return model, fused_head, {"val_qwk": scores, "best_epoch": best}
 
 

@@ -145,3 +145,18 @@ def test_branch_reads_images_once_for_all_folds(tmp_path, monkeypatch):
     # another cohort object is read anew
     branch.fit_fold(cohort.subset(np.arange(cohort.n_cases)), folds[0].train, folds[0].test)
     assert len(loads) == 2
+
+
+def test_stage2_clones_keep_the_trained_normalization(toy_images):
+    """The end-to-end model's CNN copies standardise with the trained statistics (a clone's
+    Normalization layer used 0/1 after set_weights until finalize_state)."""
+    from fusionlib.models import build_fusion_head
+    from fusionlib.stage2 import build_end_to_end
+
+    images, _, _ = toy_images
+    model, _ = _train(toy_images, seed=2, epochs=2)
+    head = build_fusion_head(["metadata", "thermal_map"], fusion="fixed")
+    end_to_end, _ = build_end_to_end(head, [model], images.shape[1:], "thermal_map")
+    clone = end_to_end.get_layer("thermal_map_cnn0")
+    np.testing.assert_allclose(np.asarray(clone(images[:7], training=False)),
+                               np.asarray(model(images[:7], training=False)), rtol=1e-5, atol=1e-6)
