@@ -24,6 +24,7 @@ from .branches.cache import BranchCache
 from .data import Cohort
 from .datasets import load_dataset
 from .explain import explain_weights, image_branch_gap
+from .head import one_blas_thread
 from .fusing import (FoldData, _complete, _per_model_inputs, fuse_per_model, fuse_with_missing,
                      split_training_rows)
 from .results import ExperimentResult, FoldResult, classification_scores
@@ -61,7 +62,8 @@ def run_experiment(params: ExperimentParams, cohort: Cohort | None = None,
         branches = build_branches(seeded, cache_root)
         for fold in folds:
             outputs = branch_outputs(branches, used, fold, cache, fingerprint, seeded)
-            result = run_fold(used, seeded, fold, outputs, log=log)
+            with one_blas_thread():     # small problems: BLAS threads only add contention
+                result = run_fold(used, seeded, fold, outputs, log=log)
             result.seed = seed
             results.append(result)
             bar.update(1)

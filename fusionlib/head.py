@@ -411,7 +411,7 @@ def head_objective_function(head, x_train: list, y_train, trainer: HeadSettings 
 _BLAS = []
 
 
-def _one_blas_thread():
+def one_blas_thread():
     """A context with BLAS limited to one thread: L-BFGS-B calls BLAS on vectors of tens to
     hundreds of entries, where threads only add contention (on 2 busy cores a multi-threaded
     BLAS made each iteration ~200x slower)."""
@@ -429,7 +429,7 @@ def _lbfgs(objective, penalty: float, max_iter: int, ftol: float, gtol: float,
     from scipy.optimize import minimize
 
     theta0 = objective.theta() if theta0 is None else theta0
-    with _one_blas_thread():
+    with one_blas_thread():
         start, _ = objective(theta0, penalty)
         result = minimize(objective, theta0, args=(penalty,), jac=True, method="L-BFGS-B",
                           options={"maxiter": max_iter, "ftol": ftol, "gtol": gtol})

@@ -7,7 +7,6 @@ Which scores a run reports, and in which tables, is :data:`fusionlib.results.MET
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import cohen_kappa_score
 
 from .data import LABELS
 
@@ -18,14 +17,47 @@ def qwk(y_true, y_pred) -> float:
     """Quadratic-weighted Cohen's kappa over the three ordinal phases.
 
     Returns 0.0 (not NaN) when either side holds a single class, so early
-    stopping and summaries never see NaN.
+    stopping and summaries never see NaN. The same formula as scikit-learn's
+    ``cohen_kappa_score(weights="quadratic")`` on a 3x3 confusion matrix
+    (``tests/test_metrics.py`` checks them equal), computed here directly because a fold
+    calls it hundreds of times (decision rules, early stopping, per-seed tables) and
+    scikit-learn's input validation costs milliseconds per call.
     """
-    y_true = np.asarray(y_true)
-    y_pred = np.asarray(y_pred)
-    if len(np.unique(y_true)) < 2 and len(np.unique(y_pred)) < 2:
+    y_true = np.asarray(y_true, dtype=int).ravel()
+    y_pred = np.asarray(y_pred, dtype=int).ravel()
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"y_true has {len(y_true)} labels, y_pred {len(y_pred)}")
+    if (len(np.unique(y_true)) < 2 and len(np.unique(y_pred)) < 2) or not len(y_true):
         return 0.0
-    value = cohen_kappa_score(y_true, y_pred, weights="quadratic", labels=list(range(N_CLASSES)))
-    return 0.0 if np.isnan(value) else float(value)
+    confusion = confusion_counts(y_true, y_pred).astype(float)
+    expected = np.outer(confusion.sum(axis=1), confusion.sum(axis=0)) / confusion.sum()
+    idx = np.arange(N_CLASSES)
+    weights = (idx[:, None] - idx[None, :]) ** 2
+    denominator = np.sum(weights * expected)
+    if denominator == 0:
+        return 0.0
+    return float(1 - np.sum(weights * confusion) / denominator)
+
+
+def confusion_counts(y_true, y_pred) -> np.ndarray:
+    """3x3 counts, rows the true phase, columns the predicted one (labels outside 0-2 refused)."""
+    y_true = np.asarray(y_true, dtype=int).ravel()
+    y_pred = np.asarray(y_pred, dtype=int).ravel()
+    if len(y_true) and (min(y_true.min(), y_pred.min()) < 0
+                        or max(y_true.max(), y_pred.max()) >= N_CLASSES):
+        raise ValueError(f"labels must be in 0..{N_CLASSES - 1}")
+    return np.bincount(y_true * N_CLASSES + y_pred, minlength=N_CLASSES ** 2).reshape(
+        N_CLASSES, N_CLASSES)
+
+
+def f1_per_class(y_true, y_pred) -> np.ndarray:
+    """F1 of each phase (0 where it is undefined: no true and no predicted case of it), as
+    scikit-learn's ``f1_score(average=None, zero_division=0)``."""
+    confusion = confusion_counts(y_true, y_pred).astype(float)
+    tp = np.diag(confusion)
+    denominator = confusion.sum(axis=0) + confusion.sum(axis=1)      # 2 tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, 2 * tp / denominator, 0.0)
 
 
 LOG_LOSS_FLOOR = 1e-7

@@ -50,8 +50,8 @@ from .results.files import DONE_FILE, RESULT_FILES
 from .run_folders import (LOCK_PREFIX, OWNER_FILE, TMP_PREFIX, clean_stale, read_done,
                           write_owner)
 from .run_folders import qwk_mean as _qwk_mean
-from .scheduling import (branch_group, branch_sets, execute_dask, execute_processes,
-                         map_in_processes, one_line, report_outcome, sigterm_raises)
+from .scheduling import (branch_group, branch_sets, execute_dask, execute_processes, one_line,
+                         report_outcome, sigterm_raises)
 
 __all__ = ["PACKAGE_DIR", "DEFAULT_NOTEBOOK", "KERNEL_NAME", "QUIET_KERNEL_ARGS",
            "NOT_EXPERIMENT_CODE", "OLD_PREFIX", "TMP_PREFIX", "LOCK_PREFIX", "OWNER_FILE",
@@ -334,8 +334,6 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
                           "params_file": str(path), "code_version": code,
                           "data_fingerprint": data, "force": force})
 
-        if tasks and jobs > 1 and not scheduler:
-            prefill(tasks, jobs)
         if tasks:
             _execute(tasks, outcomes, jobs=jobs, scheduler=scheduler, total=len(loaded))
 
@@ -350,7 +348,8 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
 
 
 def prefill_one(item: dict) -> dict:
-    """Worker side of :func:`prefill`: one (branch group, seed)'s branch outputs into the cache."""
+    """One (branch group, seed)'s branch outputs into the cache (a worker's task before the
+    runs of its group; :func:`fusionlib.scheduling.execute_processes`)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     from .experiment import prefill_branches
@@ -361,32 +360,15 @@ def prefill_one(item: dict) -> dict:
     return {**counts, "seconds": time.time() - started}
 
 
-def prefill(tasks: list, jobs: int) -> None:
-    """Train the branches the runs share, one task per (branch group, seed), in ``jobs`` worker
-    processes, before any notebook starts.
-
-    Without it the first run of a group trains every seed's branches one after another while
-    the group's other runs wait; as separate tasks they fill both cores. A task that fails is
-    only reported: the run that needs those branches trains them itself and reports the error
-    in its own notebook.
-    """
-    items = branch_sets(tasks)
-    if len(items) < 2:
-        return
-    started = time.time()
-    print(f"branches: {len(items)} (data %, seed) sets for {len(tasks)} run(s), "
-          f"{min(jobs, len(items))} at a time", file=sys.stderr)
-
-    def done(item, result):
+def _branches_line(bar):
+    def report(item, result):
         if isinstance(result, BaseException):
-            print(f"branches {item['label']}: not prefilled ({type(result).__name__}: "
-                  f"{one_line(result)}); the run will train them", file=sys.stderr)
+            bar.write(f"branches {item['label']}: not prefilled ({type(result).__name__}: "
+                      f"{one_line(result)}); its runs will train them", file=sys.stderr)
         elif result["misses"]:
-            print(f"branches {item['label']}: trained in {result['seconds']:.1f} s",
-                  file=sys.stderr)
-
-    map_in_processes(prefill_one, items, jobs, done)
-    print(f"branches: ready in {time.time() - started:.1f} s", file=sys.stderr)
+            bar.write(f"branches {item['label']}: trained in {result['seconds']:.1f} s",
+                      file=sys.stderr)
+    return report
 
 
 def _execute(tasks: list, outcomes: dict, jobs: int, scheduler: str | None, total: int) -> None:
@@ -398,7 +380,13 @@ def _execute(tasks: list, outcomes: dict, jobs: int, scheduler: str | None, tota
         if scheduler:
             execute_dask(tasks, outcomes, scheduler, bar, execute_run)
         elif jobs > 1 and len(tasks) > 1:
-            execute_processes(tasks, outcomes, jobs, bar, execute_run)
+            sets = branch_sets(tasks)
+            if len(sets) > 1:
+                bar.write(f"branches: {len(sets)} (data %, seed) sets for {len(tasks)} run(s) "
+                          "first, each group's runs as soon as its sets are done", file=sys.stderr)
+            execute_processes(tasks, outcomes, jobs, bar, execute_run,
+                              fill_branches=prefill_one if len(sets) > 1 else None,
+                              on_branches=_branches_line(bar))
         else:
             for task in tasks:
                 bar.set_postfix_str(task["name"])

@@ -107,24 +107,56 @@ def waves(tasks: list) -> tuple[list, dict]:
 # --------------------------------------------------------------------------- executors
 
 
-def execute_processes(tasks: list, outcomes: dict, jobs: int, bar, execute_run) -> None:
-    """``execute_run(task)`` for every task in up to ``jobs`` spawned worker processes."""
+def execute_processes(tasks: list, outcomes: dict, jobs: int, bar, execute_run,
+                      fill_branches=None, on_branches=None) -> None:
+    """``execute_run(task)`` for every task in up to ``jobs`` spawned worker processes.
+
+    With ``fill_branches``, the branch outputs the runs share are trained first as their own
+    tasks, one per (branch group, seed) (:func:`branch_sets`), in the same pool, and each
+    group's runs are queued as soon as that group's sets are done: three seeds' branches
+    train side by side instead of one after another inside a group's first notebook, and no
+    worker waits at a barrier. ``on_branches(item, result or exception)`` reports each set;
+    a set that fails only loses its head start (its runs train those branches themselves and
+    report the error). Without it, runs go in waves (:func:`waves`).
+    """
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    leaders, followers = waves(tasks)
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)),
+    items = branch_sets(tasks) if fill_branches is not None else []
+    if items:
+        waiting = {}                                   # group -> sets not finished yet
+        for item in items:
+            waiting[item["group"]] = waiting.get(item["group"], 0) + 1
+        followers: dict = {}
+        for task in tasks:
+            followers.setdefault(branch_group(task["params"]), []).append(task)
+        first = []
+    else:
+        first, followers = waves(tasks)
+    pool = ProcessPoolExecutor(max_workers=max(1, min(jobs, len(tasks) + len(items))),
                                mp_context=multiprocessing.get_context("spawn"),
                                initializer=worker_init)
     try:
-        pending = {pool.submit(execute_run, task): task for task in leaders}
+        pending = {pool.submit(fill_branches, item): ("branches", item) for item in items}
+        pending.update({pool.submit(execute_run, task): ("run", task) for task in first})
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
-                task = pending.pop(future)
-                report_outcome(_outcome_of(future, task), outcomes, bar)
-                for follower in followers.get(task["name"], []):
-                    pending[pool.submit(execute_run, follower)] = follower
+                kind, what = pending.pop(future)
+                if kind == "branches":
+                    try:
+                        result = future.result()
+                    except Exception as err:  # noqa: BLE001 - reported; the runs retrain
+                        result = err
+                    if on_branches is not None:
+                        on_branches(what, result)
+                    waiting[what["group"]] -= 1
+                    ready = followers.pop(what["group"]) if not waiting[what["group"]] else []
+                else:
+                    report_outcome(_outcome_of(future, what), outcomes, bar)
+                    ready = [] if items else followers.get(what["name"], [])
+                for task in ready:
+                    pending[pool.submit(execute_run, task)] = ("run", task)
     except BaseException:
         # Interrupted: stop the workers (each cleans its temporary folder on SIGTERM).
         for process in list((getattr(pool, "_processes", None) or {}).values()):
@@ -153,36 +185,10 @@ def branch_sets(tasks: list) -> list[dict]:
             seen.add((group, seed))
             items.append({"group": group, "seed": seed, "params": params,
                           "cache_dir": task["cache_dir"],
-                          "label": f"{protocol.get('data_percentage', 100):g} % seed {seed}"})
-    return items
-
-
-def map_in_processes(func, items: list, jobs: int, on_result) -> None:
-    """``on_result(item, result or exception)`` for ``func(item)`` over ``items`` in up to
-    ``jobs`` spawned worker processes; Ctrl-C stops the workers."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(items)),
-                               mp_context=multiprocessing.get_context("spawn"),
-                               initializer=worker_init)
-    try:
-        pending = {pool.submit(func, item): item for item in items}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                item = pending.pop(future)
-                try:
-                    on_result(item, future.result())
-                except Exception as err:  # noqa: BLE001 - reported by on_result, work goes on
-                    on_result(item, err)
-    except BaseException:
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
-            if process.is_alive():
-                process.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+                          "label": f"{protocol.get('data_percentage', 100):g} % seed {seed}",
+                          "size": protocol.get("data_percentage", 100)})
+    # Largest first: the long tasks start early and the short ones fill the end.
+    return sorted(items, key=lambda item: -item["size"])
 
 
 def execute_dask(tasks: list, outcomes: dict, scheduler: str, bar, execute_run) -> None:

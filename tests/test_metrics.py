@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 from scipy import stats
 from sklearn.metrics import cohen_kappa_score
@@ -111,3 +113,20 @@ def test_bootstrap_matches_a_slow_reference():
     boot = metrics.paired_bootstrap_qwk(same, same, same, np.arange(10), n_boot=20)
     assert boot == pytest.approx(_slow_paired_bootstrap(same, same, same, np.arange(10), 20, 0))
     assert boot["delta"] == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2)), min_size=1, max_size=60))
+def test_qwk_and_f1_equal_scikit_learn(pairs):
+    """The direct formulas give scikit-learn's values (the 0.0-instead-of-NaN rule aside)."""
+    from sklearn.metrics import cohen_kappa_score, f1_score
+
+    from fusionlib.metrics import f1_per_class
+
+    y, p = (np.array(v) for v in zip(*pairs))
+    reference = cohen_kappa_score(y, p, weights="quadratic", labels=[0, 1, 2])
+    single = len(set(y)) < 2 and len(set(p)) < 2
+    expected = 0.0 if single or np.isnan(reference) else reference
+    assert metrics.qwk(y, p) == pytest.approx(expected, abs=1e-12)
+    np.testing.assert_allclose(f1_per_class(y, p), f1_score(y, p, labels=[0, 1, 2], average=None,
+                                                            zero_division=0), atol=1e-12)

@@ -519,7 +519,7 @@ def test_parallel_runs_prefill_each_seeds_branches(local_runs, tmp_path, capsys)
     runs_dir = tmp_path / "runs"
     assert runner.run_all(paths, runs_dir=runs_dir, cache_dir=tmp_path / "cache", jobs=2) == 0
     err = capsys.readouterr().err
-    assert "branches: 2 (data %, seed) sets for 2 run(s), 2 at a time" in err
+    assert "branches: 2 (data %, seed) sets for 2 run(s) first" in err
     assert err.count("trained in") == 2 and "not prefilled" not in err
     for name in ("tiny_trainable", "tiny_fixed"):
         prov = json.loads((runs_dir / name / "provenance.json").read_text())

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score
 
 from ..data import LABELS
-from ..metrics import N_CLASSES, brier_score, expected_calibration_error, log_loss, qwk
+from ..metrics import (N_CLASSES, brier_score, expected_calibration_error, f1_per_class, log_loss,
+                       qwk)
 
 TABLES = {
     "folds": "the experiment notebook's per-fold scores",
@@ -116,7 +116,7 @@ def classification_scores(y_true, proba, y_pred=None) -> dict:
 
 
 def _f1_per_class(y_true, y_pred) -> np.ndarray:
-    return f1_score(y_true, y_pred, labels=list(range(N_CLASSES)), average=None, zero_division=0)
+    return f1_per_class(y_true, y_pred)
 
 
 def _f1(j: int):
@@ -135,7 +135,7 @@ def _builtin() -> list[Metric]:
         Metric("qwk", "QWK", "quadratic-weighted kappa of the decided phases (ordinal)",
                compute=lambda y, p, d: qwk(y, d), tables=("folds",)),
         Metric("accuracy", "accuracy", "share of correctly decided cases",
-               compute=lambda y, p, d: float(accuracy_score(y, d)), tables=("folds", "runs")),
+               compute=lambda y, p, d: float(np.mean(np.asarray(y) == np.asarray(d))), tables=("folds", "runs")),
         Metric("macro_f1", "macro-F1", "mean of the per-class F1 scores",
                compute=lambda y, p, d: float(np.mean(_f1_per_class(y, d))), tables=("folds", "runs")),
         *[Metric(f"f1_{c}", f"F1 {c}", f"F1 score of phase {c}", compute=_f1(j),
