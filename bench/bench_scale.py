@@ -5,7 +5,7 @@ Usage: .venv/bin/python bench/bench_scale.py [--sizes 120 300 1000] [--quick]
 
 For every size N it
 1. generates a synthetic cohort of N patients (``fusionlib.synthetic.generate_cohort``, the
-   default preset and seed, every other knob at its default: about 3.4 visits and 6.3 thermal
+   default preset and seed, every other knob at its default: about 3.3-3.4 visits and 6 thermal
    maps per patient) into a temporary folder;
 2. runs the experiment of ``--params`` (default ``params/trainable_100.yaml``: trainable
    fusion, all patients, 5 outer folds, every other setting at its default) on that cohort in
