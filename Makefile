@@ -23,9 +23,13 @@ run: $(STAMP)
 	$(BIN)/fusionlib run --jobs 2 params/*.yaml
 	$(BIN)/fusionlib report
 
-# The whole test suite. pytest exits 5 when it ran no test: that is a failure here.
+# The whole test suite, in TEST_WORKERS processes (pytest-xdist; `make test TEST_WORKERS=0` runs
+# it in this one process). `--dist loadfile` hands each test file whole to one worker, so a
+# module's expensive fixtures (tiny sweeps, trained branches) are built once and its tests run in
+# file order. pytest exits 5 when it ran no test: that is a failure here.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	@$(BIN)/python -m pytest; rc=$$?; \
+	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest ran no test: failing"; exit 1; fi; exit $$rc
 
 # docs/results.md's generated tables: every variant vs fixed, every decision rule, 3 seeds

@@ -68,3 +68,25 @@ def other_user():
             if path.is_dir() and not path.is_symlink():
                 path.chmod(path.stat().st_mode | stat.S_IWUSR | stat.S_IXUSR)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_cohort_in_place():
+    """The default synthetic cohort (``data/generated/...`` or ``$FUSIONLIB_DATA_DIR``), generated
+    once before any test uses it.
+
+    Runs, notebooks and the report read the default cohort and generate it when absent. Under
+    pytest-xdist (``make test`` runs ``-n 2``) several workers would otherwise generate it at
+    the same moment and swap their copies into place one after the other, so a worker could
+    find the folder renamed aside while it reads it. One worker generates it under a lock
+    file; the others wait for it and find it current.
+    """
+    import hashlib
+    import tempfile
+
+    from fusionlib._io import file_lock
+    from fusionlib.synthetic import default_cohort_dir, ensure_default_cohort
+
+    where = hashlib.sha256(str(default_cohort_dir().resolve()).encode()).hexdigest()[:16]
+    with file_lock(Path(tempfile.gettempdir()) / f"fusionlib-tests-cohort-{where}.lock"):
+        ensure_default_cohort()
