@@ -89,7 +89,7 @@ def _jacobian_function(head, n_inputs: int):
     import json
 
     from ._tf import tf
-    from .head import _strip_seeds
+    from .head_objectives import _strip_seeds
 
     T = tf()
     key = json.dumps({"class": type(head).__name__, "config": _strip_seeds(head.get_config()),

@@ -12,6 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
 from fusionlib import head as H
+from fusionlib import head_objectives as O
 from fusionlib._tf import tf
 from fusionlib.head import HeadSettings, fit_head, head_log_loss, head_objective_function
 from fusionlib.models import build_fusion_head
@@ -30,7 +31,7 @@ def _data(n=240, seed=0, modalities=2):
 
 def _tf_value_and_grad(head, x, y, trainer, penalty):
     T = tf()
-    objective = H._objective(head, x, y, trainer, penalty)
+    objective = O._objective(head, x, y, trainer, penalty)
     with T.GradientTape() as tape:
         value = objective()
     grads = tape.gradient(value, head.trainable_weights)
@@ -94,8 +95,8 @@ def test_compiled_generic_path_reaches_the_numpy_optimum_on_trainable():
     for path in ("numpy", "compiled"):
         head = build_fusion_head(TWO, "trainable", random_state=2)
         objective = (head_objective_function(head, x, y, trainer) if path == "numpy"
-                     else H._CompiledObjective(head, x, y, trainer))
-        fit = H._lbfgs(objective, 0.01, 2000, 1e-12, 1e-7)
+                     else O._CompiledObjective(head, x, y, trainer))
+        fit = O._lbfgs(objective, 0.01, 2000, 1e-12, 1e-7)
         values[path] = fit["train_objective"]
     assert values["compiled"] == pytest.approx(values["numpy"], abs=1e-6)
 
@@ -114,10 +115,10 @@ def test_generic_variant_decreases_its_objective_and_converges(variant):
     assert len(history["val_row_loss"]) == 40 and history["val_loss"][0] == pytest.approx(
         np.mean(history["val_row_loss"]))
     # Compiled once per architecture: another seed (another fold) reuses the function.
-    compiled = len(H._COMPILED)
+    compiled = len(O._COMPILED)
     fit_head(build_fusion_head(TWO, variant, random_state=7), [a[:200] for a in x], y[:200],
              trainer=trainer, penalty=0.01)
-    assert len(H._COMPILED) == compiled
+    assert len(O._COMPILED) == compiled
 
 
 def test_fitted_head_round_trips_through_a_keras_file(tmp_path):

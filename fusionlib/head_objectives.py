@@ -1,0 +1,370 @@
+"""The fusion head's training objective and its minimiser (what :mod:`fusionlib.head` fits with).
+
+The objective is the mean (class-weighted) per-row loss on the training rows plus a penalty on
+the Dense kernels (group norm over each modality's block of rows, or L2). Two implementations
+of the same function: exact float64 NumPy with an analytic gradient for heads whose fusion
+layer is linear-softmax (``FusionLayer.linear_softmax``: multinomial logistic regression), and
+a TensorFlow value-and-gradient traced once per head architecture and loss settings for every
+other head. Both are minimised by scipy's L-BFGS-B with BLAS on one thread (vectors of tens of
+entries: threads only add contention).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ._tf import set_seed, tf
+from .metrics import qwk
+
+if TYPE_CHECKING:
+    from .head import HeadSettings
+
+logger = logging.getLogger("fusionlib")
+
+
+def class_weights(y, n_classes: int = 3) -> np.ndarray:
+    """'balanced' class weights n / (k * count_c); absent classes get weight 0."""
+    counts = np.bincount(np.asarray(y, dtype=int), minlength=n_classes).astype(float)
+    return np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+
+
+def _kernel_penalty(kernel, n_modalities: int, group: bool):
+    """Group norm over per-modality row blocks (a kernel fed the concatenation), else L2."""
+    T = tf()
+    if group and kernel.shape[0] == 3 * n_modalities:
+        blocks = T.reshape(kernel, (n_modalities, -1))
+        # The small constant keeps the gradient finite when a block reaches zero.
+        return T.reduce_sum(T.sqrt(T.reduce_sum(T.square(blocks), axis=1) + 1e-12))
+    return T.reduce_sum(T.square(kernel))
+
+
+def _per_row_loss(kind: str, gamma: float):
+    def loss(y_onehot, proba):
+        proba = tf().clip_by_value(proba, 1e-7, 1.0)
+        ce = -tf().reduce_sum(y_onehot * tf().math.log(proba), axis=1)
+        if kind == "focal":
+            p_true = tf().reduce_sum(y_onehot * proba, axis=1)
+            ce = ce * tf().pow(1.0 - p_true, gamma)
+        return ce
+    return loss
+
+
+def _objective(head, x_train: list, y_train, trainer: HeadSettings, penalty: float):
+    """A zero-argument callable: the head's training objective at its current weights.
+
+    Mean (class-weighted) per-row loss on the training rows plus the penalty on the Dense
+    kernels only (biases and mixing logits stay free). One definition for the early-stopped
+    fit, the converged fit and the reported objective gap.
+    """
+    T = tf()
+    y_train = np.asarray(y_train, dtype=int)
+    xs = [T.constant(np.asarray(x, dtype="float32")) for x in x_train]
+    yt = T.constant(np.eye(3, dtype="float32")[y_train])
+    weights = class_weights(y_train) if trainer.class_weight == "balanced" else np.ones(3)
+    wt = T.constant(weights[y_train].astype("float32"))
+    per_row = _per_row_loss(trainer.loss, trainer.focal_gamma)
+    kernels = [v for v in head.trainable_weights if v.path.endswith("kernel")]
+    strength, group = float(penalty), trainer.penalty_kind == "group"
+
+    def value():
+        out = T.reduce_sum(wt * per_row(yt, head(xs, training=True))) / T.reduce_sum(wt)
+        if strength and kernels:
+            out += strength * T.add_n([_kernel_penalty(k, len(xs), group) for k in kernels])
+        return out
+
+    return value
+
+
+# --------------------------------------------------------------------------- L-BFGS machinery
+# The penalised objective of `_objective` as f(theta) -> (value, gradient) over the flat vector
+# of the head's trainable weights (in ``head.trainable_weights`` order), for scipy's L-BFGS-B.
+# Two implementations: exact float64 NumPy for a linear-softmax head, and a TensorFlow function
+# compiled once per (architecture, loss settings) for every other head.
+
+
+def _row_weights(y, trainer: HeadSettings) -> np.ndarray:
+    weights = class_weights(y) if trainer.class_weight == "balanced" else np.ones(3)
+    return weights[np.asarray(y, dtype=int)]
+
+
+def per_row_loss_numpy(y, proba, kind: str = "cross_entropy", gamma: float = 2.0) -> np.ndarray:
+    """:func:`_per_row_loss` in NumPy (same 1e-7 clip): each row's loss for its true class."""
+    y = np.asarray(y, dtype=int)
+    q = np.clip(np.asarray(proba, dtype="float64"), 1e-7, 1.0)[np.arange(len(y)), y]
+    out = -np.log(q)
+    if kind == "focal":
+        out = out * (1.0 - q) ** gamma
+    return out
+
+
+def _group_blocks(kernel_shape, n_modalities: int, group: bool) -> bool:
+    return group and kernel_shape[0] == 3 * n_modalities
+
+
+class _LinearSoftmaxObjective:
+    """Exact float64 objective and gradient of ``softmax(concat(x) K + b)`` heads."""
+
+    def __init__(self, head, dense, x_train, y_train, trainer: HeadSettings):
+        self.variables = [dense.kernel, dense.bias]
+        self.x = np.hstack([np.asarray(a, dtype="float64") for a in x_train])
+        self.y = np.asarray(y_train, dtype=int)
+        w = _row_weights(self.y, trainer)
+        self.w = w / w.sum()
+        self.onehot = np.eye(3)[self.y]
+        self.focal = trainer.loss == "focal"
+        self.gamma = float(trainer.focal_gamma)
+        self.n_modalities = len(x_train)
+        self.shape = tuple(dense.kernel.shape)
+        self.group = _group_blocks(self.shape, self.n_modalities, trainer.penalty_kind == "group")
+
+    def theta(self) -> np.ndarray:
+        return np.concatenate([np.asarray(v, dtype="float64").ravel() for v in self.variables])
+
+    def proba(self, theta, x=None) -> np.ndarray:
+        k = theta[:-3].reshape(self.shape)
+        z = (self.x if x is None else x) @ k + theta[-3:]
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def __call__(self, theta, strength: float):
+        k = theta[:-3].reshape(self.shape)
+        p = self.proba(theta)
+        rows = np.arange(len(self.y))
+        p_true = p[rows, self.y]
+        q = np.clip(p_true, 1e-7, 1.0)
+        log_q = np.log(q)
+        if self.focal:
+            one_minus = 1.0 - q
+            loss = -(one_minus ** self.gamma) * log_q
+            d_q = -(one_minus ** self.gamma) / q
+            if self.gamma:  # d/dq of (1 - q)^gamma, 0 where q = 1 (as the loss is there)
+                safe = np.where(one_minus > 0, one_minus, 1.0)
+                d_q = d_q + self.gamma * safe ** (self.gamma - 1) * log_q * (one_minus > 0)
+        else:
+            loss, d_q = -log_q, -1.0 / q
+        # d q / d z = p_true (onehot - p) where the clip is inactive, 0 where it clips.
+        scale = self.w * d_q * p_true * (p_true >= 1e-7)
+        g_z = scale[:, None] * (self.onehot - p)
+        value = float(self.w @ loss)
+        g_k, g_b = self.x.T @ g_z, g_z.sum(axis=0)
+        if strength:
+            if self.group:
+                blocks = k.reshape(self.n_modalities, -1)
+                norms = np.sqrt((blocks ** 2).sum(axis=1) + 1e-12)
+                value += strength * norms.sum()
+                g_k = g_k + strength * (blocks / norms[:, None]).reshape(self.shape)
+            else:
+                value += strength * float((k ** 2).sum())
+                g_k = g_k + 2.0 * strength * k
+        return value, np.concatenate([g_k.ravel(), g_b])
+
+    def assign(self, theta) -> None:
+        self.variables[0].assign(theta[:-3].reshape(self.shape).astype("float32"))
+        self.variables[1].assign(theta[-3:].astype("float32"))
+
+    def val_proba(self, theta, x_val) -> np.ndarray:
+        return self.proba(theta, np.hstack([np.asarray(a, dtype="float64") for a in x_val]))
+
+
+_COMPILED: dict = {}
+"""Compiled value-and-gradient functions of :class:`_CompiledObjective`, one per head
+architecture and loss settings in this process (keyed by :func:`_architecture_key`)."""
+
+
+def _strip_seeds(config):
+    if isinstance(config, dict):
+        return {k: _strip_seeds(v) for k, v in config.items() if k not in ("random_state", "seed")}
+    if isinstance(config, (list, tuple)):
+        return [_strip_seeds(v) for v in config]
+    return config
+
+
+def _architecture_key(head, trainer: HeadSettings) -> str:
+    """The head's config without its seeds (a seed changes the start, not the function),
+    its weights' shapes and paths, and the loss settings the compiled function bakes in."""
+    import json
+
+    return json.dumps({
+        "config": _strip_seeds(head.get_config()), "class": type(head).__name__,
+        "weights": [(v.path, list(v.shape)) for v in head.trainable_weights],
+        "non_trainable": [np.asarray(v).tolist() for v in head.non_trainable_variables],
+        "loss": trainer.loss, "gamma": float(trainer.focal_gamma) if trainer.loss == "focal" else 0,
+        "penalty_kind": trainer.penalty_kind}, sort_keys=True, default=str)
+
+
+def _compile(head, n_inputs: int, trainer: HeadSettings):
+    """A tf.function ``(theta, xs, y_onehot, row_weight, strength) -> (value, gradient)`` over the
+    stateless call of ``head`` (its architecture only: the weights are ``theta``)."""
+    T = tf()
+    variables = head.trainable_weights
+    shapes = [tuple(v.shape) for v in variables]
+    sizes = [int(np.prod(s)) for s in shapes]
+    kernels = [i for i, v in enumerate(variables) if v.path.endswith("kernel")]
+    group = trainer.penalty_kind == "group"
+    non_trainable = [v.value for v in head.non_trainable_variables]
+    per_row = _per_row_loss(trainer.loss, trainer.focal_gamma)
+    rows = T.TensorSpec([None, 3], T.float32)
+
+    @T.function(autograph=False,
+                input_signature=[T.TensorSpec([sum(sizes)], T.float32), [rows] * n_inputs, rows,
+                                 T.TensorSpec([None], T.float32), T.TensorSpec([], T.float32)])
+    def value_and_grad(theta, xs, y_onehot, row_weight, strength):
+        with T.GradientTape() as tape:
+            tape.watch(theta)
+            parts = [T.reshape(p, s) for p, s in zip(T.split(theta, sizes), shapes)]
+            proba, _ = head.stateless_call(parts, non_trainable, list(xs), training=True)
+            value = T.reduce_sum(row_weight * per_row(y_onehot, proba)) / T.reduce_sum(row_weight)
+            if kernels:
+                value += strength * T.add_n([_kernel_penalty(parts[i], n_inputs, group)
+                                             for i in kernels])
+        return value, tape.gradient(value, theta)
+
+    @T.function(autograph=False,
+                input_signature=[T.TensorSpec([sum(sizes)], T.float32), [rows] * n_inputs])
+    def forward(theta, xs):
+        parts = [T.reshape(p, s) for p, s in zip(T.split(theta, sizes), shapes)]
+        return head.stateless_call(parts, non_trainable, list(xs), training=False)[0]
+
+    return value_and_grad, forward
+
+
+class _CompiledObjective:
+    """The objective of any head through a TensorFlow function compiled once per architecture."""
+
+    def __init__(self, head, x_train, y_train, trainer: HeadSettings):
+        T = tf()
+        self.variables = head.trainable_weights
+        self.shapes = [tuple(v.shape) for v in self.variables]
+        self.sizes = [int(np.prod(s)) for s in self.shapes]
+        key = _architecture_key(head, trainer)
+        if key not in _COMPILED:
+            _COMPILED[key] = _compile(head, len(x_train), trainer)
+        self.value_and_grad, self.forward = _COMPILED[key]
+        y = np.asarray(y_train, dtype=int)
+        self.xs = [T.constant(np.asarray(a, dtype="float32")) for a in x_train]
+        self.yt = T.constant(np.eye(3, dtype="float32")[y])
+        self.wt = T.constant(_row_weights(y, trainer).astype("float32"))
+
+    def theta(self) -> np.ndarray:
+        return np.concatenate([np.asarray(v, dtype="float64").ravel() for v in self.variables])
+
+    def __call__(self, theta, strength: float):
+        T = tf()
+        value, grad = self.value_and_grad(T.constant(theta, T.float32), self.xs, self.yt, self.wt,
+                                          T.constant(strength, T.float32))
+        # float64 for scipy; the objective itself is float32, like the model.
+        return float(value), np.asarray(grad, dtype="float64")
+
+    def assign(self, theta) -> None:
+        for v, part, shape in zip(self.variables, np.split(theta, np.cumsum(self.sizes)[:-1]),
+                                  self.shapes):
+            v.assign(part.reshape(shape).astype("float32"))
+
+    def val_proba(self, theta, x_val) -> np.ndarray:
+        T = tf()
+        xs = [T.constant(np.asarray(a, dtype="float32")) for a in x_val]
+        return np.asarray(self.forward(T.constant(theta, T.float32), xs), dtype="float64")
+
+
+def head_objective_function(head, x_train: list, y_train, trainer: HeadSettings | None = None):
+    """The penalised training objective of :func:`fit_head` as ``f(theta, penalty) -> (value,
+    gradient)`` over the flat vector of ``head.trainable_weights``; ``.theta()`` is the head's
+    current vector, ``.assign(theta)`` writes one into the head. Exact float64 NumPy for a head
+    whose fusion layer says it is linear-softmax (``FusionLayer.linear_softmax``), else a
+    TensorFlow function compiled once per architecture and loss settings."""
+    from .fusion import fusion_layer
+
+    from .head import HeadSettings
+
+    trainer = trainer or HeadSettings()
+    try:
+        dense = fusion_layer(head).linear_softmax()
+    except (ValueError, AttributeError):
+        dense = None
+    if dense is not None and [id(v) for v in head.trainable_weights] == \
+            [id(dense.kernel), id(dense.bias)]:
+        return _LinearSoftmaxObjective(head, dense, x_train, y_train, trainer)
+    return _CompiledObjective(head, x_train, y_train, trainer)
+
+
+_BLAS = []
+
+
+def one_blas_thread():
+    """A context with BLAS limited to one thread: L-BFGS-B calls BLAS on vectors of tens to
+    hundreds of entries, where threads only add contention (on 2 busy cores a multi-threaded
+    BLAS made each iteration ~200x slower)."""
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
+
+
+def _lbfgs(objective, penalty: float, max_iter: int, ftol: float, gtol: float,
+           theta0: np.ndarray | None = None) -> dict:
+    """Minimise ``objective`` from ``theta0`` (default: the head's current weights); the head
+    itself is not written (``objective.assign(result["theta"])`` does that)."""
+    from scipy.optimize import minimize
+
+    theta0 = objective.theta() if theta0 is None else theta0
+    with one_blas_thread():
+        start, _ = objective(theta0, penalty)
+        result = minimize(objective, theta0, args=(penalty,), jac=True, method="L-BFGS-B",
+                          options={"maxiter": max_iter, "ftol": ftol, "gtol": gtol})
+    moved = bool(np.isfinite(result.fun) and result.fun <= start and result.nit > 0)
+    theta = result.x if moved else theta0
+    value, grad = (float(result.fun), result.jac) if moved else objective(theta0, penalty)
+    return {"theta": theta, "train_objective": float(value), "start_objective": float(start),
+            "iterations": int(result.nit) if moved else 0, "grad_max": float(np.abs(grad).max()),
+            "max_iter": bool(result.nit >= max_iter), "message": str(result.message)}
+
+
+def _lbfgs_candidate(objective, theta0, x_val, y_val, trainer: HeadSettings,
+                     penalty: float) -> tuple[np.ndarray, dict]:
+    """One penalty candidate with ``optimizer: lbfgs``: the penalised optimum from ``theta0``,
+    then its validation scores. Returns ``(theta, history)``; the head is not written."""
+    fit = _lbfgs(objective, float(penalty), trainer.max_epochs, trainer.tolerance, 1e-6, theta0)
+    iterations = fit["iterations"]
+    history = {"optimizer": "lbfgs", "epoch": [iterations], "train_loss": [fit["train_objective"]],
+               "val_loss": [], "val_qwk": [], "best_epoch": iterations,
+               "stopped": "max_iter" if fit["max_iter"] else "converged",
+               "train_objective": fit["train_objective"],
+               "start_objective": fit["start_objective"], "grad_max": fit["grad_max"],
+               "penalty": float(penalty)}
+    if trainer.monitor != "none" and x_val is not None and len(y_val) > 0:
+        y_val = np.asarray(y_val, dtype=int)
+        proba = objective.val_proba(fit["theta"], x_val)
+        rows = per_row_loss_numpy(y_val, proba, trainer.loss, trainer.focal_gamma)
+        history["val_loss"].append(float(rows.mean()))
+        history["val_qwk"].append(qwk(y_val, proba.argmax(axis=1)))
+        history["val_row_loss"] = rows.tolist()
+    if iterations == 0:
+        logger.warning("fusion head: L-BFGS did not move the head from its start (%s)",
+                       fit["message"])
+    return fit["theta"], history
+
+
+def fit_penalty_candidates(head, x_train: list, y_train, x_val, y_val, trainer: HeadSettings,
+                           penalties, random_state: int = 0) -> list[tuple]:
+    """Every penalty candidate fitted together with ``optimizer: lbfgs``: one objective (data
+    prepared once), each candidate minimised from the head's current (seeded) weights.
+    Returns ``[(penalty, theta, history)]``; the head keeps its weights (write the chosen
+    ``theta`` with :func:`set_head_theta`)."""
+    set_seed(random_state)
+    objective = head_objective_function(head, x_train, y_train, trainer)
+    theta0 = objective.theta()
+    return [(float(p), *_lbfgs_candidate(objective, theta0, x_val, y_val, trainer, p))
+            for p in penalties]
+
+
+def set_head_theta(head, theta) -> None:
+    """Write a flat vector (``head.trainable_weights`` order) into the head's weights."""
+    offset = 0
+    for v in head.trainable_weights:
+        size = int(np.prod(v.shape))
+        v.assign(np.asarray(theta[offset:offset + size]).reshape(tuple(v.shape)).astype("float32"))
+        offset += size
