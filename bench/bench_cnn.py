@@ -43,6 +43,24 @@ PARAMS = HERE / "params" / "trainable_100.yaml"
 # that both have (load_params, run_experiment's helpers, ImageBranch).
 
 
+def _one_seed_file(seed: int = 0) -> str:
+    """``params/trainable_100.yaml`` with the single ``protocol.seed`` ``seed`` (its ``seeds``
+    list dropped), written to a temporary file: code before ``protocol.seeds`` reads it too, and
+    the new code trains one seed, as the old one does."""
+    import tempfile
+
+    import yaml
+
+    raw = yaml.safe_load(PARAMS.read_text(encoding="utf-8"))
+    protocol = dict(raw.get("protocol") or {})
+    protocol.pop("seeds", None)
+    raw["protocol"] = {**protocol, "seed": int(seed)}
+    handle, path = tempfile.mkstemp(prefix="bench-cnn-", suffix=".yaml")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        yaml.safe_dump(raw, out, sort_keys=False)
+    return path
+
+
 def _speed_worker(params_path: str) -> dict:
     import numpy as np
 
@@ -89,9 +107,7 @@ def _quality_worker(params_path: str, seed: int) -> dict:
     from fusionlib.metrics import qwk
     from fusionlib.params import load_params
 
-    params = load_params(params_path)
-    params = params.model_copy(update={"protocol": params.protocol.model_copy(
-        update={"seed": int(seed)})})
+    params = load_params(params_path)        # a one-seed file of that seed (_one_seed_file)
     started = time.perf_counter()
     result = run_experiment(params, cache_dir=None, progress=False, log=lambda *_: None)
     seconds = time.perf_counter() - started
@@ -142,8 +158,11 @@ def main(argv=None) -> int:
 
     if args.worker:
         kind, *rest = args.worker
-        out = (_speed_worker(str(PARAMS)) if kind == "speed"
-               else _quality_worker(str(PARAMS), int(rest[0])))
+        path = _one_seed_file(int(rest[0]) if rest else 0)
+        try:
+            out = (_speed_worker(path) if kind == "speed" else _quality_worker(path, int(rest[0])))
+        finally:
+            os.unlink(path)
         print(json.dumps(out))
         return 0
 
