@@ -1,6 +1,7 @@
 # Two entry points, each sets itself up: `make run` (the main job) and `make test`.
-# The project's own virtual environment lives in .venv and is refreshed whenever
-# pyproject.toml changes.
+# The project's own virtual environment lives in .venv: the exact versions pinned in
+# requirements.lock, then the project itself (editable, no dependencies). It is refreshed
+# whenever pyproject.toml or requirements.lock changes; `make lock` regenerates the lock.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,15 +9,33 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL := 3
 export TF_ENABLE_ONEDNN_OPTS := 0
 
-.PHONY: run test setup sweep report bench results clean
+.PHONY: run test setup lock sweep report bench results clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
+
+# requirements.lock: every dependency of pyproject.toml (with the `test` extra), direct and
+# transitive, at one exact version, resolved by uv for .venv's Python. uv keeps the pins already
+# in the lock unless pyproject.toml rules them out; `make lock UPGRADE=1` moves every pin to the
+# newest allowed version. uv lives in its own small venv (.venv-lock), not in .venv.
+# Afterwards: update environment.yml's pins (tests/test_packaging.py checks them) and run
+# `make setup`.
+UV_VERSION ?= 0.13.9
+UV := .venv-lock/bin/uv
+$(UV):
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+lock: $(UV)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(UV) pip compile pyproject.toml --extra test --python $(BIN)/python \
+	    --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade) --quiet -o requirements.lock
 
 # The main job: the default sweep on the embedded synthetic cohort, then the report.
 run: $(STAMP)

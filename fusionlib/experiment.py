@@ -289,6 +289,21 @@ def decide_sources(decision: str, sources: dict, data: FoldData) -> tuple[dict, 
     return preds, chosen
 
 
+LOCK_FILE = Path(__file__).resolve().parents[1] / "requirements.lock"
+
+
+def lock_file_digest(path: Path = LOCK_FILE) -> dict | None:
+    """``{"file": name, "sha256": hex}`` of the repository's lock file (the exact versions
+    ``make setup`` installs); None where there is none, e.g. an installed package outside a
+    checkout."""
+    import hashlib
+
+    try:
+        return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    except OSError:
+        return None
+
+
 def provenance_of(params: ExperimentParams, cohort: Cohort, fingerprint: str) -> dict:
     import platform
     import subprocess
@@ -307,9 +322,9 @@ def provenance_of(params: ExperimentParams, cohort: Cohort, fingerprint: str) ->
         except metadata.PackageNotFoundError:
             pass
     return {"params": params.to_dict(), "git_commit": commit, "versions": versions,
-            "python": platform.python_version(), "data": {"name": cohort.name,
-            "fingerprint": fingerprint, "n_cases_used": cohort.n_cases,
-            "meta": cohort.meta},
+            "lock": lock_file_digest(), "python": platform.python_version(),
+            "data": {"name": cohort.name, "fingerprint": fingerprint,
+                     "n_cases_used": cohort.n_cases, "meta": cohort.meta},
             "seed": params.protocol.seed if params.protocol.seeds is None else None,
             "seeds": params.protocol.seed_list(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
