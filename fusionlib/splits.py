@@ -65,7 +65,10 @@ class ProtocolSettings(Settings):
 
     @model_validator(mode="after")
     def _seed_or_seeds(self):
-        if self.seeds is not None and "seed" in self.model_fields_set:
+        # A seed given beside seeds must be one of them (the notebook's parameters cell lists
+        # both keys, so editing only ``seeds`` there keeps ``seed: 0``); seeds then rule.
+        if self.seeds is not None and "seed" in self.model_fields_set \
+                and self.seed not in self.seeds:
             fail(f"give either seed ({self.seed}) or seeds ({self.seeds}), not both")
         return self
 

@@ -30,7 +30,9 @@ FIXED_RF_SHARE = FIXED_CLINICAL_WEIGHT
 def _fold_label(entry: Mapping, i: int) -> str:
     if "fold" in entry:
         repeat = entry.get("repeat", 0)
-        return f"r{repeat} f{entry['fold']}" if repeat else f"fold {entry['fold']}"
+        label = f"r{repeat} f{entry['fold']}" if repeat else f"fold {entry['fold']}"
+        # A several-seed run has each fold once per seed.
+        return f"s{entry['seed']} {label}" if entry.get("seed") is not None else label
     return f"fold {i}"
 
 

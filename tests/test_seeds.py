@@ -33,7 +33,9 @@ def test_seed_list_and_validation():
             _params("a", seeds=bad)
         assert words in str(err.value)
     with pytest.raises(FusionlibError, match="either seed"):
-        _params("a", seed=1, seeds=[1, 2])
+        _params("a", seed=3, seeds=[1, 2])
+    # The notebook's parameters cell keeps seed: 0 when only seeds is edited there.
+    assert _params("a", seed=0, seeds=[0, 1, 2]).protocol.seed_list() == [0, 1, 2]
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +116,20 @@ def test_runs_before_seeds_read_their_seed(tmp_path, two_seeds):
     (folder / "done.json").write_text(json.dumps({"ok": True}))
     run, = report.load_runs(tmp_path / "runs")
     assert run.seeds == [3] and set(run.predictions["seed"]) == {3}
+
+
+def test_fold_interval_is_per_seed_and_cases_per_seed(two_seeds):
+    """With several seeds the fold interval is not computed over all seeds' folds pooled, and
+    the case counts are one seed's (not the union of the seeds' 50 % subsamples)."""
+    from fusionlib.metrics import mean_ci
+
+    both, _, _ = two_seeds
+    summary, table = both.summary(), both.fold_table()
+    parts = [mean_ci(table.loc[table["seed"] == s, "qwk"].to_numpy()) for s in (0, 3)]
+    assert summary["qwk"]["mean"] == pytest.approx(np.mean([p[0] for p in parts]))
+    half = np.mean([(p[3] - p[2]) / 2 for p in parts])
+    assert summary["qwk"]["ci95"] == pytest.approx([summary["qwk"]["mean"] - half,
+                                                    summary["qwk"]["mean"] + half])
+    per_seed = list(summary["n_cases_per_seed"].values())
+    assert summary["n_cases"] == round(np.mean(per_seed))
+    assert sum(summary["modality_counts"].values()) == pytest.approx(np.mean(per_seed), abs=2)

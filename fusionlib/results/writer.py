@@ -79,7 +79,7 @@ class ExperimentResult:
         table = self.fold_table()
         out = {"name": self.params.name, "fusion": self.params.fusion.variant,
                "data_percentage": self.params.protocol.data_percentage,
-               "n_folds": int(len(table)), "n_cases": int(self.cohort.n_cases),
+               "n_folds": int(len(table)), "n_cases": self._cases_per_seed(),
                "trainable_fusion_params": self.provenance.get("trainable_fusion_params")}
         out["decision"] = self.params.decision.rule
         out["seeds"] = self.seeds
@@ -89,23 +89,19 @@ class ExperimentResult:
         out["head_never_trained_folds"] = int(sum(bool(f.stage_scores.get("head_never_trained"))
                                                   for f in self.folds))
         for metric in summarised_metrics():
-            values = table[metric].dropna().to_numpy(dtype=float) if metric in table else []
-            if len(values):
-                mean, sd, lo, hi = mean_ci(values)
-                out[metric] = {"mean": mean, "sd": sd, "ci95": [lo, hi]}
+            summary = _fold_summary(table, metric)
+            if summary is not None:
+                out[metric] = summary
         pooled = self.predictions()
         out["pooled"] = classification_scores(pooled["label"], pooled[PROBA_COLUMNS].to_numpy(),
                                               pooled["pred"].to_numpy())
         out["by_seed"] = self._by_seed(table, pooled)
-        # Cases by modality availability (each case is a test case once per repeat), and the
-        # pooled scores on the test cases that have every modality (those the head fused).
-        present = {m: (np.ones(self.cohort.n_cases, bool) if m == "metadata"
-                       else self.cohort.has_modality(m)) for m in self.params.data.modalities}
-        combos = ["+".join(m for m in self.params.data.modalities if present[m][i]) or "none"
-                  for i in range(self.cohort.n_cases)]
-        if len(self.params.data.modalities) > 1:
-            combos = [f"{c} only" if c in self.params.data.modalities else c for c in combos]
-        out["modality_counts"] = {c: int(n) for c, n in pd.Series(combos).value_counts().items()}
+        # Cases by modality availability (each case is a test case once per repeat; with
+        # several seeds, the mean over the seeds' subsamples), and the pooled scores on the
+        # test cases that have every modality (those the head fused).
+        cohorts = list(self.cohorts.values()) if self.cohorts else [self.cohort]
+        counts = pd.concat([self._modality_combos(c) for c in cohorts]).value_counts()
+        out["modality_counts"] = {c: int(round(n / len(cohorts))) for c, n in counts.items()}
         complete = np.ones(len(pooled), bool)
         for m in self.params.data.modalities:
             if f"{m}_p_I" in pooled:
@@ -116,6 +112,22 @@ class ExperimentResult:
                                   sub["pred"].to_numpy())
             if len(sub) else {"n": 0})
         return out
+
+    def _cases_per_seed(self) -> int:
+        """Cases one seed uses (the same for every seed at 100 %; else the mean over seeds)."""
+        if not self.cohorts:
+            return int(self.cohort.n_cases)
+        return int(round(np.mean([c.n_cases for c in self.cohorts.values()])))
+
+    def _modality_combos(self, cohort) -> pd.Series:
+        modalities = self.params.data.modalities
+        present = {m: (np.ones(cohort.n_cases, bool) if m == "metadata"
+                       else cohort.has_modality(m)) for m in modalities}
+        combos = ["+".join(m for m in modalities if present[m][i]) or "none"
+                  for i in range(cohort.n_cases)]
+        if len(modalities) > 1:
+            combos = [f"{c} only" if c in modalities else c for c in combos]
+        return pd.Series(combos)
 
     @staticmethod
     def _by_seed(table: pd.DataFrame, pooled: pd.DataFrame) -> dict:
@@ -182,6 +194,30 @@ class ExperimentResult:
         for name, text in files.items():
             atomic_write_text(directory / name, text)
         return directory
+
+
+def _fold_summary(table: pd.DataFrame, metric: str) -> dict | None:
+    """Mean, SD and t-interval of a metric over the folds of one seed.
+
+    With several seeds the folds of different seeds are not independent draws (at 100 % the
+    same patients are tested again), so they are not pooled into one interval: each seed gets
+    its own mean, SD and interval, and the summary holds their averages (the interval keeps a
+    single run's width, centred on the mean over seeds). The spread over seeds is in
+    ``by_seed``.
+    """
+    if metric not in table:
+        return None
+    parts = []
+    for _, rows in table.groupby("seed", sort=False):
+        values = rows[metric].dropna().to_numpy(dtype=float)
+        if len(values):
+            parts.append(mean_ci(values))
+    if not parts:
+        return None
+    mean = float(np.mean([p[0] for p in parts]))
+    half = float(np.mean([(p[3] - p[2]) / 2 for p in parts]))
+    return {"mean": mean, "sd": float(np.mean([p[1] for p in parts])),
+            "ci95": [mean - half, mean + half]}
 
 
 def jsonable(value):
