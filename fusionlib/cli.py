@@ -85,7 +85,8 @@ def _cmd_validate(args) -> int:
         protocol = params.protocol
         print(f"ok  {path}  ({params.name}: {params.fusion.variant}, clinical "
               f"{params.clinical.model}, {protocol.data_percentage:g}% data, "
-              f"{protocol.folds} folds x {protocol.repeats})")
+              f"{protocol.folds} folds x {protocol.repeats} repeat(s), seeds "
+              f"{', '.join(map(str, protocol.seed_list()))})")
     return 0
 
 
