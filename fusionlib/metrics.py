@@ -272,6 +272,31 @@ def seed_averaged_bootstrap(seeds: list[dict], n_boot: int = 2000, random_state:
     return out
 
 
+def corrected_resampled_t(deltas, test_train_ratio: float, level: float = 0.95) -> dict:
+    """Mean of per-split differences with the corrected resampled t interval.
+
+    ``deltas`` are variant − baseline on each of J train/test splits of the same data (every
+    fold of every seed); they overlap in their training data, so their plain variance
+    understates the uncertainty. Nadeau and Bengio (2003) inflate it:
+    ``mean ± t(J-1) * sqrt((1/J + n_test/n_train) * s²)``, with ``test_train_ratio``
+    n_test/n_train (1/(K-1) for K-fold). Seed-to-seed training variation is inside the
+    per-split differences, so the interval covers it as well as patient sampling (under the
+    approximation's assumptions).
+    """
+    from scipy import stats
+
+    deltas = np.asarray(deltas, dtype=float)
+    deltas = deltas[np.isfinite(deltas)]
+    if len(deltas) < 2:
+        raise ValueError(f"need at least 2 finite per-split differences, got {len(deltas)}")
+    if not test_train_ratio > 0:
+        raise ValueError(f"test_train_ratio must be > 0, got {test_train_ratio}")
+    mean, var = float(deltas.mean()), float(deltas.var(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, len(deltas) - 1)
+                 * np.sqrt((1 / len(deltas) + test_train_ratio) * var))
+    return {"delta": mean, "ci_low": mean - half, "ci_high": mean + half, "n_splits": len(deltas)}
+
+
 # --------------------------------------------------------------------------- paired comparisons
 
 

@@ -130,3 +130,19 @@ def test_qwk_and_f1_equal_scikit_learn(pairs):
     assert metrics.qwk(y, p) == pytest.approx(expected, abs=1e-12)
     np.testing.assert_allclose(f1_per_class(y, p), f1_score(y, p, labels=[0, 1, 2], average=None,
                                                             zero_division=0), atol=1e-12)
+
+
+def test_corrected_resampled_t_by_hand():
+    """Nadeau-Bengio: mean ± t(J-1) sqrt((1/J + n_test/n_train) s²), here J = 4, ratio 1/4."""
+    out = metrics.corrected_resampled_t([0.1, 0.2, 0.3, 0.0], test_train_ratio=0.25)
+    half = stats.t.ppf(0.975, 3) * np.sqrt((1 / 4 + 0.25) * np.var([0.1, 0.2, 0.3, 0.0], ddof=1))
+    assert out["delta"] == pytest.approx(0.15)
+    assert out["ci_low"] == pytest.approx(0.15 - half) and out["ci_high"] == pytest.approx(0.15 + half)
+    assert half == pytest.approx(0.29052, abs=1e-4)
+    # Wider than the uncorrected t-interval, which treats overlapping splits as independent.
+    plain = stats.t.ppf(0.975, 3) * np.std([0.1, 0.2, 0.3, 0.0], ddof=1) / 2
+    assert half > plain
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.corrected_resampled_t([0.1, float("nan")], 0.25)
+    with pytest.raises(ValueError, match="test_train_ratio"):
+        metrics.corrected_resampled_t([0.1, 0.2], 0)
