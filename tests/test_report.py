@@ -162,7 +162,11 @@ def test_report_html(built):
     assert built.name == "index.html"
     assert 'id="kappa-table"' in text and 'id="paired-table"' in text
     assert 'id="paired-side-by-side"' in text and 'id="synthetic-banner"' in text
-    for heading in ("Runs", "Fixed vs trainable (paired)", "Learned weights", "Calibration",
+    # The verdict comes first: the first table of the page, with the questions answered in words.
+    assert text.find("<table") == text.find('<table', text.find("Verdict")) < text.find('id="kappa-table"')
+    assert 'id="verdict-table"' in text and 'id="verdict-answers"' in text
+    assert "Does trainable fusion beat fixed 70/30 at 30 % of the patients?" in text
+    for heading in ("Verdict", "Runs", "Fixed vs trainable (paired)", "Learned weights", "Calibration",
                     "Confusion matrices", "Provenance"):
         assert heading in text, heading
     # code hidden
@@ -463,3 +467,25 @@ def test_a_variant_is_paired_with_the_fixed_run_of_its_own_seed(tmp_path):
     assert loaded["trainable_s1"].fusion == "trainable"
     table = provenance_table(list(loaded.values()))
     assert set(table["cohort seed"]) == {7}
+
+
+def test_verdict_table(runs_dir):
+    """Each variant vs fixed over its seeds: the mean ΔQWK is the seeds' QWK differences, the
+    verdict reads the corrected t interval, whose half-width is the smallest detectable ΔQWK."""
+    from fusionlib.metrics import interval_verdict, qwk
+
+    runs = report.load_runs(runs_dir)
+    table = report.verdict_table(runs, n_boot=200)
+    assert list(table.columns) == report.VERDICT_COLUMNS
+    row = table.set_index("variant").loc["trainable_30"]
+    assert row["vs"] == "fixed_30" and row["seeds"] == 1
+    a, b = (next(r for r in runs if r.name == n).predictions for n in ("trainable_30", "fixed_30"))
+    joined = a.merge(b, on=["seed", "repeat", "case_id"], suffixes=("", "_b"))
+    expected = qwk(joined["label"], joined["pred"]) - qwk(joined["label"], joined["pred_b"])
+    assert row["ΔQWK"] == pytest.approx(expected)
+    low, high = (float(v) for v in row["ΔQWK corrected t"].strip("[]").split(","))
+    assert row["smallest detectable ΔQWK"] == pytest.approx((high - low) / 2, abs=2e-3)
+    assert row["QWK verdict"] == interval_verdict(low, high)
+    answers = report.verdict_sentences(table)
+    assert answers[0].startswith("Does trainable fusion beat fixed 70/30 at 30 %")
+    assert answers[-1].startswith("What weighting does it learn?")

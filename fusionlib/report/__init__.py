@@ -19,6 +19,7 @@ from .html import (REPORT_CSS, REPORT_NOTEBOOK, build_report, figure_html, head_
 from .tables import (PAIRED_COLUMNS, SHARE_NOT_BETTER, calibration_table, fmt,
                      paired_comparisons, paired_side_by_side, provenance_table, rf_share_table,
                      runs_table, runs_table_columns)
+from .verdict import VERDICT_COLUMNS, verdict_sentences, verdict_table
 
 __all__ = ["verdict_text", "FIXED", "PROBA_COLUMNS", "Run", "dropped_images_count",
            "dropped_images_line", "load_runs", "REPORT_CSS", "REPORT_NOTEBOOK", "build_report",
@@ -26,4 +27,4 @@ __all__ = ["verdict_text", "FIXED", "PROBA_COLUMNS", "Run", "dropped_images_coun
            "notebook_to_html", "run_links", "synthetic_banner", "PAIRED_COLUMNS",
            "SHARE_NOT_BETTER", "calibration_table", "fmt", "paired_comparisons",
            "paired_side_by_side", "provenance_table", "rf_share_table", "runs_table",
-           "runs_table_columns"]
+           "runs_table_columns", "VERDICT_COLUMNS", "verdict_sentences", "verdict_table"]
