@@ -385,8 +385,8 @@ def _execute(tasks: list, outcomes: dict, jobs: int, scheduler: str | None, tota
                 bar.write(f"branches: {len(sets)} (data %, seed) sets for {len(tasks)} run(s) "
                           "first, each group's runs as soon as its sets are done", file=sys.stderr)
             execute_processes(tasks, outcomes, jobs, bar, execute_run,
-                              fill_branches=prefill_one if len(sets) > 1 else None,
-                              on_branches=_branches_line(bar))
+                              branch_items=sets if len(sets) > 1 else None,
+                              fill_branches=prefill_one, on_branches=_branches_line(bar))
         else:
             for task in tasks:
                 bar.set_postfix_str(task["name"])

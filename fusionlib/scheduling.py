@@ -108,11 +108,13 @@ def waves(tasks: list) -> tuple[list, dict]:
 
 
 def execute_processes(tasks: list, outcomes: dict, jobs: int, bar, execute_run,
-                      fill_branches=None, on_branches=None) -> None:
+                      branch_items: list | None = None, fill_branches=None,
+                      on_branches=None) -> None:
     """``execute_run(task)`` for every task in up to ``jobs`` spawned worker processes.
 
-    With ``fill_branches``, the branch outputs the runs share are trained first as their own
-    tasks, one per (branch group, seed) (:func:`branch_sets`), in the same pool, and each
+    With ``branch_items`` (:func:`branch_sets` of ``tasks``) and ``fill_branches``, the branch
+    outputs the runs share are trained first as their own tasks, one per (branch group, seed),
+    ``fill_branches(item)`` each, in the same pool, and each
     group's runs are queued as soon as that group's sets are done: three seeds' branches
     train side by side instead of one after another inside a group's first notebook, and no
     worker waits at a barrier. ``on_branches(item, result or exception)`` reports each set;
@@ -122,7 +124,7 @@ def execute_processes(tasks: list, outcomes: dict, jobs: int, bar, execute_run,
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    items = branch_sets(tasks) if fill_branches is not None else []
+    items = list(branch_items or []) if fill_branches is not None else []
     if items:
         waiting = {}                                   # group -> sets not finished yet
         for item in items:
