@@ -24,7 +24,11 @@ scored on one very large test draw (``--truth-cases`` visits). Intervals compare
 2. **seed-averaged patient bootstrap** (``fusionlib.metrics.seed_averaged_bootstrap``): the
    same draw of patients for every seed, the statistic averaged over seeds;
 3. **corrected resampled t** (Nadeau and Bengio 2003): the per-fold differences of every
-   (seed, fold), their mean ± t x sqrt((1/J + n_test/n_train) s²), J = seeds x folds.
+   (seed, fold), their mean ± t x sqrt((1/J + n_test/n_train) s²), J = seeds x folds;
+4. **patients + seeds t** (``fusionlib.metrics.patients_and_seeds_interval``, the verdict's):
+   the seed-averaged difference ± t x sqrt(SE²(patient bootstrap) + s²(per-seed)/S), the
+   per-visit training noise (in both parts) taken once, Welch-Satterthwaite degrees of
+   freedom; and, for contrast, the same without that correction (the noise counted twice).
 
 Prints each interval's coverage (share of cohorts whose interval holds the truth) with its
 binomial standard error, and mean width. ``--quick`` for a smoke run.
@@ -162,7 +166,8 @@ def main(argv=None) -> int:
         args.cohorts, args.n_boot, args.truth_fits, args.truth_cases = 20, 200, 40, 20000
     from threadpoolctl import threadpool_limits
 
-    from fusionlib.metrics import paired_bootstrap_qwk, seed_averaged_bootstrap
+    from fusionlib.metrics import (paired_bootstrap_qwk, patients_and_seeds_interval,
+                                   seed_averaged_bootstrap)
 
     Branches.SEED_NOISE, Branches.SEED_SHIFT = args.seed_noise, args.seed_shift
     started = time.time()
@@ -173,9 +178,11 @@ def main(argv=None) -> int:
               f"({args.truth_fits} training draws, {args.truth_cases} test visits; "
               f"{time.time() - started:.0f} s)", flush=True)
         hits = {"fold-only bootstrap (one seed)": [], "seed-averaged patient bootstrap": [],
-                "corrected resampled t (Nadeau-Bengio)": []}
+                "corrected resampled t (Nadeau-Bengio)": [],
+                "patients + seeds t (the verdict's)": [],
+                "patients + seeds t, visit noise counted twice": []}
         widths = {k: [] for k in hits}
-        estimates = []
+        estimates, shares = [], []
         done = 0
         while done < args.cohorts:
             groups, y, latent = draw_cohort(rng, args.patients)
@@ -189,12 +196,19 @@ def main(argv=None) -> int:
                                           first["groups"], n_boot=args.n_boot, random_state=state)
             averaged = seed_averaged_bootstrap(seeds, n_boot=args.n_boot, random_state=state)
             t_low, t_high = corrected_t([d for s in seeds for d in s["fold_deltas"]], args.folds)
+            combined = averaged["qwk"]["combined"]
+            twice = patients_and_seeds_interval(averaged["qwk"]["delta"], combined["se_patients"],
+                                                [p["qwk"] for p in averaged["per_seed"]],
+                                                averaged["n_patients"])
             for name, (low, high) in zip(hits, ((single["ci_low"], single["ci_high"]),
                                                 (averaged["qwk"]["ci_low"], averaged["qwk"]["ci_high"]),
-                                                (t_low, t_high))):
+                                                (t_low, t_high),
+                                                (combined["ci_low"], combined["ci_high"]),
+                                                (twice["ci_low"], twice["ci_high"]))):
                 hits[name].append(low <= true_delta <= high)
                 widths[name].append(high - low)
             estimates.append(averaged["qwk"]["delta"])
+            shares.append(combined["se_seeds"] ** 2 / combined["se"] ** 2 if combined["se"] > 0 else 0.0)
             done += 1
             if done % 50 == 0:
                 print(f"  {done} cohorts, {time.time() - started:.0f} s", flush=True)
@@ -202,7 +216,8 @@ def main(argv=None) -> int:
           f"{args.folds} folds, seed noise SD {args.seed_noise}, seed shift SD "
           f"{args.seed_shift}, {args.n_boot} resamples; "
           f"mean estimate {np.mean(estimates):+.4f}, SD over cohorts "
-          f"{np.std(estimates, ddof=1):.4f}\n")
+          f"{np.std(estimates, ddof=1):.4f}; the seeds' share of the verdict interval's variance: "
+          f"median {np.median(shares):.2f}\n")
     print("| interval (nominal 95 %) | coverage | binomial SE | mean width |")
     print("| --- | --- | --- | --- |")
     for name in hits:

@@ -1,20 +1,28 @@
-"""The multi-seed comparison behind docs/results.md: every variant against ``fixed`` 70/30,
-under every decision rule, with proper scores, over several seeds.
+"""docs/results.md, regenerated: every study's runs, then every table in the file.
 
-``python -m fusionlib.study`` (``make results``) runs the studies in :data:`STUDIES` for
-each seed (in-process ``run_experiment`` calls sharing the branch cache; finished runs
-under ``runs-study/`` are reused), then rewrites the generated sections of
-``docs/results.md`` -- the text between ``<!-- generated:NAME -->`` and
-``<!-- /generated:NAME -->`` -- and leaves the hand-written prose around them alone.
+``python -m fusionlib.study`` (``make results``) runs each study of :data:`STUDIES` -- a set
+of committed parameter files, every one with seeds 0, 1, 2 inside -- through the runner
+(``fusionlib run --jobs N``; finished, unchanged runs under ``runs-study/<study>/`` are kept,
+branches come from the shared cache), then rewrites the generated sections of
+``docs/results.md``: the text between ``<!-- generated:NAME -->`` and
+``<!-- /generated:NAME -->``. The prose around them is hand-written and cites no figure.
+A study that needs the real clinical table is skipped, its sections left as they are, when
+the table is absent.
+
+Each comparison is variant minus the ``fixed`` run of the same data (and data percentage),
+both decided by the same rule, over every seed: the difference averaged over seeds, each
+seed's, and the verdict's interval (:func:`fusionlib.report.verdict.compare_over_seeds`).
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,225 +30,322 @@ import pandas as pd
 
 from .data import LABELS
 from .decision import DECISIONS, DEFAULT_DECISION
-from .metrics import case_log_loss, interval_verdict, qwk, seed_averaged_bootstrap
+from .metrics import qwk
+from .paths import project_root
 
-VARIANTS = ("trainable", "trainable_rf_biased", "mlp", "convex", "per_class_convex", "gated")
-STUDIES = {
-    "default": {"preset": "dfu_like", "runs": [("fixed", 100), *[(v, 100) for v in VARIANTS],
-                                               ("fixed", 50), ("trainable", 50)],
-                # The head fitted with balanced class weights: a prior change inside the weights,
-                # beside the decision rules' prior change on the outputs (docs/protocol.md).
-                "extra": {"trainable_classweight_100": ("trainable", 100,
-                                                        {"head": {"class_weight": "balanced"}})}},
-    "fixed_mix_wrong": {"preset": "fixed_mix_wrong",
-                        "runs": [("fixed", 100), *[(v, 100) for v in VARIANTS]]},
-    # The table knows I (and some P), the images R (and some P): per-class weights must differ.
-    "complementary": {"preset": "complementary",
-                      "runs": [("fixed", 100), *[(v, 100) for v in VARIANTS]]},
-}
-"""Study name -> synthetic preset and its (fusion, data percentage) runs."""
 
-SEEDS = (0, 1, 2)
+@dataclass(frozen=True)
+class Study:
+    """One section of docs/results.md: its parameter files (globs under the project root)."""
+
+    name: str
+    files: tuple[str, ...]
+    needs_real: bool = False
+    image_branch_gap: bool = True       # the thermal-map branch's train/test table
+
+
+STUDIES = {s.name: s for s in (
+    Study("default", ("params/*.yaml", "params/variants/trainable_classweight_100.yaml")),
+    Study("fixed_mix_wrong", ("params/fixed_mix_wrong/*.yaml",)),
+    Study("complementary", ("params/complementary/*.yaml",)),
+    Study("seed_study", ("params/seed_study/*.yaml",)),
+    Study("real", ("params/real/*.yaml",), needs_real=True, image_branch_gap=False),
+)}
+"""Study name -> its parameter files, in the order docs/results.md shows them."""
+
+BASELINES = ("stacking", "metadata_only", "thermal_map_only")
+"""Baselines every ``fixed`` run scores on its own folds (columns ``<name>_p_*``, ``<name>_pred_*``)."""
+
 PROBA = [f"p_{label}" for label in LABELS]
 
 
-def run_name(fusion: str, percentage: float) -> str:
-    return f"{fusion}_{percentage:g}"
+def study_files(study: Study, root: Path | None = None) -> list[Path]:
+    root = Path(root or project_root())
+    files = sorted({Path(p) for pattern in study.files for p in glob.glob(str(root / pattern))})
+    if not files:
+        raise FileNotFoundError(f"study {study.name!r}: no parameter file matches {study.files}")
+    return files
 
 
-def study_plan(study: str) -> list[tuple[str, str, float, dict]]:
-    """``(run name, fusion, data percentage, other parameters)`` of every run of a study."""
-    spec = STUDIES[study]
-    plan = [(run_name(f, p), f, p, {}) for f, p in spec["runs"]]
-    return plan + [(name, f, p, dict(extra)) for name, (f, p, extra) in spec.get("extra", {}).items()]
+def real_data_available() -> bool:
+    """True when the real clinical table's folder ($FUSIONLIB_DFU_DIR, else ../shared/data/dfu)
+    exists."""
+    from .datasets import DataSettings
+
+    folder = DataSettings(dataset="real").resolved_data_dir()
+    return folder is not None and folder.is_dir()
 
 
-def study_runs(study: str, seed: int, root: Path, cache_dir: Path, progress=print) -> None:
-    """Run (or reuse) every run of one study for one seed; fixed first, so it trains the branches."""
-    from .experiment import run_experiment
-    from .params import validate
-    from .runner import code_version
+def run_study(study: Study, runs_root: Path, cache_dir: Path, jobs: int) -> int:
+    """Execute the study's missing or stale runs (the runner's exit code)."""
+    from .runner import run_all
 
-    spec = STUDIES[study]
-    code = code_version()
-    for name, fusion, pct, extra in study_plan(study):
-        params = validate({"name": name, "fusion": {"variant": fusion},
-                           "data": {"preset": spec["preset"]},
-                           "protocol": {"data_percentage": pct, "seed": seed}, **extra})
-        folder = root / study / f"seed{seed}" / params.name
-        stamp = folder / "params.json"
-        # A finished run is reused only with the same experiment code and parameters. The tables
-        # read every rule's predictions (pred_<rule>), never the run's headline, so the run's
-        # own `decision` does not make it stale.
-        wanted = json.dumps({"code_version": code, **{k: v for k, v in params.to_dict().items()
-                                                      if k != "decision"}}, sort_keys=True)
-        if stamp.is_file() and stamp.read_text() == wanted and (folder / "predictions.csv").is_file():
+    return run_all(study_files(study), runs_dir=runs_root / study.name, cache_dir=cache_dir,
+                   jobs=jobs)
+
+
+def load_study(study: Study, runs_root: Path) -> list:
+    """The finished runs of a study's parameter files, in file order."""
+    from .report import load_runs
+    from .runner import load_all
+
+    names = [params.name for _, params in load_all(study_files(study))]
+    runs = {run.name: run for run in load_runs(runs_root / study.name)}
+    missing = [n for n in names if n not in runs or runs[n].predictions is None]
+    if missing:
+        raise FileNotFoundError(f"study {study.name!r}: no finished run for {', '.join(missing)} "
+                                f"under {runs_root / study.name}")
+    order = {n: i for i, n in enumerate(names)}
+    # Largest data percentage first, fixed first within it, then file order.
+    return sorted((runs[n] for n in names),
+                  key=lambda r: (-r.data_percentage, r.fusion != "fixed", order[r.name]))
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+def _pairs(runs: list) -> list[tuple]:
+    """(percentage, variant run, fixed run) for every non-fixed run: the fixed run of the same
+    data, seeds and folds at the same percentage."""
+    from .report.tables import _pairing_key
+
+    out = []
+    for run in runs:
+        if run.fusion == "fixed":
             continue
-        started = time.time()
-        result = run_experiment(params, cache_dir=cache_dir, progress=False, log=lambda *_: None)
-        result.save(folder)
-        stamp.write_text(wanted)
-        progress(f"{study} seed {seed} {params.name}: {time.time() - started:.0f} s")
+        fixed = [f for f in runs if f.fusion == "fixed" and f.data_percentage == run.data_percentage
+                 and _pairing_key(f) == _pairing_key(run)]
+        if fixed:
+            out.append((run.data_percentage, run, fixed[0]))
+    return sorted(out, key=lambda t: -t[0])
 
 
-def _load(root: Path, study: str, seed: int, name: str) -> pd.DataFrame:
-    return pd.read_csv(root / study / f"seed{seed}" / name / "predictions.csv", dtype={"case_id": str})
+def _joined(variant: pd.DataFrame, fixed: pd.DataFrame, rule: str, source: str = "") -> pd.DataFrame:
+    """One row per (seed, repeat, case): ``source`` of ``variant`` (the fused output, or a
+    baseline's column prefix) as ``a``, fixed's fused output as ``b``, both decided by ``rule``."""
+    prefix = f"{source}_" if source else ""
+    a = variant[["seed", "repeat", "fold", "case_id", "patient", "label", f"{prefix}pred_{rule}",
+                 *[prefix + c for c in PROBA]]]
+    a = a.rename(columns={f"{prefix}pred_{rule}": "pred_a",
+                          **{prefix + c: f"a_{c}" for c in PROBA}})
+    b = fixed[["seed", "repeat", "case_id", f"pred_{rule}", *PROBA]].rename(
+        columns={f"pred_{rule}": "pred_b", **{c: f"b_{c}" for c in PROBA}})
+    return a.merge(b, on=["seed", "repeat", "case_id"], how="inner")
 
 
-def _pair(variant: pd.DataFrame, fixed: pd.DataFrame, rule: str, source: str = "") -> dict:
-    """One seed's paired arrays of a source of ``variant`` (the fused output, or a baseline
-    column prefix) against fixed's fused output, both decided by ``rule``."""
-    proba_cols = PROBA if not source else [f"{source}_p_{label}" for label in LABELS]
-    pred_col = f"pred_{rule}" if not source else f"{source}_pred_{rule}"
-    a = variant[["repeat", "fold", "case_id", "patient", "label", pred_col, *proba_cols]].rename(
-        columns={pred_col: "pred_a", **{c: f"a_{i}" for i, c in enumerate(proba_cols)}})
-    b = fixed[["repeat", "case_id", f"pred_{rule}", *PROBA]].rename(
-        columns={f"pred_{rule}": "pred_b", **{c: f"b_{i}" for i, c in enumerate(PROBA)}})
-    joined = a.merge(b, on=["repeat", "case_id"], how="inner")
-    y = joined["label"].to_numpy()
-    return {"y": y, "pred_a": joined["pred_a"].to_numpy(), "pred_b": joined["pred_b"].to_numpy(),
-            "loss_a": case_log_loss(y, joined[[f"a_{i}" for i in range(3)]].to_numpy()),
-            "loss_b": case_log_loss(y, joined[[f"b_{i}" for i in range(3)]].to_numpy()),
-            "groups": joined["patient"].to_numpy(), "fold": joined["fold"].to_numpy()}
+def comparison_table(runs: list, n_boot: int = 2000) -> pd.DataFrame:
+    """Every variant (and every baseline of the fixed run) minus fixed at the same data
+    percentage, under every decision rule: ΔQWK and Δlog-loss over seeds with the verdict's
+    interval and the per-seed differences."""
+    from .report.verdict import compare_over_seeds
 
-
-def comparison_table(root: Path, study: str, seeds, n_boot: int = 2000) -> pd.DataFrame:
-    """Every variant (and baseline) minus fixed at the same data percentage, per decision rule:
-    ΔQWK and Δlog-loss averaged over seeds, with their patient-bootstrap intervals."""
-    spec = STUDIES[study]
     rows = []
-    for pct in sorted({p for _, p in spec["runs"]}, reverse=True):
-        fixed = {s: _load(root, study, s, run_name("fixed", pct)) for s in seeds}
-        others = [(name, name, "") for name, f, p, _ in study_plan(study) if p == pct and f != "fixed"]
-        others += [(f"{b} (baseline)", run_name("fixed", pct), b)
-                   for b in ("stacking", "metadata_only", "thermal_map_only")]
-        for label, name, source in others:
-            frames = {s: _load(root, study, s, name) for s in seeds}
-            for rule in DECISIONS:
-                pairs = [_pair(frames[s], fixed[s], rule, source) for s in seeds]
-                boot = seed_averaged_bootstrap(pairs, n_boot=n_boot)
-                q, ll = boot["qwk"], boot["log_loss"]
-                rows.append({"data %": pct, "variant": label, "decision": rule,
-                             "ΔQWK": q["delta"], "ΔQWK low": q["ci_low"], "ΔQWK high": q["ci_high"],
-                             "ΔQWK per seed": [p["qwk"] for p in boot["per_seed"]],
-                             "QWK verdict": interval_verdict(q["ci_low"], q["ci_high"]),
-                             "Δlog-loss": ll["delta"], "Δlog-loss low": ll["ci_low"],
-                             "Δlog-loss high": ll["ci_high"],
-                             "Δlog-loss per seed": [p["log_loss"] for p in boot["per_seed"]],
-                             "log-loss verdict": interval_verdict(ll["ci_low"], ll["ci_high"], True)})
+    pairs = _pairs(runs)
+    fixed_runs = list({id(f): f for _, _, f in pairs}.values())
+    items = [(pct, run.name, run, fixed, "") for pct, run, fixed in pairs]
+    items += [(f.data_percentage, f"{b} (baseline)", f, f, b) for f in fixed_runs for b in BASELINES
+              if f"{b}_pred_{DEFAULT_DECISION}" in f.predictions]
+    # At each percentage: the trainable family (the question), the other variants, baselines.
+    items.sort(key=lambda t: (-t[0], bool(t[4]), "trainable" not in t[1]))
+    for pct, label, run, fixed, source in items:
+        folds = int(run.setting("protocol", "folds", 5) or 5)
+        for rule in DECISIONS:
+            c = compare_over_seeds(_joined(run.predictions, fixed.predictions, rule, source),
+                                   "pred_a", "pred_b", [f"a_{p}" for p in PROBA],
+                                   [f"b_{p}" for p in PROBA], folds, n_boot=n_boot)
+            q, ll = c["qwk"], c["log_loss"]
+            rows.append({"data %": pct, "variant": label, "vs": fixed.name, "decision": rule,
+                         "seeds": c["seeds"], "ΔQWK": q["delta"], "ΔQWK interval": q["interval"],
+                         "ΔQWK per seed": q["per_seed"], "QWK verdict": q["verdict"],
+                         "seed share": q["seed_share"],
+                         "Δlog-loss": ll["delta"], "Δlog-loss interval": ll["interval"],
+                         "Δlog-loss per seed": ll["per_seed"], "log-loss verdict": ll["verdict"]})
     return pd.DataFrame(rows)
 
 
-def fold_table(root: Path, study: str, seeds, variant: str = "trainable", pct: float = 100,
-               rule: str = DEFAULT_DECISION) -> pd.DataFrame:
-    """Per seed and fold: log-loss of ``variant`` and fixed; per seed: pooled QWK of both."""
-    rows = []
-    for s in seeds:
-        pair = _pair(_load(root, study, s, run_name(variant, pct)),
-                     _load(root, study, s, run_name("fixed", pct)), rule)
-        for fold in np.unique(pair["fold"]):
-            m = pair["fold"] == fold
-            rows.append({"seed": s, "fold": int(fold), "log-loss variant": pair["loss_a"][m].mean(),
-                         "log-loss fixed": pair["loss_b"][m].mean(),
-                         "QWK variant": qwk(pair["y"][m], pair["pred_a"][m]),
-                         "QWK fixed": qwk(pair["y"][m], pair["pred_b"][m])})
-        rows.append({"seed": s, "fold": "pooled", "log-loss variant": pair["loss_a"].mean(),
-                     "log-loss fixed": pair["loss_b"].mean(),
-                     "QWK variant": qwk(pair["y"], pair["pred_a"]),
-                     "QWK fixed": qwk(pair["y"], pair["pred_b"])})
-    return pd.DataFrame(rows)
+def runs_overview(runs: list) -> pd.DataFrame:
+    """Per run: QWK over seeds (mean ± SD), pooled QWK and log-loss, cases per seed."""
+    from .report.tables import runs_table
+
+    table = runs_table(runs)
+    keep = ["name", "data %", "QWK over seeds", "pooled QWK", "log-loss", "cases"]
+    table = table[[c for c in keep if c in table]].copy()
+    table["data %"] = table["data %"].map(lambda v: f"{v:g}")
+    return table
 
 
-def weights_table(root: Path, study: str, seeds) -> pd.DataFrame:
+def _plain(name: str, variant: str) -> bool:
+    """``name`` is ``variant``'s run, maybe behind a study prefix (``seed_trainable_100``)."""
+    return re.fullmatch(rf"(.*_)?{re.escape(variant)}", name) is not None
+
+
+def fold_table(runs: list, variant: str = "trainable_100", rule: str = DEFAULT_DECISION) -> pd.DataFrame:
+    """Per seed and fold: log-loss and QWK of ``variant`` (the run of that name, maybe behind
+    a study prefix) and its fixed run; per seed: pooled."""
+    from .metrics import case_log_loss
+
+    pair = next(((run, fixed) for _, run, fixed in _pairs(runs) if _plain(run.name, variant)), None)
+    if pair is None:
+        return pd.DataFrame()
+    j = _joined(pair[0].predictions, pair[1].predictions, rule)
+    y = j["label"].to_numpy(dtype=int)
+    j = j.assign(loss_a=case_log_loss(y, j[[f"a_{p}" for p in PROBA]].to_numpy(dtype=float)),
+                 loss_b=case_log_loss(y, j[[f"b_{p}" for p in PROBA]].to_numpy(dtype=float)))
+
+    def row(seed, fold, rows):
+        return {"seed": seed, "fold": fold, "log-loss variant": rows["loss_a"].mean(),
+                "log-loss fixed": rows["loss_b"].mean(),
+                "QWK variant": qwk(rows["label"], rows["pred_a"]),
+                "QWK fixed": qwk(rows["label"], rows["pred_b"])}
+
+    out = []
+    for seed, rows in j.groupby("seed", sort=True):
+        out += [row(int(seed), int(fold), f) for fold, f in rows.groupby("fold", sort=True)]
+        out.append(row(int(seed), "pooled", rows))
+    return pd.DataFrame(out)
+
+
+def weights_table(runs: list) -> pd.DataFrame:
     """Learned weighting per run, mean over seeds and folds: sensitivity and influence RF
     share (overall and per class) of the deployed head, the converged head and the start."""
     rows = []
-    for name, fusion, _, _ in study_plan(study):
-        if fusion == "fixed":
+    for run in runs:
+        frame = run.folds
+        if run.fusion == "fixed" or "rf_share" not in frame:
             continue
-        folds = []
-        for s in seeds:
-            metrics = json.loads((root / study / f"seed{s}" / name / "metrics.json").read_text())
-            folds += metrics["folds"]
-        frame = pd.DataFrame(folds)
-        row = {"run": name}
+        row = {"run": run.name}
         for prefix, label in (("", "deployed"), ("converged_", "converged"), ("start_", "start")):
             for kind, short in (("rf_share", "sens"), ("influence_rf_share", "infl")):
                 cols = [f"{prefix}{kind}", *[f"{prefix}{kind}_{c}" for c in LABELS]]
                 if all(c in frame for c in cols):
                     row[f"{label} {short}"] = " / ".join(f"{frame[c].mean():.2f}" for c in cols)
-        row["objective gap"] = frame["train_objective_gap"].mean()
-        row["moved from start"] = frame["moved_from_start"].mean()
+        for col, label in (("train_objective_gap", "objective gap"),
+                           ("moved_from_start", "moved from start")):
+            if col in frame:
+                row[label] = frame[col].mean()
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def rule_qwk_table(root: Path, study: str, seeds) -> pd.DataFrame:
+def rule_qwk_table(runs: list) -> pd.DataFrame:
     """Pooled QWK of every run's fused output under every decision rule, mean over seeds (and
-    the range over seeds): how much each source's score depends on the rule."""
+    the range over seeds): how much a score depends on the rule."""
     rows = []
-    for name, _, _, _ in study_plan(study):
-        row = {"run": name}
+    for run in runs:
+        frame = run.predictions
+        row = {"run": run.name}
         for rule in DECISIONS:
-            values = []
-            for s in seeds:
-                frame = _load(root, study, s, name)
-                values.append(qwk(frame["label"], frame[f"pred_{rule}"]))
+            values = [qwk(f["label"], f[f"pred_{rule}"]) for _, f in frame.groupby("seed")]
             row[rule] = f"{np.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def branch_gap_table(root: Path, study: str, seeds, name: str = "trainable_100",
+def branch_gap_table(runs: list, name: str = "trainable_100",
                      modality: str = "thermal_map") -> pd.DataFrame:
     """Image branch train/test consistency (mean over seeds and folds): top-class probability
     and QWK of the out-of-fold training rows, of the test rows by the mean of the inner CNNs
-    (the old head input) and by single inner CNNs (the new one); ``attrs["head_log_loss"]``
-    holds the trainable head's test log-loss with either input."""
-    folds = []
-    for s in seeds:
-        metrics = json.loads((root / study / f"seed{s}" / name / "metrics.json").read_text())
-        folds += metrics["folds"]
-    f = pd.DataFrame(folds)
+    and by single inner CNNs (the head's input); ``attrs["head_log_loss"]`` holds the
+    trainable head's test log-loss with either input."""
+    run = next((r for r in runs if _plain(r.name, name)), None)
+    f = run.folds if run is not None else pd.DataFrame()
+    if f"{modality}_train_top_p" not in f:
+        return pd.DataFrame()
     rows = []
-    for label, suffix in (("training rows (out-of-fold, one CNN)", "train"),
-                          ("test rows, mean of the inner CNNs (before)", "test_{}_mean_of_models"),
-                          ("test rows, single inner CNNs (after)", "test_{}_single_model")):
-        top = f"{modality}_train_top_p" if suffix == "train" else f"{modality}_{suffix.format('top_p')}"
-        q = f"{modality}_train_qwk" if suffix == "train" else f"{modality}_{suffix.format('qwk')}"
-        rows.append({"image probabilities": label, "mean top-class probability": f[top].mean(),
-                     "QWK": f[q].mean()})
+    for label, suffix in (("training rows (out-of-fold, one CNN)", "train_{}"),
+                          ("test rows, mean of the inner CNNs", "test_{}_mean_of_models"),
+                          ("test rows, single inner CNNs (the head's input)", "test_{}_single_model")):
+        rows.append({"image probabilities": label,
+                     "mean top-class probability": f[f"{modality}_{suffix.format('top_p')}"].mean(),
+                     "QWK": f[f"{modality}_{suffix.format('qwk')}"].mean()})
     table = pd.DataFrame(rows)
     table.attrs["head_log_loss"] = (float(f["log_loss_mean_of_models_input"].mean()),
                                     float(f["log_loss"].mean()))
     return table
 
 
+def clinical_models_table(data_dir: Path, seeds=(0, 1, 2, 3, 4), folds: int = 5,
+                          n_jobs: int = 2) -> pd.DataFrame:
+    """Every registered tabular model on a clinical table alone (what ``fusionlib metadata-cv``
+    prints): patient-grouped K-fold, pooled out-of-fold predictions by argmax, mean ± SD over
+    ``seeds``; the forest with 300 trees as in that command, the others with their defaults."""
+    from .branches import CLINICAL_MODELS, ClinicalBranch, cross_validate_clinical
+    from .data import CLINICAL_FILENAME, read_clinical_table
+
+    cohort = read_clinical_table(Path(data_dir) / CLINICAL_FILENAME)
+    rows = []
+    for model in CLINICAL_MODELS:
+        options = {"n_estimators": 300} if model == "random_forest" else {}
+        scores = [cross_validate_clinical(cohort, ClinicalBranch(model, options, random_state=seed,
+                                                                 n_jobs=n_jobs),
+                                          n_splits=folds, random_state=seed)[1] for seed in seeds]
+        row = {"model": model}
+        for key, label in (("qwk", "QWK"), ("accuracy", "accuracy"), ("macro_f1", "macro-F1"),
+                           ("f1_I", "F1 of I")):
+            values = np.array([sc[key] for sc in scores])
+            row[label] = f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- markdown
+
+
 def _signed(v) -> str:
     return "–" if v is None or not np.isfinite(v) else f"{v:+.3f}"
 
 
-def markdown_comparison(table: pd.DataFrame, rules=None) -> str:
-    rules = list(rules or DECISIONS)
-    lines = ["| data | variant − fixed | decision | ΔQWK [95 % CI] | per seed | QWK verdict | "
-             "Δlog-loss [95 % CI] | per seed | log-loss verdict |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for _, r in table[table["decision"].isin(rules)].iterrows():
+def _ci(pair) -> str:
+    return f"[{_signed(pair[0])}, {_signed(pair[1])}]"
+
+
+def markdown_comparison(table: pd.DataFrame) -> str:
+    lines = ["| data | variant − fixed | decision | ΔQWK [95 % interval] | per seed | seeds' share | "
+             "QWK verdict | Δlog-loss [95 % interval] | per seed | log-loss verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for _, r in table.iterrows():
         lines.append(
             f"| {r['data %']:g} % | {r['variant']} | {r['decision']} | {_signed(r['ΔQWK'])} "
-            f"[{_signed(r['ΔQWK low'])}, {_signed(r['ΔQWK high'])}] | "
-            f"{', '.join(_signed(v) for v in r['ΔQWK per seed'])} | {r['QWK verdict']} | "
-            f"{_signed(r['Δlog-loss'])} [{_signed(r['Δlog-loss low'])}, {_signed(r['Δlog-loss high'])}] | "
+            f"{_ci(r['ΔQWK interval'])} | {', '.join(_signed(v) for v in r['ΔQWK per seed'])} | "
+            f"{r['seed share']:.2f} | {r['QWK verdict']} | {_signed(r['Δlog-loss'])} {_ci(r['Δlog-loss interval'])} | "
             f"{', '.join(_signed(v) for v in r['Δlog-loss per seed'])} | {r['log-loss verdict']} |")
     return "\n".join(lines)
 
 
 def markdown_frame(frame: pd.DataFrame, digits: int = 3) -> str:
+    if frame.empty:
+        return "(no such run in this study)"
     cols = list(frame.columns)
     lines = ["| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
     for _, r in frame.iterrows():
         cells = [f"{v:.{digits}f}" if isinstance(v, (float, np.floating)) else str(v) for v in r]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def answers(table: pd.DataFrame, weights: pd.DataFrame, rule: str = DEFAULT_DECISION) -> str:
+    """The study's questions answered in words from its own tables: does each trainable-family
+    variant beat fixed under ``rule``, and what RF share does the plain trainable head learn."""
+    lines = []
+    rows = table[(table["decision"] == rule) & ~table["variant"].str.endswith("(baseline)")]
+    # The question first: the trainable family, then the other learned weightings.
+    rows = rows.assign(_q=~rows["variant"].str.contains("trainable")).sort_values(
+        ["_q", "data %"], ascending=[True, False], kind="stable")
+    for _, r in rows.iterrows():
+        word = {"better": "better", "worse": "worse",
+                "no detectable difference": "no detectable difference"}[r["QWK verdict"]]
+        half = (r["ΔQWK interval"][1] - r["ΔQWK interval"][0]) / 2
+        lines.append(f"- {r['variant']} − {r['vs']} ({rule}): ΔQWK {_signed(r['ΔQWK'])} "
+                     f"{_ci(r['ΔQWK interval'])}, **{word}** (differences under {half:.3f} "
+                     f"not detectable here; seeds' share of the variance {r['seed share']:.2f}); "
+                     f"Δlog-loss {_signed(r['Δlog-loss'])} "
+                     f"{_ci(r['Δlog-loss interval'])}, {r['log-loss verdict']}.")
+    for _, r in weights.iterrows():
+        if not _plain(r["run"], "trainable_100"):
+            continue
+        if "deployed infl" in r:
+            lines.append(f"- Weighting learned by {r['run']}: RF influence share (overall / I / P "
+                         f"/ R) {r['deployed infl']}, against 0.70 for the fixed mix.")
     return "\n".join(lines)
 
 
@@ -254,59 +359,96 @@ def replace_section(text: str, name: str, body: str) -> str:
     return text.rstrip() + "\n\n" + block + "\n"
 
 
-def sections(root: Path, seeds, n_boot: int, studies=None) -> dict:
-    """The generated sections of docs/results.md for ``studies`` (default: all), by name."""
-    out = {}
-    for study in studies or STUDIES:
-        table = comparison_table(root, study, seeds, n_boot)
-        out[f"{study}-comparison"] = markdown_comparison(table)
-        out[f"{study}-weights"] = markdown_frame(weights_table(root, study, seeds), 2)
-        out[f"{study}-rules"] = markdown_frame(rule_qwk_table(root, study, seeds))
-        folds = fold_table(root, study, seeds)
-        out[f"{study}-trainable-folds"] = markdown_frame(folds)
-        gap = branch_gap_table(root, study, seeds)
-        before, after = gap.attrs["head_log_loss"]
-        out[f"{study}-branch-gap"] = (markdown_frame(gap) + f"\n\nTrainable head, test log-loss (mean "
-                                      f"over seeds and folds): {before:.3f} on the mean of the inner "
-                                      f"CNNs' probabilities, {after:.3f} fusing each CNN's "
-                                      f"probabilities and averaging the fused outputs.")
-    provenances = [json.loads(p.read_text()) for study in (studies or STUDIES) for s in seeds
-                   for p in (root / study / f"seed{s}").glob("*/provenance.json")]
-    commits = sorted({(p.get("git_commit") or "?")[:12] for p in provenances})
-    provenance = provenances[0]
-    out["provenance"] = (f"Seeds {', '.join(map(str, seeds))}; {n_boot} bootstrap resamples; "
-                         f"{len(provenances)} runs at commit{'s' if len(commits) > 1 else ''} "
-                         f"{', '.join(f'`{c}`' for c in commits)}; versions "
-                         + ", ".join(f"{k} {v}" for k, v in provenance.get("versions", {}).items())
-                         + f"; Python {provenance.get('python')}.")
+def sections(study: Study, runs: list, n_boot: int) -> dict:
+    """The generated sections of one study, by name."""
+    name = study.name
+    table = comparison_table(runs, n_boot)
+    weights = weights_table(runs)
+    out = {f"{name}-runs": markdown_frame(runs_overview(runs)),
+           f"{name}-answers": answers(table, weights),
+           f"{name}-comparison": markdown_comparison(table),
+           f"{name}-weights": markdown_frame(weights, 2),
+           f"{name}-rules": markdown_frame(rule_qwk_table(runs)),
+           f"{name}-trainable-folds": markdown_frame(fold_table(runs))}
+    if study.image_branch_gap:
+        gap = branch_gap_table(runs)
+        text = markdown_frame(gap)
+        if "head_log_loss" in gap.attrs:
+            before, after = gap.attrs["head_log_loss"]
+            text += (f"\n\nTrainable head, test log-loss (mean over seeds and folds): {before:.3f} "
+                     f"on the mean of the inner CNNs' probabilities, {after:.3f} fusing each "
+                     f"CNN's probabilities and averaging the fused outputs.")
+        out[f"{name}-branch-gap"] = text
+    if study.needs_real:
+        from .datasets import DataSettings
+
+        out[f"{name}-clinical-models"] = markdown_frame(
+            clinical_models_table(DataSettings(dataset="real").resolved_data_dir()))
     return out
 
 
+def provenance_line(all_runs: list, n_boot: int) -> str:
+    provs = [run.provenance for run in all_runs]
+    commits = sorted({(p.get("git_commit") or "?")[:12] for p in provs})
+    locks = sorted({((p.get("lock") or {}).get("sha256") or "?")[:12] for p in provs})
+    codes = sorted({str(run.done.get("code_version") or "?") for run in all_runs})
+    versions = provs[0].get("versions", {})
+    seeds = sorted({s for run in all_runs for s in run.seeds})
+    return (f"{len(all_runs)} runs, each over seeds {', '.join(map(str, seeds))}; {n_boot} "
+            f"bootstrap resamples; "
+            f"experiment code {', '.join(f'`{c}`' for c in codes)} (the runner's hash of the "
+            f"package and notebook) at commit{'s' if len(commits) > 1 else ''} "
+            f"{', '.join(f'`{c}`' for c in commits)}; "
+            f"requirements.lock sha256 {', '.join(f'`{c}`' for c in locks)}; versions "
+            + ", ".join(f"{k} {v}" for k, v in versions.items())
+            + f"; Python {provs[0].get('python')}.")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fusionlib.study", description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser = argparse.ArgumentParser(prog="python -m fusionlib.study",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--studies", nargs="+", default=list(STUDIES), choices=list(STUDIES))
-    parser.add_argument("--root", default="runs-study")
+    parser.add_argument("--root", default="runs-study", help="runs folder (one subfolder per study)")
     parser.add_argument("--cache", default=".cache")
     parser.add_argument("--out", default="docs/results.md")
     parser.add_argument("--n-boot", type=int, default=2000)
+    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel processes")
     parser.add_argument("--no-run", action="store_true", help="only re-render from finished runs")
     args = parser.parse_args(argv)
-    root = Path(args.root)
-    if not args.no_run:
-        for study in args.studies:
-            for seed in args.seeds:
-                study_runs(study, seed, root, Path(args.cache))
     from ._io import atomic_write_text
+    from .errors import FusionlibError
 
-    out = Path(args.out)
-    text = out.read_text(encoding="utf-8") if out.is_file() else "# Results\n"
-    for name, body in sections(root, args.seeds, args.n_boot, args.studies).items():
-        text = replace_section(text, name, body)
-        if name.endswith(("-trainable-folds", "-rules")):  # the benchmark's figures, on screen too
-            print(f"\n{name}\n{body}")
+    root, out = Path(args.root), Path(args.out)
+    studies = [STUDIES[s] for s in args.studies]
+    skipped = [s for s in studies if s.needs_real and not real_data_available()]
+    for s in skipped:
+        print(f"study {s.name}: the real clinical table is not here (../shared/data/dfu or "
+              f"$FUSIONLIB_DFU_DIR); its sections are left as they are", file=sys.stderr)
+    studies = [s for s in studies if s not in skipped]
+    started = time.time()
+    if not args.no_run:
+        for study in studies:
+            print(f"study {study.name}: running {len(study_files(study))} parameter files",
+                  file=sys.stderr, flush=True)
+            if run_study(study, root, Path(args.cache), args.jobs) != 0:
+                print(f"fusionlib: error: study {study.name}: a run failed; {out} is unchanged",
+                      file=sys.stderr)
+                return 1
+    try:
+        text = out.read_text(encoding="utf-8") if out.is_file() else "# Results\n"
+        all_runs = []
+        for study in studies:
+            runs = load_study(study, root)
+            all_runs += runs
+            for name, body in sections(study, runs, args.n_boot).items():
+                text = replace_section(text, name, body)
+        if all_runs:
+            text = replace_section(text, "provenance", provenance_line(all_runs, args.n_boot))
+    except (FileNotFoundError, FusionlibError) as err:
+        print(f"fusionlib: error: {err}; {out} is unchanged", file=sys.stderr)
+        return 1
     atomic_write_text(out, text)
-    print(f"wrote {out}")
+    print(f"wrote {out} ({len(studies)} studies, {time.time() - started:.0f} s)")
     return 0
 
 

@@ -146,3 +146,48 @@ def test_corrected_resampled_t_by_hand():
         metrics.corrected_resampled_t([0.1, float("nan")], 0.25)
     with pytest.raises(ValueError, match="test_train_ratio"):
         metrics.corrected_resampled_t([0.1, 0.2], 0)
+
+
+def test_patients_and_seeds_interval_by_hand():
+    """SE² = SE²(patients) + s²/S with Welch-Satterthwaite degrees of freedom; the per-visit
+    training noise measured by the per-seed SEs is taken out of s² once; one seed: patients
+    alone."""
+    per_seed = [0.02, 0.08, 0.05]
+    v_p, v_s = 0.03 ** 2, np.var(per_seed, ddof=1) / 3
+    df = (v_p + v_s) ** 2 / (v_p ** 2 / 99 + v_s ** 2 / 2)
+    out = metrics.patients_and_seeds_interval(0.05, 0.03, per_seed, n_patients=100)
+    half = stats.t.ppf(0.975, df) * np.sqrt(v_p + v_s)
+    assert out["df"] == pytest.approx(df)
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx((0.05 - half, 0.05 + half))
+    # Each seed's own patient SE (0.035) above the averaged one (0.03): per-visit noise of
+    # (0.035² - 0.03²) in SE² terms, removed from the seed part once: v_s - that / (S - 1).
+    corrected = metrics.patients_and_seeds_interval(0.05, 0.03, per_seed, 100,
+                                                    se_patients_per_seed=[0.035] * 3)
+    v_s2 = v_s - (0.035 ** 2 - 0.03 ** 2) / 2
+    assert corrected["se"] == pytest.approx(np.sqrt(v_p + v_s2))
+    assert corrected["ci_high"] - corrected["ci_low"] < out["ci_high"] - out["ci_low"]
+    # Never below the patient part: a large correction floors the seed part at 0.
+    floor = metrics.patients_and_seeds_interval(0.05, 0.03, per_seed, 100,
+                                                se_patients_per_seed=[0.2] * 3)
+    assert floor["se"] == pytest.approx(0.03) and floor["se_seeds"] == 0
+    one = metrics.patients_and_seeds_interval(0.05, 0.03, [0.05], n_patients=100)
+    assert one["se"] == pytest.approx(0.03) and one["df"] == pytest.approx(99)
+
+
+def test_seed_averaged_bootstrap_carries_the_patients_and_seeds_interval():
+    """The verdict's interval is centred on the seed-averaged difference and is wider than the
+    patient bootstrap's when the seeds disagree."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    groups = np.repeat(np.arange(100), 2)
+    seeds = []
+    for shift in (0.0, 0.2, 0.4):      # each seed's variant right on a different share of cases
+        right = rng.random(200) < 0.6 + shift
+        pred_a = np.where(right, y, (y + 1) % 3)
+        seeds.append({"y": y, "pred_a": pred_a, "pred_b": np.where(rng.random(200) < 0.7, y, 0),
+                      "loss_a": rng.random(200), "loss_b": rng.random(200), "groups": groups})
+    out = metrics.seed_averaged_bootstrap(seeds, n_boot=300)
+    c = out["qwk"]["combined"]
+    assert (c["ci_low"] + c["ci_high"]) / 2 == pytest.approx(out["qwk"]["delta"])
+    assert c["se_seeds"] > 0
+    assert c["ci_high"] - c["ci_low"] > out["qwk"]["ci_high"] - out["qwk"]["ci_low"]

@@ -471,7 +471,8 @@ def test_a_variant_is_paired_with_the_fixed_run_of_its_own_seed(tmp_path):
 
 def test_verdict_table(runs_dir):
     """Each variant vs fixed over its seeds: the mean ΔQWK is the seeds' QWK differences, the
-    verdict reads the corrected t interval, whose half-width is the smallest detectable ΔQWK."""
+    verdict reads the patients + seeds interval, whose half-width is the smallest detectable
+    ΔQWK; the patient bootstrap and the corrected t are shown beside it."""
     from fusionlib.metrics import interval_verdict, qwk
 
     runs = report.load_runs(runs_dir)
@@ -483,7 +484,9 @@ def test_verdict_table(runs_dir):
     joined = a.merge(b, on=["seed", "repeat", "case_id"], suffixes=("", "_b"))
     expected = qwk(joined["label"], joined["pred"]) - qwk(joined["label"], joined["pred_b"])
     assert row["ΔQWK"] == pytest.approx(expected)
-    low, high = (float(v) for v in row["ΔQWK corrected t"].strip("[]").split(","))
+    low, high = (float(v) for v in row["ΔQWK interval"].strip("[]").split(","))
+    assert low < row["ΔQWK"] < high
+    assert row["ΔQWK corrected t"].startswith("[") and row["ΔQWK patient bootstrap"].startswith("[")
     assert row["smallest detectable ΔQWK"] == pytest.approx((high - low) / 2, abs=2e-3)
     assert row["QWK verdict"] == interval_verdict(low, high)
     answers = report.verdict_sentences(table)

@@ -1,18 +1,13 @@
 """The report's verdict table: each variant against ``fixed`` over the seeds of its runs, and
 the seed's three questions answered in words.
 
-Two intervals for variant − fixed, both over every seed of the runs (docs/protocol.md and
-``bench/bench_coverage.py`` for their coverage):
-
-* the **seed-averaged patient bootstrap** (:func:`fusionlib.metrics.seed_averaged_bootstrap`):
-  patients resampled, every seed's difference recomputed on the draw and averaged; it misses
-  training variation that shifts a seed's models as a whole;
-* the **corrected resampled t** (:func:`fusionlib.metrics.corrected_resampled_t`) over the
-  per-(seed, fold) differences: it contains that variation and is conservative.
-
-The verdict reads the corrected t (the one whose simulated coverage did not fall below 95 %);
-the smallest detectable difference is its half-width.
-"""
+The verdict reads one 95 % interval for variant − fixed over every seed of the runs, the
+**patients + seeds t** (:func:`fusionlib.metrics.patients_and_seeds_interval`): the
+seed-averaged patient bootstrap's variance plus the seeds' own spread, per-visit training
+noise counted once. Its half-width is the smallest detectable difference. Beside it, for
+contrast: the seed-averaged patient bootstrap alone (misses training effects that move a
+seed's models as a whole) and the corrected resampled t over every (seed, fold) (covers them,
+conservatively). Their simulated coverage: bench/bench_coverage.py, docs/protocol.md."""
 
 from __future__ import annotations
 
@@ -24,9 +19,10 @@ from ..metrics import (case_log_loss, corrected_resampled_t, interval_verdict, q
 from ..results import FIXED, PROBA_COLUMNS, Run
 from .tables import _choose_fixed, fmt
 
-VERDICT_COLUMNS = ["data %", "variant", "vs", "seeds", "ΔQWK", "ΔQWK per seed",
-                   "ΔQWK corrected t", "ΔQWK patient bootstrap", "smallest detectable ΔQWK",
-                   "QWK verdict", "Δlog-loss", "Δlog-loss corrected t", "log-loss verdict",
+VERDICT_COLUMNS = ["data %", "variant", "vs", "seeds", "ΔQWK", "ΔQWK per seed", "ΔQWK interval",
+                   "ΔQWK patient bootstrap", "ΔQWK corrected t", "smallest detectable ΔQWK",
+                   "QWK verdict", "seeds' share of ΔQWK variance", "Δlog-loss",
+                   "Δlog-loss per seed", "Δlog-loss interval", "log-loss verdict",
                    "RF influence share"]
 
 
@@ -34,45 +30,70 @@ def _interval(low, high) -> str:
     return f"[{fmt(low, 3, '+')}, {fmt(high, 3, '+')}]"
 
 
-def verdict_row(run: Run, fixed: Run, n_boot: int = 2000, random_state: int = 0) -> dict | None:
-    """``run`` against ``fixed`` over their common seeds; None when they share no case."""
-    a, b = run.predictions, fixed.predictions
-    b = b[["seed", "repeat", "case_id", "pred", *PROBA_COLUMNS]]
-    joined = a.merge(b, on=["seed", "repeat", "case_id"], suffixes=("", "_b"))
-    if not len(joined):
-        return None
-    seeds, qwk_folds, loss_folds = [], [], []
+def compare_over_seeds(joined: pd.DataFrame, pred_a: str, pred_b: str, proba_a: list[str],
+                       proba_b: list[str], folds: int, n_boot: int = 2000,
+                       random_state: int = 0) -> dict:
+    """Variant a minus baseline b on the same cases of every seed: ``joined`` holds one row per
+    (seed, repeat, case) with ``label``, ``patient``, ``fold``, both predictions and both sets of
+    class probabilities. For QWK and log-loss: the seed-averaged difference, each seed's, and
+    three 95 % intervals -- the verdict's (patients + seeds t,
+    :func:`fusionlib.metrics.patients_and_seeds_interval`), the seed-averaged patient bootstrap
+    and the corrected resampled t over every (seed, repeat, fold) -- with the verdict."""
+    seeds, fold_deltas = [], {"qwk": [], "log_loss": []}
     for _, rows in joined.groupby("seed", sort=True):
         y = rows["label"].to_numpy(dtype=int)
-        loss_a = case_log_loss(y, rows[PROBA_COLUMNS].to_numpy(dtype=float))
-        loss_b = case_log_loss(y, rows[[f"{c}_b" for c in PROBA_COLUMNS]].to_numpy(dtype=float))
-        seeds.append({"y": y, "pred_a": rows["pred"].to_numpy(), "pred_b": rows["pred_b"].to_numpy(),
+        loss_a = case_log_loss(y, rows[proba_a].to_numpy(dtype=float))
+        loss_b = case_log_loss(y, rows[proba_b].to_numpy(dtype=float))
+        seeds.append({"y": y, "pred_a": rows[pred_a].to_numpy(), "pred_b": rows[pred_b].to_numpy(),
                       "loss_a": loss_a, "loss_b": loss_b, "groups": rows["patient"].to_numpy()})
         for _, fold in rows.assign(_d=loss_a - loss_b).groupby(["repeat", "fold"]):
             f_y = fold["label"].to_numpy(dtype=int)
-            qwk_folds.append(qwk(f_y, fold["pred"]) - qwk(f_y, fold["pred_b"]))
-            loss_folds.append(float(fold["_d"].mean()))
+            fold_deltas["qwk"].append(qwk(f_y, fold[pred_a]) - qwk(f_y, fold[pred_b]))
+            fold_deltas["log_loss"].append(float(fold["_d"].mean()))
     boot = seed_averaged_bootstrap(seeds, n_boot=n_boot, random_state=random_state)
+    out = {"seeds": len(seeds)}
+    for name, lower_is_better in (("qwk", False), ("log_loss", True)):
+        b = boot[name]
+        t = (corrected_resampled_t(fold_deltas[name], 1 / (folds - 1))
+             if len(fold_deltas[name]) >= 2 and folds > 1 else None)
+        interval = (b["combined"]["ci_low"], b["combined"]["ci_high"])
+        out[name] = {"delta": b["delta"], "per_seed": [p[name] for p in boot["per_seed"]],
+                     "interval": interval, "bootstrap": (b["ci_low"], b["ci_high"]),
+                     "corrected_t": (t["ci_low"], t["ci_high"]) if t else (np.nan, np.nan),
+                     "half_width": (interval[1] - interval[0]) / 2,
+                     # How much of the verdict's variance is seed-to-seed: near 1, three seeds
+                     # are too few for any interval (bench/bench_coverage.py).
+                     "seed_share": (b["combined"]["se_seeds"] ** 2 / b["combined"]["se"] ** 2
+                                    if b["combined"]["se"] > 0 else 0.0),
+                     "verdict": interval_verdict(*interval, lower_is_better=lower_is_better)}
+    return out
+
+
+def verdict_row(run: Run, fixed: Run, n_boot: int = 2000, random_state: int = 0) -> dict | None:
+    """``run`` against ``fixed`` over their common seeds, each decided by its own run's rule;
+    None when they share no case."""
+    b = fixed.predictions[["seed", "repeat", "case_id", "pred", *PROBA_COLUMNS]]
+    joined = run.predictions.merge(b, on=["seed", "repeat", "case_id"], suffixes=("", "_b"))
+    if not len(joined):
+        return None
     folds = int(run.setting("protocol", "folds", 5) or 5)
-    ratio = 1 / (folds - 1)
-    enough = len(qwk_folds) >= 2
-    t_qwk = corrected_resampled_t(qwk_folds, ratio) if enough else None
-    t_loss = corrected_resampled_t(loss_folds, ratio) if enough else None
-    q, loss = boot["qwk"], boot["log_loss"]
+    c = compare_over_seeds(joined, "pred", "pred_b", PROBA_COLUMNS,
+                           [f"{col}_b" for col in PROBA_COLUMNS], folds, n_boot, random_state)
+    q, loss = c["qwk"], c["log_loss"]
     summary = run.summary.get("influence_rf_share") or {}
-    per_class = [((run.summary.get(f"influence_rf_share_{c}") or {}).get("mean")) for c in "IPR"]
+    per_class = [((run.summary.get(f"influence_rf_share_{k}") or {}).get("mean")) for k in "IPR"]
     return {
         "data %": run.data_percentage, "variant": run.name, "vs": fixed.name,
-        "seeds": len(seeds), "ΔQWK": q["delta"],
-        "ΔQWK per seed": ", ".join(fmt(p["qwk"], 3, "+") for p in boot["per_seed"]),
-        "ΔQWK corrected t": _interval(t_qwk["ci_low"], t_qwk["ci_high"]) if t_qwk else "–",
-        "ΔQWK patient bootstrap": _interval(q["ci_low"], q["ci_high"]),
-        "smallest detectable ΔQWK": ((t_qwk["ci_high"] - t_qwk["ci_low"]) / 2 if t_qwk else np.nan),
-        "QWK verdict": interval_verdict(t_qwk["ci_low"], t_qwk["ci_high"]) if t_qwk else "?",
+        "seeds": c["seeds"], "ΔQWK": q["delta"],
+        "ΔQWK per seed": ", ".join(fmt(v, 3, "+") for v in q["per_seed"]),
+        "ΔQWK interval": _interval(*q["interval"]),
+        "ΔQWK patient bootstrap": _interval(*q["bootstrap"]),
+        "ΔQWK corrected t": _interval(*q["corrected_t"]),
+        "smallest detectable ΔQWK": q["half_width"], "QWK verdict": q["verdict"],
+        "seeds' share of ΔQWK variance": q["seed_share"],
         "Δlog-loss": loss["delta"],
-        "Δlog-loss corrected t": _interval(t_loss["ci_low"], t_loss["ci_high"]) if t_loss else "–",
-        "log-loss verdict": (interval_verdict(t_loss["ci_low"], t_loss["ci_high"], lower_is_better=True)
-                             if t_loss else "?"),
+        "Δlog-loss per seed": ", ".join(fmt(v, 3, "+") for v in loss["per_seed"]),
+        "Δlog-loss interval": _interval(*loss["interval"]), "log-loss verdict": loss["verdict"],
         "RF influence share": (f"{fmt(summary.get('mean'), 2)} (I/P/R "
                                + " / ".join(fmt(v, 2) for v in per_class) + ")"
                                if summary.get("mean") is not None else "–"),
@@ -107,10 +128,10 @@ def verdict_sentences(table: pd.DataFrame) -> list[str]:
                 "no detectable difference": "Not detectably"}.get(row["QWK verdict"], "Unclear")
         out.append(f"Does trainable fusion beat fixed 70/30 at {row['data %']:g} % of the "
                    f"patients? {word}: ΔQWK {fmt(row['ΔQWK'], 3, '+')} over {row['seeds']} "
-                   f"seed(s) ({row['ΔQWK per seed']}), corrected t {row['ΔQWK corrected t']}; "
+                   f"seed(s) ({row['ΔQWK per seed']}), 95 % interval {row['ΔQWK interval']}; "
                    f"differences smaller than {fmt(row['smallest detectable ΔQWK'], 3)} cannot be "
                    f"told from zero here. Its probabilities: Δlog-loss {fmt(row['Δlog-loss'], 3, '+')} "
-                   f"{row['Δlog-loss corrected t']}, {row['log-loss verdict']}.")
+                   f"{row['Δlog-loss interval']}, {row['log-loss verdict']}.")
     full = trainable[trainable["data %"] == trainable["data %"].max()] if len(trainable) else trainable
     for _, row in full.iterrows():
         out.append(f"What weighting does it learn? At {row['data %']:g} %, the RF's share of the "
