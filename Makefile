@@ -51,8 +51,9 @@ test: $(STAMP)
 	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest ran no test: failing"; exit 1; fi; exit $$rc
 
-# docs/results.md's generated tables: every variant vs fixed, every decision rule, 3 seeds
-# (about 25 minutes on 2 cores; finished runs under runs-study/ are reused).
+# Every table of docs/results.md: each study's committed params files (seeds 0-2 inside) run
+# through the runner into runs-study/<study>/, then tabulated (25-45 minutes on 2 cores from a
+# cold cache; unchanged runs are kept). The real-table study runs only where ../shared is.
 results: $(STAMP)
 	$(BIN)/python -m fusionlib.study --out docs/results.md
 

@@ -30,6 +30,9 @@ scored on one very large test draw (``--truth-cases`` visits). Intervals compare
    per-visit training noise (in both parts) taken once, Welch-Satterthwaite degrees of
    freedom; and, for contrast, the same without that correction (the noise counted twice).
 
+Also printed: the median share of the seeds' spread in 4's variance (as measured), and 4's
+coverage among the cohorts where that measured share is at most / above 0.5.
+
 Prints each interval's coverage (share of cohorts whose interval holds the truth) with its
 binomial standard error, and mean width. ``--quick`` for a smoke run.
 
@@ -45,6 +48,7 @@ import time
 import numpy as np
 
 CENTRES = np.array([-1.0, 0.0, 1.0])
+VERDICT = "patients + seeds t (the verdict's)"
 THRESHOLDS = (-0.45, 0.55)
 
 
@@ -168,6 +172,7 @@ def main(argv=None) -> int:
 
     from fusionlib.metrics import (paired_bootstrap_qwk, patients_and_seeds_interval,
                                    seed_averaged_bootstrap)
+    from fusionlib.report.verdict import seed_share
 
     Branches.SEED_NOISE, Branches.SEED_SHIFT = args.seed_noise, args.seed_shift
     started = time.time()
@@ -179,8 +184,7 @@ def main(argv=None) -> int:
               f"{time.time() - started:.0f} s)", flush=True)
         hits = {"fold-only bootstrap (one seed)": [], "seed-averaged patient bootstrap": [],
                 "corrected resampled t (Nadeau-Bengio)": [],
-                "patients + seeds t (the verdict's)": [],
-                "patients + seeds t, visit noise counted twice": []}
+                VERDICT: [], "patients + seeds t, visit noise counted twice": []}
         widths = {k: [] for k in hits}
         estimates, shares = [], []
         done = 0
@@ -197,6 +201,7 @@ def main(argv=None) -> int:
             averaged = seed_averaged_bootstrap(seeds, n_boot=args.n_boot, random_state=state)
             t_low, t_high = corrected_t([d for s in seeds for d in s["fold_deltas"]], args.folds)
             combined = averaged["qwk"]["combined"]
+            share = seed_share(combined)
             twice = patients_and_seeds_interval(averaged["qwk"]["delta"], combined["se_patients"],
                                                 [p["qwk"] for p in averaged["per_seed"]],
                                                 averaged["n_patients"])
@@ -208,7 +213,7 @@ def main(argv=None) -> int:
                 hits[name].append(low <= true_delta <= high)
                 widths[name].append(high - low)
             estimates.append(averaged["qwk"]["delta"])
-            shares.append(combined["se_seeds"] ** 2 / combined["se"] ** 2 if combined["se"] > 0 else 0.0)
+            shares.append(share)
             done += 1
             if done % 50 == 0:
                 print(f"  {done} cohorts, {time.time() - started:.0f} s", flush=True)
@@ -224,6 +229,13 @@ def main(argv=None) -> int:
         share = float(np.mean(hits[name]))
         se = float(np.sqrt(share * (1 - share) / len(hits[name])))
         print(f"| {name} | {share:.3f} | {se:.3f} | {np.mean(widths[name]):.3f} |")
+    verdict = np.array(hits[VERDICT])
+    shares = np.array(shares)
+    # Where does it miss? By the share of the seeds' spread in its variance, as measured.
+    for label, mask in (("at most 0.5", shares <= 0.5), ("above 0.5", shares > 0.5)):
+        if mask.any():
+            print(f"verdict's interval where the measured seeds' share is {label}: "
+                  f"coverage {verdict[mask].mean():.3f} over {int(mask.sum())} cohorts")
     print(f"\n{time.time() - started:.0f} s")
     return 0
 

@@ -77,7 +77,8 @@ def test_main_rewrites_only_the_generated_sections(tiny_study, monkeypatch, tmp_
         assert f"<!-- generated:tiny-{name} -->" in text, name
     assert "| 30 % | trainable_30 | argmax |" in text
     assert "- trainable_30 − fixed_30 (argmax): ΔQWK" in text
-    assert "2 runs, each over seeds 0, 1; 100 bootstrap resamples" in text
+    # Only a full regeneration speaks for every table: here one study of several.
+    assert "generated:provenance" not in text
     # Rendering again from the same runs gives the same file: nothing random is left unseeded.
     assert study.main(["--studies", "tiny", "--root", str(root), "--out", str(out),
                        "--n-boot", "100", "--no-run"]) == 0
@@ -117,3 +118,14 @@ def test_every_study_names_existing_valid_parameter_files():
         assert all(len(p.protocol.seeds or []) >= 3 for _, p in loaded), spec.name
         fixed = [p for _, p in loaded if p.fusion.variant == "fixed"]
         assert fixed, f"study {spec.name} has no fixed run to compare with"
+
+
+def test_a_full_regeneration_rewrites_the_provenance_line(tiny_study, monkeypatch, tmp_path):
+    spec, root = tiny_study
+    monkeypatch.setattr(study, "STUDIES", {"tiny": spec})
+    out = tmp_path / "results.md"
+    out.write_text("# Results\n<!-- generated:provenance -->\nold\n<!-- /generated:provenance -->\n")
+    assert study.main(["--root", str(root), "--out", str(out), "--n-boot", "100", "--no-run"]) == 0
+    text = out.read_text()
+    assert "2 runs, each over seeds 0, 1; 100 bootstrap resamples; experiment code" in text
+    assert "\nold\n" not in text

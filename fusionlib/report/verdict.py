@@ -30,6 +30,13 @@ def _interval(low, high) -> str:
     return f"[{fmt(low, 3, '+')}, {fmt(high, 3, '+')}]"
 
 
+def seed_share(combined: dict) -> float:
+    """The seeds' spread as a share of the variance of a
+    :func:`fusionlib.metrics.patients_and_seeds_interval` (0 = all patients, 1 = all seeds)."""
+    se = combined["se"]
+    return float(combined["se_seeds"] ** 2 / se ** 2) if np.isfinite(se) and se > 0 else 0.0
+
+
 def compare_over_seeds(joined: pd.DataFrame, pred_a: str, pred_b: str, proba_a: list[str],
                        proba_b: list[str], folds: int, n_boot: int = 2000,
                        random_state: int = 0) -> dict:
@@ -56,16 +63,15 @@ def compare_over_seeds(joined: pd.DataFrame, pred_a: str, pred_b: str, proba_a: 
         b = boot[name]
         t = (corrected_resampled_t(fold_deltas[name], 1 / (folds - 1))
              if len(fold_deltas[name]) >= 2 and folds > 1 else None)
-        interval = (b["combined"]["ci_low"], b["combined"]["ci_high"])
+        c = b["combined"]
+        low, high = c["ci_low"], c["ci_high"]
         out[name] = {"delta": b["delta"], "per_seed": [p[name] for p in boot["per_seed"]],
-                     "interval": interval, "bootstrap": (b["ci_low"], b["ci_high"]),
+                     "interval": (low, high), "bootstrap": (b["ci_low"], b["ci_high"]),
                      "corrected_t": (t["ci_low"], t["ci_high"]) if t else (np.nan, np.nan),
-                     "half_width": (interval[1] - interval[0]) / 2,
-                     # How much of the verdict's variance is seed-to-seed: near 1, three seeds
-                     # are too few for any interval (bench/bench_coverage.py).
-                     "seed_share": (b["combined"]["se_seeds"] ** 2 / b["combined"]["se"] ** 2
-                                    if b["combined"]["se"] > 0 else 0.0),
-                     "verdict": interval_verdict(*interval, lower_is_better=lower_is_better)}
+                     "half_width": (high - low) / 2,
+                     # How much of the uncertainty is retraining rather than patients.
+                     "seed_share": seed_share(c),
+                     "verdict": interval_verdict(low, high, lower_is_better=lower_is_better)}
     return out
 
 
@@ -102,7 +108,8 @@ def verdict_row(run: Run, fixed: Run, n_boot: int = 2000, random_state: int = 0)
 
 def verdict_table(runs: list[Run], n_boot: int = 2000, random_state: int = 0) -> pd.DataFrame:
     """One row per non-fixed run with predictions, against the ``fixed`` run of its data
-    percentage (seeds, folds and data alike when there is one), largest percentage first."""
+    percentage (seeds, folds and data alike when there is one), largest percentage first,
+    the trainable family first within it."""
     rows = []
     by_pct: dict[float, list[Run]] = {}
     for run in runs:
@@ -110,7 +117,8 @@ def verdict_table(runs: list[Run], n_boot: int = 2000, random_state: int = 0) ->
             by_pct.setdefault(run.data_percentage, []).append(run)
     for pct in sorted(by_pct, reverse=True):
         fixed_runs = [r for r in by_pct[pct] if r.fusion == FIXED]
-        for run in by_pct[pct]:
+        # The question first: the trainable family, then the other learned weightings.
+        for run in sorted(by_pct[pct], key=lambda r: not r.fusion.startswith("trainable")):
             if run.fusion == FIXED or not fixed_runs or run.decision != fixed_runs[0].decision:
                 continue
             row = verdict_row(run, _choose_fixed(fixed_runs, run), n_boot, random_state)
