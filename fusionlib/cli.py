@@ -36,9 +36,9 @@ def _cmd_cohort(args) -> int:
 def _cmd_metadata_cv(args) -> int:
     import numpy as np
 
-    from .branches import ClinicalBranch, cross_validate_clinical
     from .data import CLINICAL_FILENAME, read_clinical_table
     from .metrics import mean_ci
+    from .report.study_tables import clinical_cv_scores
 
     from .splits import check_folds, check_phases, patient_folds
 
@@ -63,10 +63,8 @@ def _cmd_metadata_cv(args) -> int:
           f"{cohort.features.shape[1]} features)")
     rows = []
     for seed in args.seeds:
-        # 300 trees: the forest behind the documented metadata-cv figure (docs/results.md).
-        options = {"n_estimators": 300} if args.model == "random_forest" else {}
-        branch = ClinicalBranch(args.model, options, random_state=seed, n_jobs=args.jobs)
-        _, s = cross_validate_clinical(cohort, branch, n_splits=args.folds, random_state=seed)
+        # The same computation as docs/results.md's table of tabular models.
+        s = clinical_cv_scores(cohort, args.model, seed, args.folds, args.jobs)
         rows.append(s)
         print(f"  seed {seed}: pooled out-of-fold QWK {s['qwk']:.3f}  accuracy {s['accuracy']:.3f}  "
               f"macro-F1 {s['macro_f1']:.3f}  F1 I/P/R {s['f1_I']:.2f}/{s['f1_P']:.2f}/{s['f1_R']:.2f}")

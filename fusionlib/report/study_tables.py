@@ -183,21 +183,28 @@ def branch_gap_table(runs: list, name: str = "trainable_100",
     return table
 
 
+def clinical_cv_scores(cohort, model: str, seed: int, folds: int = 5, n_jobs: int = 2) -> dict:
+    """One seed of ``fusionlib metadata-cv``: ``model`` alone on the clinical table,
+    patient-grouped K-fold, the scores of the pooled out-of-fold predictions (argmax); the forest
+    with 300 trees (the documented figure), every other model with its registry defaults."""
+    from ..branches import ClinicalBranch, cross_validate_clinical
+
+    options = {"n_estimators": 300} if model == "random_forest" else {}
+    branch = ClinicalBranch(model, options, random_state=seed, n_jobs=n_jobs)
+    return cross_validate_clinical(cohort, branch, n_splits=folds, random_state=seed)[1]
+
+
 def clinical_models_table(data_dir: Path, seeds=(0, 1, 2, 3, 4), folds: int = 5,
                           n_jobs: int = 2) -> pd.DataFrame:
-    """Every registered tabular model on a clinical table alone (what ``fusionlib metadata-cv``
-    prints): patient-grouped K-fold, pooled out-of-fold predictions by argmax, mean ± SD over
-    ``seeds``; the forest with 300 trees as in that command, the others with their defaults."""
-    from ..branches import CLINICAL_MODELS, ClinicalBranch, cross_validate_clinical
+    """Every registered tabular model on a clinical table alone (:func:`clinical_cv_scores`,
+    what ``fusionlib metadata-cv`` prints), mean ± SD over ``seeds``."""
+    from ..branches import CLINICAL_MODELS
     from ..data import CLINICAL_FILENAME, read_clinical_table
 
     cohort = read_clinical_table(Path(data_dir) / CLINICAL_FILENAME)
     rows = []
     for model in CLINICAL_MODELS:
-        options = {"n_estimators": 300} if model == "random_forest" else {}
-        scores = [cross_validate_clinical(cohort, ClinicalBranch(model, options, random_state=seed,
-                                                                 n_jobs=n_jobs),
-                                          n_splits=folds, random_state=seed)[1] for seed in seeds]
+        scores = [clinical_cv_scores(cohort, model, seed, folds, n_jobs) for seed in seeds]
         row = {"model": model}
         for key, label in (("qwk", "QWK"), ("accuracy", "accuracy"), ("macro_f1", "macro-F1"),
                            ("f1_I", "F1 of I")):

@@ -66,10 +66,11 @@ def compare_over_seeds(joined: pd.DataFrame, pred_a: str, pred_b: str, proba_a: 
         # The seeds' spread as measured, without taking per-visit training noise out of it
         # (seed_averaged_bootstrap's "combined" does): a little wider, and on simulated cohorts
         # nearer 95 % in more settings, above all with 5 seeds (bench/bench_coverage.py).
-        c = patients_and_seeds_interval(b["delta"], b["combined"]["se_patients"],
-                                        [p[name] for p in boot["per_seed"]], boot["n_patients"])
+        per_seed = [p[name] for p in boot["per_seed"]]
+        c = patients_and_seeds_interval(b["delta"], b["combined"]["se_patients"], per_seed,
+                                        boot["n_patients"])
         low, high = c["ci_low"], c["ci_high"]
-        out[name] = {"delta": b["delta"], "per_seed": [p[name] for p in boot["per_seed"]],
+        out[name] = {"delta": b["delta"], "per_seed": per_seed,
                      "interval": (low, high), "bootstrap": (b["ci_low"], b["ci_high"]),
                      "corrected_t": (t["ci_low"], t["ci_high"]) if t else (np.nan, np.nan),
                      "half_width": (high - low) / 2,
