@@ -37,6 +37,9 @@ class DataSettings(Settings):
         "from each case's true phase)"))
     preset: str = Field("dfu_like", description="synthetic preset (`fusionlib.synthetic.PRESETS`)")
     cohort_seed: int = Field(0, ge=0, description="generator seed of the synthetic data")
+    n_patients: Optional[int] = Field(None, ge=20, le=100_000, description=(
+        "patients of the generated `synthetic` cohort (default 120); a study sized by "
+        "`fusionlib plan` sets it"))
     data_dir: Optional[str] = Field(None, description=(
         f"real data folder; else `${REAL_DATA_ENV}`, else `{DEFAULT_REAL_DIR}`"))
     image_signal: list[float] = Field([0.9, 0.9, 1.3], description=(
@@ -71,6 +74,13 @@ class DataSettings(Settings):
             fail("'metadata' must come first when present")
         return value
 
+    @field_validator("n_patients")
+    @classmethod
+    def _n_patients(cls, value, info):
+        if value is not None and info.data.get("dataset") != "synthetic":
+            fail(f"applies to the `synthetic` dataset only, not {info.data.get('dataset')!r}")
+        return value
+
     @field_validator("preset")
     @classmethod
     def _preset(cls, value, info):
@@ -95,7 +105,8 @@ def data_folder(data: DataSettings) -> Path:
     if data.dataset == "synthetic":
         from .synthetic import ensure_default_cohort
 
-        return ensure_default_cohort(preset=data.preset, random_state=data.cohort_seed)
+        return ensure_default_cohort(preset=data.preset, random_state=data.cohort_seed,
+                                     n_patients=data.n_patients)
     if data.dataset == "real_synthetic_images":
         # The real clinical table and labels; thermal maps rendered from the true labels.
         from .synthetic import ensure_real_synthetic_cohort

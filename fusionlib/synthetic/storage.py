@@ -120,27 +120,33 @@ def _data_root() -> Path:
     return Path.cwd() / "data" / "generated"
 
 
-def default_cohort_dir(preset: str = DEFAULT_PRESET, random_state: int = DEFAULT_SEED) -> Path:
-    """Where the embedded default cohort lives: ``<root>/<preset>_seed<seed>``.
+def default_cohort_dir(preset: str = DEFAULT_PRESET, random_state: int = DEFAULT_SEED,
+                       n_patients: int | None = None) -> Path:
+    """Where the embedded default cohort lives: ``<root>/<preset>_seed<seed>``, with
+    ``_n<patients>`` appended for a cohort of other than the default number of patients.
 
     ``<root>`` is ``$FUSIONLIB_DATA_DIR`` when set, else ``data/generated`` in the
     source checkout (editable install), else ``./data/generated``.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
-    return _data_root() / f"{preset}_seed{int(random_state)}"
+    size = "" if n_patients in (None, DEFAULT_KNOBS["n_patients"]) else f"_n{int(n_patients)}"
+    return _data_root() / f"{preset}_seed{int(random_state)}{size}"
 
 
-def ensure_default_cohort(preset: str = DEFAULT_PRESET, random_state: int = DEFAULT_SEED) -> Path:
-    """The default cohort's folder, generated first if absent or stale (idempotent)."""
-    folder = default_cohort_dir(preset, random_state)
-    if _is_current(folder, preset, random_state):
+def ensure_default_cohort(preset: str = DEFAULT_PRESET, random_state: int = DEFAULT_SEED,
+                          n_patients: int | None = None) -> Path:
+    """The default cohort's folder (of ``n_patients`` patients, default 120), generated first
+    if absent or stale (idempotent)."""
+    n_patients = DEFAULT_KNOBS["n_patients"] if n_patients is None else int(n_patients)
+    folder = default_cohort_dir(preset, random_state, n_patients)
+    if _is_current(folder, preset, random_state, n_patients):
         return folder
     try:
-        generate_cohort(folder, preset=preset, random_state=random_state)
+        generate_cohort(folder, preset=preset, random_state=random_state, n_patients=n_patients)
     except OSError:
         # Another process may have put the same cohort in place meanwhile.
-        if not _is_current(folder, preset, random_state):
+        if not _is_current(folder, preset, random_state, n_patients):
             raise
     return folder
 
@@ -157,7 +163,7 @@ def _generator_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-def _is_current(folder: Path, preset: str, random_state: int) -> bool:
+def _is_current(folder: Path, preset: str, random_state: int, n_patients: int) -> bool:
     try:
         meta = json.loads((folder / "cohort.json").read_text())
     except (OSError, ValueError):
@@ -165,5 +171,5 @@ def _is_current(folder: Path, preset: str, random_state: int) -> bool:
     return (meta.get("preset") == preset and meta.get("random_state") == int(random_state)
             and meta.get("generator_version") == GENERATOR_VERSION
             and meta.get("generator_digest") == _generator_digest()
-            and meta.get("knobs", {}).get("n_patients") == DEFAULT_KNOBS["n_patients"]
+            and meta.get("knobs", {}).get("n_patients") == n_patients
             and (folder / CLINICAL_FILENAME).is_file())
