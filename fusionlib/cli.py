@@ -3,7 +3,8 @@
 Subcommands: ``cohort`` (generate and summarise the embedded synthetic cohort),
 ``metadata-cv`` (metadata-only patient-grouped CV on a clinical table),
 ``validate`` / ``run`` (parameter files -> executed experiment notebooks) and
-``report`` (the HTML comparison report).
+``report`` (the HTML comparison report) and ``plan`` (the detectable difference and
+equivalence for other numbers of patients and seeds, from a finished sweep).
 
 User errors print one line, ``fusionlib: error: <file>: <problem>``, and exit 2.
 """
@@ -98,9 +99,73 @@ def _cmd_run(args) -> int:
 def _cmd_report(args) -> int:
     from .report import build_report
 
-    path = build_report(runs_dir=args.runs_dir, out_dir=args.out)
+    path = build_report(runs_dir=args.runs_dir, out_dir=args.out,
+                        settings=_conclusion_settings(args))
     print(f"report: {path}")
     return 0
+
+
+def _conclusion_settings(args):
+    from pydantic import ValidationError
+
+    from .report.conclusions import ConclusionSettings
+
+    try:
+        return ConclusionSettings(qwk_margin=args.qwk_margin, log_loss_margin=args.log_loss_margin)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise FusionlibError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}, got "
+                             f"{first.get('input')!r}") from None
+
+
+def _cmd_plan(args) -> int:
+    from .report import load_runs
+    from .report.planner import plan_grid, plan_table
+    from .report.verdict import verdict_table
+
+    settings = _conclusion_settings(args)
+    if any(n < 2 for n in args.patients) or any(s < 2 for s in args.seeds):
+        raise FusionlibError(f"--patients must be at least 2 and --seeds at least 2, got "
+                             f"{args.patients} and {args.seeds}")
+    runs = load_runs(args.runs_dir)
+    if not runs:
+        raise FusionlibError(f"no finished runs in {args.runs_dir}; run `fusionlib run` first")
+    verdict = verdict_table(runs, n_boot=args.n_boot, settings=settings)
+    if not len(verdict):
+        raise FusionlibError(f"{args.runs_dir}: no variant with a fixed run at its data "
+                             f"percentage: nothing to plan")
+    table = plan_table(verdict, args.patients, args.seeds, settings)
+    print(f"Planner: {len(verdict)} comparison(s) under {args.runs_dir}; margins ±"
+          f"{settings.qwk_margin:g} QWK, ±{settings.log_loss_margin:g} log-loss; detectable "
+          f"difference at {settings.power:.0%} power (docs/protocol.md)\n")
+    with _wide_pandas():
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for (_, row), c in zip(verdict.iterrows(), verdict.attrs["compare"]):
+        comp = c["qwk"]["components"]
+        print(f"\n{row['variant']} at {row['data %']:g} % (run {row['run']}) vs {row['vs']}: "
+              f"detectable ΔQWK at {settings.power:.0%} power by patients x seeds "
+              f"(* = equivalence within ±{settings.qwk_margin:g} shown with {settings.power:.0%} "
+              f"power when the true difference is 0)"
+              + ("" if comp.shift_measured else "; ONE seed: the seeds' shift is not measured "
+                 "and taken as 0"))
+        with _wide_pandas():
+            print(plan_grid(comp, settings.qwk_margin, args.patients, args.seeds,
+                            settings).to_string(index=False))
+    return 0
+
+
+def _wide_pandas():
+    import pandas as pd
+
+    return pd.option_context("display.width", 250, "display.max_columns", 50,
+                             "display.max_colwidth", 60)
+
+
+def _margin_arguments(p) -> None:
+    p.add_argument("--qwk-margin", type=float, default=0.02,
+                   help="equivalence margin of ΔQWK (default 0.02; docs/protocol.md)")
+    p.add_argument("--log-loss-margin", type=float, default=0.02,
+                   help="equivalence margin of Δlog-loss (default 0.02)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,7 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="render reports/index.html from the runs")
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--out", default="reports")
+    _margin_arguments(p)
     p.set_defaults(func=_cmd_report)
+
+    from .report.planner import DEFAULT_PATIENTS, DEFAULT_SEEDS
+
+    p = sub.add_parser("plan", help="from a finished sweep's measured variance: the detectable "
+                                    "difference and equivalence for other patients x seeds")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--patients", type=int, nargs="+", default=list(DEFAULT_PATIENTS),
+                   help=f"numbers of patients to plan for (default {' '.join(map(str, DEFAULT_PATIENTS))})")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS),
+                   help=f"numbers of seeds (default {' '.join(map(str, DEFAULT_SEEDS))})")
+    _margin_arguments(p)
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (2000)")
+    p.set_defaults(func=_cmd_plan)
     return parser
 
 

@@ -37,9 +37,10 @@ class DataSettings(Settings):
         "from each case's true phase)"))
     preset: str = Field("dfu_like", description="synthetic preset (`fusionlib.synthetic.PRESETS`)")
     cohort_seed: int = Field(0, ge=0, description="generator seed of the synthetic data")
-    n_patients: Optional[int] = Field(None, ge=20, le=100_000, description=(
-        "patients of the generated `synthetic` cohort (default 120); a study sized by "
-        "`fusionlib plan` sets it"))
+    n_patients: Optional[int] = Field(None, ge=20, le=999, description=(
+        "patients of the generated `synthetic` cohort (default 120; at most 999, the three "
+        "digits the study's file names give a patient); a study sized by `fusionlib plan` "
+        "sets it"))
     data_dir: Optional[str] = Field(None, description=(
         f"real data folder; else `${REAL_DATA_ENV}`, else `{DEFAULT_REAL_DIR}`"))
     image_signal: list[float] = Field([0.9, 0.9, 1.3], description=(

@@ -30,7 +30,7 @@ import pandas as pd
 from .decision import DEFAULT_DECISION
 from .paths import project_root
 from .report.study_tables import (branch_gap_table, clinical_models_table, comparison_table,
-                                  fold_table, plain_run, rule_qwk_table, runs_overview,
+                                  fold_table, rule_qwk_table, runs_overview,
                                   weights_table)
 
 
@@ -50,6 +50,9 @@ STUDIES = {s.name: s for s in (
     Study("complementary", ("params/complementary/*.yaml",)),
     Study("seed_study", ("params/seed_study/*.yaml",)),
     Study("real", ("params/real/*.yaml",), needs_real=True, image_branch_gap=False),
+    # Sized by `fusionlib plan` on the default sweep: 999 patients x 8 seeds detect a ΔQWK
+    # of about 0.016 at 80 % power, below the 0.02 margin (docs/results.md).
+    Study("conclusive", ("params/conclusive/*.yaml",)),
 )}
 """Study name -> its parameter files, in the order docs/results.md shows them."""
 
@@ -99,24 +102,35 @@ def load_study(study: Study, runs_root: Path) -> list:
 # --------------------------------------------------------------------------- markdown
 
 
-def _signed(v) -> str:
-    return "–" if v is None or not np.isfinite(v) else f"{v:+.3f}"
+def _signed(v, digits: int = 2) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{v:+.{digits}f}"
 
 
-def _ci(pair) -> str:
-    return f"[{_signed(pair[0])}, {_signed(pair[1])}]"
+def _ci(pair, digits: int = 2) -> str:
+    return f"[{_signed(pair[0], digits)}, {_signed(pair[1], digits)}]"
+
+
+PRECISION_NOTE = (
+    "Figures are rounded to two decimals: on another machine with the same code and lock, a "
+    "run's mean QWK moved by up to 0.011 and one seed's ΔQWK by up to 0.035 (TensorFlow's CPU "
+    "kernels round differently); a difference averaged over S seeds moves by about "
+    "0.035 / √S (±0.02 over 3 seeds, ±0.01 over 8). The verdict words are what reproduces.")
 
 
 def markdown_comparison(table: pd.DataFrame) -> str:
-    lines = ["| data | variant − fixed | decision | ΔQWK [95 % interval] | per seed | seeds' share | "
-             "QWK verdict | Δlog-loss [95 % interval] | per seed | log-loss verdict |",
+    lines = ["| data | variant (run) − fixed | decision | ΔQWK [95 % interval] | per seed | "
+             "detectable at 80 % | agree | QWK verdict | Δlog-loss [95 % interval] | "
+             "log-loss verdict |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for _, r in table.iterrows():
+        per_seed = r["ΔQWK per seed"]
+        seeds = (", ".join(_signed(v) for v in per_seed) if len(per_seed) <= 4 else
+                 f"{min(per_seed):+.2f} to {max(per_seed):+.2f} ({len(per_seed)} seeds)")
         lines.append(
-            f"| {r['data %']:g} % | {r['variant']} | {r['decision']} | {_signed(r['ΔQWK'])} "
-            f"{_ci(r['ΔQWK interval'])} | {', '.join(_signed(v) for v in r['ΔQWK per seed'])} | "
-            f"{r['seed share']:.2f} | {r['QWK verdict']} | {_signed(r['Δlog-loss'])} {_ci(r['Δlog-loss interval'])} | "
-            f"{', '.join(_signed(v) for v in r['Δlog-loss per seed'])} | {r['log-loss verdict']} |")
+            f"| {r['data %']:g} % | {r['variant']} ({r['run']}) | {r['decision']} | "
+            f"{_signed(r['ΔQWK'])} {_ci(r['ΔQWK interval'])} | {seeds} | "
+            f"{r['detectable ΔQWK']:.2f} | {100 * r['agreement']:.0f} % | {r['QWK verdict']} | "
+            f"{_signed(r['Δlog-loss'])} {_ci(r['Δlog-loss interval'])} | {r['log-loss verdict']} |")
     return "\n".join(lines)
 
 
@@ -132,28 +146,36 @@ def markdown_frame(frame: pd.DataFrame, digits: int = 3) -> str:
 
 
 def answers(table: pd.DataFrame, weights: pd.DataFrame, rule: str = DEFAULT_DECISION) -> str:
-    """The study's questions answered in words from its own tables: does each trainable-family
-    variant beat fixed under ``rule``, and what RF share does the plain trainable head learn."""
+    """The study's questions answered in words from its own tables, keyed by what each row is
+    (its fusion variant and data percentage), never by a run's name: does each variant beat
+    fixed under ``rule`` (four-way, with the detectable difference and the decision
+    agreement), and what clinical influence share each learns against the fixed mix's own on
+    the same cases."""
+    from .report.conclusions import verdict_words
+
     lines = []
     rows = table[(table["decision"] == rule) & ~table["variant"].str.endswith("(baseline)")]
     # The question first: the trainable family, then the other learned weightings.
-    rows = rows.assign(_q=~rows["variant"].str.contains("trainable")).sort_values(
+    rows = rows.assign(_q=~rows["variant"].str.startswith("trainable")).sort_values(
         ["_q", "data %"], ascending=[True, False], kind="stable")
     for _, r in rows.iterrows():
-        word = {"better": "better", "worse": "worse",
-                "no detectable difference": "no detectable difference"}[r["QWK verdict"]]
-        half = (r["ΔQWK interval"][1] - r["ΔQWK interval"][0]) / 2
-        lines.append(f"- {r['variant']} − {r['vs']} ({rule}): ΔQWK {_signed(r['ΔQWK'])} "
-                     f"{_ci(r['ΔQWK interval'])}, **{word}** (differences under {half:.3f} "
-                     f"not detectable here; seeds' share of the variance {r['seed share']:.2f}); "
-                     f"Δlog-loss {_signed(r['Δlog-loss'])} "
-                     f"{_ci(r['Δlog-loss interval'])}, {r['log-loss verdict']}.")
+        q = r["compare"]["qwk"]
+        words = verdict_words(r["QWK verdict"], q["margin"], q["detectable"]).replace(
+            f"{q['detectable']:.3f}", f"{q['detectable']:.2f}")
+        lines.append(f"- {r['variant']} at {r['data %']:g} % ({r['run']}) − {r['vs']} ({rule}): "
+                     f"ΔQWK {_signed(r['ΔQWK'])} {_ci(r['ΔQWK interval'])} over {r['seeds']} "
+                     f"seeds, **{words}** (detectable at 80 % power: {r['detectable ΔQWK']:.2f}; "
+                     f"the two decide alike on {100 * r['agreement']:.0f} % of cases); "
+                     f"Δlog-loss {_signed(r['Δlog-loss'])} {_ci(r['Δlog-loss interval'])}, "
+                     f"{r['log-loss verdict']}.")
     for _, r in weights.iterrows():
-        if not plain_run(r["run"], "trainable_100"):
-            continue
-        if "deployed infl" in r:
-            lines.append(f"- Weighting learned by {r['run']}: RF influence share (overall / I / P "
-                         f"/ R) {r['deployed infl']}, against 0.70 for the fixed mix.")
+        fixed_share = r.get("fixed mix's influence, same cases", "–")
+        if "influence (mean ± SD over seeds)" in r and fixed_share != "–":
+            lines.append(f"- Weighting learned by {r['variant']} at {r['data %']} % ({r['run']}): "
+                         f"clinical influence share (overall, I / P / R) "
+                         f"{r['influence (mean ± SD over seeds)']}, against "
+                         f"{fixed_share} for the fixed mix on the "
+                         f"same cases.")
     return "\n".join(lines)
 
 

@@ -470,16 +470,19 @@ def test_a_variant_is_paired_with_the_fixed_run_of_its_own_seed(tmp_path):
 
 
 def test_verdict_table(runs_dir):
-    """Each variant vs fixed over its seeds: the mean ΔQWK is the seeds' QWK differences, the
-    verdict reads the patients + seeds interval, whose half-width is the smallest detectable
-    ΔQWK; the patient bootstrap and the corrected t are shown beside it."""
-    from fusionlib.metrics import interval_verdict, qwk
+    """Each variant vs fixed over its seeds: the mean ΔQWK is the seeds' QWK differences; the
+    verdict reads the patients + seeds interval four ways (better, worse, equivalent within the
+    margin, inconclusive); the 80 %-power detectable difference comes from the same SE and df;
+    the decision agreement is the share of cases decided alike; the patient bootstrap and the
+    corrected t are shown beside it."""
+    from fusionlib.metrics import qwk
+    from fusionlib.report.conclusions import detectable_difference, four_way_verdict, verdict_words
 
     runs = report.load_runs(runs_dir)
     table = report.verdict_table(runs, n_boot=200)
     assert list(table.columns) == report.VERDICT_COLUMNS
-    row = table.set_index("variant").loc["trainable_30"]
-    assert row["vs"] == "fixed_30" and row["seeds"] == 1
+    row = table.set_index("run").loc["trainable_30"]
+    assert row["variant"] == "trainable" and row["vs"] == "fixed_30" and row["seeds"] == 1
     a, b = (next(r for r in runs if r.name == n).predictions for n in ("trainable_30", "fixed_30"))
     joined = a.merge(b, on=["seed", "repeat", "case_id"], suffixes=("", "_b"))
     expected = qwk(joined["label"], joined["pred"]) - qwk(joined["label"], joined["pred_b"])
@@ -487,8 +490,37 @@ def test_verdict_table(runs_dir):
     low, high = (float(v) for v in row["ΔQWK interval"].strip("[]").split(","))
     assert low < row["ΔQWK"] < high
     assert row["ΔQWK corrected t"].startswith("[") and row["ΔQWK patient bootstrap"].startswith("[")
-    assert row["smallest detectable ΔQWK"] == pytest.approx((high - low) / 2, abs=2e-3)
-    assert row["QWK verdict"] == interval_verdict(low, high)
+    q = table.attrs["compare"][list(table["run"]).index("trainable_30")]["qwk"]
+    assert (high - low) / 2 == pytest.approx(q["half_width"], abs=2e-3)
+    assert row["detectable ΔQWK (80 % power)"] == pytest.approx(
+        detectable_difference(q["se"], q["df"]))
+    assert row["detectable ΔQWK (80 % power)"] > q["half_width"]
+    verdict = four_way_verdict(row["ΔQWK"], q["se"], q["df"], 0.02)
+    assert row["QWK verdict"] == verdict_words(verdict, 0.02, q["detectable"])
+    assert row["decision agreement"] == pytest.approx((joined["pred"] == joined["pred_b"]).mean())
+    # The variant's clinical influence share beside the fixed mix's on the same cases.
+    assert row["clinical influence share"].count("±") == 1
+    assert row["fixed's clinical influence share"].count("±") == 1
     answers = report.verdict_sentences(table)
-    assert answers[0].startswith("Does trainable fusion beat fixed 70/30 at 30 %")
-    assert answers[-1].startswith("What weighting does it learn?")
+    assert answers[0].startswith("Does trainable fusion (run trainable_30) beat the fixed 70/30 "
+                                 "mix (run fixed_30) at 30 %")
+    assert "decide alike on" in answers[0]
+    assert answers[-1].startswith("What weighting does trainable fusion (run trainable_30) learn?")
+    assert "for the fixed mix on the same cases (its setting: clinical weight 0.70)" in answers[-1]
+
+
+def test_answers_are_keyed_by_variant_not_name(runs_dir, tmp_path):
+    """Runs named alpha (fixed) and beta (trainable) get the same answers, naming them."""
+    runs = tmp_path / "runs"
+    for old, new in (("fixed_30", "alpha"), ("trainable_30", "beta")):
+        shutil.copytree(runs_dir / old, runs / new)
+        metrics = json.loads((runs / new / "metrics.json").read_text())
+        metrics["summary"]["name"] = new
+        (runs / new / "metrics.json").write_text(json.dumps(metrics))
+    table = report.verdict_table(report.load_runs(runs), n_boot=200)
+    assert list(table["run"]) == ["beta"] and list(table["variant"]) == ["trainable"]
+    answers = report.verdict_sentences(table)
+    assert len(answers) == 2
+    assert answers[0].startswith("Does trainable fusion (run beta) beat the fixed 70/30 mix "
+                                 "(run alpha) at 30 % of the patients?")
+    assert answers[1].startswith("What weighting does trainable fusion (run beta) learn?")

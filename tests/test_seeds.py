@@ -102,7 +102,7 @@ def test_report_pairs_by_seed(two_seeds, tmp_path):
     assert len(paired["per-fold diffs"].iloc[0]) == 4       # (seed, repeat, fold) strata
     table = runs_table(loaded).set_index("name")
     assert table.loc["trainable_50", "QWK over seeds"].endswith("(2 seeds)")
-    verdict = report.verdict_table(loaded, n_boot=50).set_index("variant").loc["trainable_50"]
+    verdict = report.verdict_table(loaded, n_boot=50).set_index("run").loc["trainable_50"]
     assert verdict["seeds"] == 2 and len(verdict["ΔQWK per seed"].split(", ")) == 2
 
 

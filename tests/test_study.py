@@ -10,7 +10,8 @@ import yaml
 
 from fusionlib import study
 from fusionlib.decision import DECISIONS
-from fusionlib.metrics import interval_verdict, qwk
+from fusionlib.metrics import qwk
+from fusionlib.report.conclusions import four_way_verdict
 
 TINY = {"protocol": {"folds": 2, "data_percentage": 30, "seeds": [0, 1]},
         "image": {"epochs": 2, "inner_folds": 2, "size": 16},
@@ -44,9 +45,11 @@ def test_comparison_rows_follow_from_the_predictions(tiny_study):
     assert [r.name for r in runs] == ["fixed_30", "trainable_30"]
     table = study.comparison_table(runs, n_boot=200)
     variants = set(table["variant"])
-    assert "trainable_30" in variants and "stacking (baseline)" in variants
+    # Rows say what they are (the fusion variant), the run's name beside it.
+    assert "trainable" in variants and "stacking (baseline)" in variants
     assert set(table["decision"]) == set(DECISIONS)
-    row = table[(table["variant"] == "trainable_30") & (table["decision"] == "argmax")].iloc[0]
+    row = table[(table["variant"] == "trainable") & (table["decision"] == "argmax")].iloc[0]
+    assert row["run"] == "trainable_30"
     a, b = runs[1].predictions, runs[0].predictions
     joined = a.merge(b, on=["seed", "repeat", "case_id"], suffixes=("", "_b"))
     per_seed = [qwk(g["label"], g["pred_argmax"]) - qwk(g["label"], g["pred_argmax_b"])
@@ -56,8 +59,13 @@ def test_comparison_rows_follow_from_the_predictions(tiny_study):
     assert row["ΔQWK"] == pytest.approx(np.mean(per_seed))
     low, high = row["ΔQWK interval"]
     assert low < row["ΔQWK"] < high
-    assert row["QWK verdict"] == interval_verdict(low, high)
-    assert row["log-loss verdict"] == interval_verdict(*row["Δlog-loss interval"], lower_is_better=True)
+    q, ll = row["compare"]["qwk"], row["compare"]["log_loss"]
+    assert row["QWK verdict"] == four_way_verdict(row["ΔQWK"], q["se"], q["df"], 0.02)
+    assert row["log-loss verdict"] == four_way_verdict(row["Δlog-loss"], ll["se"], ll["df"], 0.02,
+                                                       lower_is_better=True)
+    assert row["detectable ΔQWK"] > (high - low) / 2          # 80 % power, not 50 %
+    agree = (joined["pred_argmax"] == joined["pred_argmax_b"]).groupby(joined["seed"]).mean()
+    assert row["agreement"] == pytest.approx(agree.mean())
 
 
 def test_main_rewrites_only_the_generated_sections(tiny_study, monkeypatch, tmp_path):
@@ -75,8 +83,8 @@ def test_main_rewrites_only_the_generated_sections(tiny_study, monkeypatch, tmp_
     for name in ("runs", "answers", "comparison", "weights", "rules", "trainable-folds",
                  "branch-gap"):
         assert f"<!-- generated:tiny-{name} -->" in text, name
-    assert "| 30 % | trainable_30 | argmax |" in text
-    assert "- trainable_30 − fixed_30 (argmax): ΔQWK" in text
+    assert "| 30 % | trainable (trainable_30) | argmax |" in text
+    assert "- trainable at 30 % (trainable_30) − fixed_30 (argmax): ΔQWK" in text
     # Only a full regeneration speaks for every table: here one study of several.
     assert "generated:provenance" not in text
     # Rendering again from the same runs gives the same file: nothing random is left unseeded.
@@ -129,3 +137,34 @@ def test_a_full_regeneration_rewrites_the_provenance_line(tiny_study, monkeypatc
     text = out.read_text()
     assert "2 runs, each over seeds 0, 1; 100 bootstrap resamples; experiment code" in text
     assert "\nold\n" not in text
+
+
+def test_the_planner_reproduces_the_measured_interval(tiny_study):
+    """At the study's own patients and seeds the planner predicts the verdict interval's SE."""
+    spec, root = tiny_study
+    runs = study.load_study(spec, root)
+    row = study.comparison_table(runs, n_boot=200).iloc[0]
+    q = row["compare"]["qwk"]
+    comp = q["components"]
+    assert comp.s0 == 2 and comp.shift_measured
+    se, _ = comp.interval(comp.n0, comp.s0)
+    # Equal unless a variance part was clipped at 0 (then the planner errs wide).
+    assert se == pytest.approx(q["se"], rel=1e-9) or se > q["se"]
+
+
+def test_plan_command_prints_the_grid_and_what_it_takes(tiny_study, capsys):
+    from fusionlib.cli import main
+
+    _, root = tiny_study
+    assert main(["plan", "--runs-dir", str(root / "tiny"), "--patients", "100", "1000",
+                 "--seeds", "3", "8", "--n-boot", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "Planner: 1 comparison(s)" in out and "conclusive at" in out
+    assert "trainable at 30 % (run trainable_30) vs fixed_30: detectable ΔQWK" in out
+    assert "patients 3 seeds 8 seeds" in " ".join(out.split())
+    # Bad margins and empty folders: one line, exit 2.
+    assert main(["plan", "--runs-dir", str(root / "tiny"), "--qwk-margin", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "fusionlib: error: --qwk-margin: Input should be greater than 0, got -1.0")
+    assert main(["plan", "--runs-dir", str(root / "absent")]) == 2
+    assert "no finished runs" in capsys.readouterr().err

@@ -165,7 +165,7 @@ def notebook_to_html(notebook, title: str | None = None, strip_stderr: bool = Fa
 
 def build_report(runs_dir: str | Path = "runs", out_dir: str | Path = "reports",
                  notebook: str | Path | None = None, kernel_name: str | None = None,
-                 n_boot: int = 2000) -> Path:
+                 n_boot: int = 2000, settings=None) -> Path:
     """Execute the report notebook over ``runs_dir`` and write ``out_dir/index.html``.
 
     Also writes ``out_dir/runs/<name>.html`` for every run with an
@@ -184,7 +184,7 @@ def build_report(runs_dir: str | Path = "runs", out_dir: str | Path = "reports",
     if not notebook.is_file():
         raise FusionlibError(f"report notebook not found: {notebook}")
     try:
-        return _build(runs, runs_dir, out_dir, notebook, kernel_name, n_boot)
+        return _build(runs, runs_dir, out_dir, notebook, kernel_name, n_boot, settings)
     except OSError as err:
         # A read-only or full output folder: one line naming the path; earlier files stay
         # (every write is atomic).
@@ -198,7 +198,8 @@ _WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQ
                  errno.EEXIST}
 
 
-def _build(runs, runs_dir: Path, out_dir: Path, notebook: Path, kernel_name, n_boot) -> Path:
+def _build(runs, runs_dir: Path, out_dir: Path, notebook: Path, kernel_name, n_boot,
+           settings=None) -> Path:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -224,7 +225,9 @@ def _build(runs, runs_dir: Path, out_dir: Path, notebook: Path, kernel_name, n_b
         try:
             papermill.execute_notebook(
                 str(notebook), str(executed),
-                parameters={"runs_dir": str(runs_dir), "n_boot": int(n_boot)},
+                parameters={"runs_dir": str(runs_dir), "n_boot": int(n_boot),
+                            **({"qwk_margin": settings.qwk_margin,
+                                "log_loss_margin": settings.log_loss_margin} if settings else {})},
                 kernel_name=kernel_name, cwd=str(notebook.parent), progress_bar=False,
                 log_output=False, request_save_on_cell_execute=False,
                 extra_arguments=QUIET_KERNEL_ARGS)

@@ -7,7 +7,6 @@ returns a DataFrame; :mod:`fusionlib.study` renders them as markdown.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -52,33 +51,44 @@ def _joined(variant: pd.DataFrame, fixed: pd.DataFrame, rule: str, source: str =
     return a.merge(b, on=["seed", "repeat", "case_id"], how="inner")
 
 
-def comparison_table(runs: list, n_boot: int = 2000) -> pd.DataFrame:
+def comparison_table(runs: list, n_boot: int = 2000, settings=None) -> pd.DataFrame:
     """Every variant (and every baseline of the fixed run) minus fixed at the same data
     percentage, under every decision rule: ΔQWK and Δlog-loss over seeds with the verdict's
-    interval and the per-seed differences."""
+    interval, the per-seed differences, the detectable difference at 80 % power, the four-way
+    verdict and the decision agreement. ``variant`` is what a row is (the run's fusion
+    variant, or a baseline), ``run`` the run's name."""
+    from .conclusions import DEFAULT_SETTINGS
     from .verdict import compare_over_seeds
+
+    settings = settings or DEFAULT_SETTINGS
 
     rows = []
     pairs = _pairs(runs)
     fixed_runs = list({id(f): f for _, _, f in pairs}.values())
-    items = [(pct, run.name, run, fixed, "") for pct, run, fixed in pairs]
-    items += [(f.data_percentage, f"{b} (baseline)", f, f, b) for f in fixed_runs for b in BASELINES
-              if f"{b}_pred_{DEFAULT_DECISION}" in f.predictions]
+    # (percentage, what the row is, its run's name, run, fixed, baseline source)
+    items = [(pct, run.fusion, run.name, run, fixed, "") for pct, run, fixed in pairs]
+    items += [(f.data_percentage, f"{b} (baseline)", f.name, f, f, b) for f in fixed_runs
+              for b in BASELINES if f"{b}_pred_{DEFAULT_DECISION}" in f.predictions]
     # At each percentage: the trainable family (the question), the other variants, baselines.
-    items.sort(key=lambda t: (-t[0], bool(t[4]), "trainable" not in t[1]))
-    for pct, label, run, fixed, source in items:
+    items.sort(key=lambda t: (-t[0], bool(t[5]), not t[1].startswith("trainable")))
+    for pct, variant, name, run, fixed, source in items:
         folds = int(run.setting("protocol", "folds", 5) or 5)
         for rule in DECISIONS:
             c = compare_over_seeds(_joined(run.predictions, fixed.predictions, rule, source),
                                    "pred_a", "pred_b", [f"a_{p}" for p in PROBA],
-                                   [f"b_{p}" for p in PROBA], folds, n_boot=n_boot)
+                                   [f"b_{p}" for p in PROBA], folds, n_boot=n_boot,
+                                   settings=settings)
             q, ll = c["qwk"], c["log_loss"]
-            rows.append({"data %": pct, "variant": label, "vs": fixed.name, "decision": rule,
-                         "seeds": c["seeds"], "ΔQWK": q["delta"], "ΔQWK interval": q["interval"],
-                         "ΔQWK per seed": q["per_seed"], "QWK verdict": q["verdict"],
+            rows.append({"data %": pct, "variant": variant, "run": name, "vs": fixed.name,
+                         "decision": rule, "seeds": c["seeds"], "ΔQWK": q["delta"],
+                         "ΔQWK interval": q["interval"], "ΔQWK per seed": q["per_seed"],
+                         "detectable ΔQWK": q["detectable"], "QWK verdict": q["verdict"],
                          "seed share": q["seed_share"],
+                         "agreement": c["agreement"]["agreement"],
                          "Δlog-loss": ll["delta"], "Δlog-loss interval": ll["interval"],
-                         "Δlog-loss per seed": ll["per_seed"], "log-loss verdict": ll["verdict"]})
+                         "Δlog-loss per seed": ll["per_seed"],
+                         "detectable Δlog-loss": ll["detectable"],
+                         "log-loss verdict": ll["verdict"], "compare": c})
     return pd.DataFrame(rows)
 
 
@@ -93,17 +103,18 @@ def runs_overview(runs: list) -> pd.DataFrame:
     return table
 
 
-def plain_run(name: str, variant: str) -> bool:
-    """``name`` is ``variant``'s run, maybe behind a study prefix (``seed_trainable_100``)."""
-    return re.fullmatch(rf"(.*_)?{re.escape(variant)}", name) is not None
+def headline_pair(runs: list, variant: str = "trainable") -> tuple | None:
+    """(run, fixed run) of the study's headline question: the first run of fusion ``variant``
+    at the largest data percentage that has a fixed run, by what the run is, not its name."""
+    return next(((run, fixed) for _, run, fixed in _pairs(runs) if run.fusion == variant), None)
 
 
-def fold_table(runs: list, variant: str = "trainable_100", rule: str = DEFAULT_DECISION) -> pd.DataFrame:
-    """Per seed and fold: log-loss and QWK of ``variant`` (the run of that name, maybe behind
-    a study prefix) and its fixed run; per seed: pooled."""
+def fold_table(runs: list, variant: str = "trainable", rule: str = DEFAULT_DECISION) -> pd.DataFrame:
+    """Per seed and fold: log-loss and QWK of the headline run of fusion ``variant``
+    (:func:`headline_pair`) and its fixed run; per seed: pooled."""
     from ..metrics import case_log_loss
 
-    pair = next(((run, fixed) for _, run, fixed in _pairs(runs) if plain_run(run.name, variant)), None)
+    pair = headline_pair(runs, variant)
     if pair is None:
         return pd.DataFrame()
     j = _joined(pair[0].predictions, pair[1].predictions, rule)
@@ -125,14 +136,23 @@ def fold_table(runs: list, variant: str = "trainable_100", rule: str = DEFAULT_D
 
 
 def weights_table(runs: list) -> pd.DataFrame:
-    """Learned weighting per run, mean over seeds and folds: sensitivity and influence RF
-    share (overall and per class) of the deployed head, the converged head and the start."""
+    """Learned weighting per run, mean over seeds and folds: sensitivity and influence
+    clinical share (overall and per class) of the deployed head, the converged head and the
+    start; beside them the influence share of the fixed mix on the same cases (its paired
+    ``fixed`` run), mean ± SD over seeds."""
+    from .verdict import _share_text, influence_over_seeds
+
+    fixed_of = {id(run): fixed for _, run, fixed in _pairs(runs)}
     rows = []
     for run in runs:
         frame = run.folds
         if run.fusion == "fixed" or "rf_share" not in frame:
             continue
-        row = {"run": run.name}
+        fixed = fixed_of.get(id(run))
+        row = {"data %": f"{run.data_percentage:g}", "variant": run.fusion, "run": run.name,
+               "influence (mean ± SD over seeds)": _share_text(influence_over_seeds(run)),
+               "fixed mix's influence, same cases": (
+                   _share_text(influence_over_seeds(fixed, run.seeds)) if fixed else "–")}
         for prefix, label in (("", "deployed"), ("converged_", "converged"), ("start_", "start")):
             for kind, short in (("rf_share", "sens"), ("influence_rf_share", "infl")):
                 cols = [f"{prefix}{kind}", *[f"{prefix}{kind}_{c}" for c in LABELS]]
@@ -160,13 +180,14 @@ def rule_qwk_table(runs: list) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def branch_gap_table(runs: list, name: str = "trainable_100",
+def branch_gap_table(runs: list, variant: str = "trainable",
                      modality: str = "thermal_map") -> pd.DataFrame:
     """Image branch train/test consistency (mean over seeds and folds): top-class probability
     and QWK of the out-of-fold training rows, of the test rows by the mean of the inner CNNs
     and by single inner CNNs (the head's input); ``attrs["head_log_loss"]`` holds the
     trainable head's test log-loss with either input."""
-    run = next((r for r in runs if plain_run(r.name, name)), None)
+    pair = headline_pair(runs, variant)
+    run = pair[0] if pair else None
     f = run.folds if run is not None else pd.DataFrame()
     if f"{modality}_train_top_p" not in f:
         return pd.DataFrame()

@@ -1,10 +1,13 @@
 """The report's verdict table: each variant against ``fixed`` over the seeds of its runs, and
-the seed's three questions answered in words.
+the questions answered in words for every row, keyed by the run's fusion variant and data
+percentage (never its name).
 
 The verdict reads one 95 % interval for variant − fixed over every seed of the runs, the
 **patients + seeds t** (:func:`fusionlib.metrics.patients_and_seeds_interval`): the
-seed-averaged patient bootstrap's variance plus the seeds' own spread, as measured. Its
-half-width is the smallest detectable difference. Beside it, for
+seed-averaged patient bootstrap's variance plus the seeds' own spread, as measured. From the
+same standard error and degrees of freedom (:mod:`.conclusions`): the detectable difference
+at 80 % power, and the four-way verdict -- better, worse, equivalent within the margin (two
+one-sided tests) or inconclusive. Beside it the decision agreement, and for
 contrast: the seed-averaged patient bootstrap alone (misses training effects that move a
 seed's models as a whole) and the corrected resampled t over every (seed, fold) (covers them,
 conservatively). Their simulated coverage: bench/bench_coverage.py, docs/protocol.md."""
@@ -14,16 +17,22 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..metrics import (case_log_loss, corrected_resampled_t, interval_verdict,
-                       patients_and_seeds_interval, qwk, seed_averaged_bootstrap)
+from ..metrics import (case_log_loss, corrected_resampled_t, patients_and_seeds_interval, qwk,
+                       seed_averaged_bootstrap)
+from ..data import LABELS
 from ..results import FIXED, PROBA_COLUMNS, Run
+from .conclusions import (BETTER, DEFAULT_SETTINGS, EQUIVALENT, INCONCLUSIVE, WORSE,
+                          ConclusionSettings, decision_agreement, detectable_difference,
+                          equivalence_interval, four_way_verdict, verdict_words)
+from .planner import VarianceComponents
 from .tables import _choose_fixed, fmt
 
-VERDICT_COLUMNS = ["data %", "variant", "vs", "seeds", "ΔQWK", "ΔQWK per seed", "ΔQWK interval",
-                   "ΔQWK patient bootstrap", "ΔQWK corrected t", "smallest detectable ΔQWK",
-                   "QWK verdict", "seeds' share of ΔQWK variance", "Δlog-loss",
-                   "Δlog-loss per seed", "Δlog-loss interval", "log-loss verdict",
-                   "RF influence share"]
+VERDICT_COLUMNS = ["data %", "variant", "run", "vs", "seeds", "ΔQWK", "ΔQWK per seed",
+                   "ΔQWK interval", "detectable ΔQWK (80 % power)", "QWK verdict",
+                   "decision agreement", "ΔQWK patient bootstrap", "ΔQWK corrected t",
+                   "seeds' share of ΔQWK variance", "Δlog-loss", "Δlog-loss per seed",
+                   "Δlog-loss interval", "detectable Δlog-loss (80 % power)", "log-loss verdict",
+                   "clinical influence share", "fixed's clinical influence share"]
 
 
 def _interval(low, high) -> str:
@@ -39,13 +48,17 @@ def seed_share(combined: dict) -> float:
 
 def compare_over_seeds(joined: pd.DataFrame, pred_a: str, pred_b: str, proba_a: list[str],
                        proba_b: list[str], folds: int, n_boot: int = 2000,
-                       random_state: int = 0) -> dict:
+                       random_state: int = 0,
+                       settings: ConclusionSettings = DEFAULT_SETTINGS) -> dict:
     """Variant a minus baseline b on the same cases of every seed: ``joined`` holds one row per
     (seed, repeat, case) with ``label``, ``patient``, ``fold``, both predictions and both sets of
-    class probabilities. For QWK and log-loss: the seed-averaged difference, each seed's, and
-    three 95 % intervals -- the verdict's (patients + seeds t,
+    class probabilities. For QWK and log-loss: the seed-averaged difference, each seed's, three
+    95 % intervals -- the verdict's (patients + seeds t,
     :func:`fusionlib.metrics.patients_and_seeds_interval`), the seed-averaged patient bootstrap
-    and the corrected resampled t over every (seed, repeat, fold) -- with the verdict."""
+    and the corrected resampled t over every (seed, repeat, fold) -- the detectable difference
+    at the settings' power, the four-way verdict with the settings' margin and the variance
+    components the planner reads (:class:`.planner.VarianceComponents`); and the decision
+    agreement of a and b."""
     seeds, fold_deltas = [], {"qwk": [], "log_loss": []}
     for _, rows in joined.groupby("seed", sort=True):
         y = rows["label"].to_numpy(dtype=int)
@@ -58,7 +71,13 @@ def compare_over_seeds(joined: pd.DataFrame, pred_a: str, pred_b: str, proba_a: 
             fold_deltas["qwk"].append(qwk(f_y, fold[pred_a]) - qwk(f_y, fold[pred_b]))
             fold_deltas["log_loss"].append(float(fold["_d"].mean()))
     boot = seed_averaged_bootstrap(seeds, n_boot=n_boot, random_state=random_state)
-    out = {"seeds": len(seeds)}
+    # Each seed's own patient bootstrap: with the seed-averaged one it separates the training
+    # noise that differs from visit to visit from the patients' part (the planner needs both).
+    single = [seed_averaged_bootstrap([s], n_boot=n_boot, random_state=random_state)
+              for s in seeds] if len(seeds) > 1 else [boot]
+    n_per_seed = float(np.mean([len(np.unique(s["groups"])) for s in seeds]))
+    out = {"seeds": len(seeds),
+           "agreement": decision_agreement(joined, pred_a, pred_b)}
     for name, lower_is_better in (("qwk", False), ("log_loss", True)):
         b = boot[name]
         t = (corrected_resampled_t(fold_deltas[name], 1 / (folds - 1))
@@ -68,53 +87,120 @@ def compare_over_seeds(joined: pd.DataFrame, pred_a: str, pred_b: str, proba_a: 
         # nearer 95 % in more settings, above all with 5 seeds (bench/bench_coverage.py).
         per_seed = [p[name] for p in boot["per_seed"]]
         c = patients_and_seeds_interval(b["delta"], b["combined"]["se_patients"], per_seed,
-                                        boot["n_patients"])
+                                        boot["n_patients"], level=settings.level)
         low, high = c["ci_low"], c["ci_high"]
+        margin = settings.margin(name)
+        detectable = detectable_difference(c["se"], c["df"], settings.power, settings.level)
+        verdict = four_way_verdict(b["delta"], c["se"], c["df"], margin, lower_is_better,
+                                   settings.level)
         out[name] = {"delta": b["delta"], "per_seed": per_seed,
                      "interval": (low, high), "bootstrap": (b["ci_low"], b["ci_high"]),
                      "corrected_t": (t["ci_low"], t["ci_high"]) if t else (np.nan, np.nan),
+                     "se": c["se"], "df": c["df"],
                      "half_width": (high - low) / 2,
+                     "equivalence_interval": equivalence_interval(b["delta"], c["se"], c["df"],
+                                                                  settings.level),
+                     "detectable": detectable, "margin": margin,
                      # How much of the uncertainty is retraining rather than patients.
                      "seed_share": seed_share(c),
-                     "verdict": interval_verdict(low, high, lower_is_better=lower_is_better)}
+                     "verdict": verdict,
+                     "verdict_words": verdict_words(verdict, margin, detectable),
+                     "components": VarianceComponents.measure(
+                         b["delta"], b["combined"]["se_patients"],
+                         [sb[name]["combined"]["se_patients"] for sb in single], per_seed,
+                         n_per_seed)}
     return out
 
 
-def verdict_row(run: Run, fixed: Run, n_boot: int = 2000, random_state: int = 0) -> dict | None:
+def fixed_clinical_weight(run: Run) -> float | None:
+    """The clinical table's weight in a ``fixed`` run's mix (its ``fusion.options.weights``,
+    else the default 0.70); None without a clinical branch."""
+    from ..fusion.options import FIXED_CLINICAL_WEIGHT
+
+    modalities = run.setting("data", "modalities") or ["metadata", "thermal_map"]
+    if "metadata" not in modalities:
+        return None
+    weights = (run.setting("fusion", "options") or {}).get("weights")
+    if weights is None:
+        return FIXED_CLINICAL_WEIGHT if len(modalities) > 1 else 1.0
+    return float(weights) if np.isscalar(weights) else float(weights[modalities.index("metadata")])
+
+
+def influence_over_seeds(run: Run, seeds=None) -> dict | None:
+    """The clinical branch's influence share of a run's deployed heads: per seed the mean over
+    its folds, then mean and SD over ``seeds`` (default: all of the run's), overall and per
+    class (I, P, R); None when the run logged none."""
+    frame = run.folds
+    if "influence_rf_share" not in frame or not frame["influence_rf_share"].notna().any():
+        return None
+    if "seed" not in frame:
+        frame = frame.assign(seed=run.seeds[0])
+    if seeds is not None:
+        frame = frame[frame["seed"].isin(list(seeds))]
+    cols = ["influence_rf_share", *[f"influence_rf_share_{c}" for c in LABELS]]
+    per_seed = frame.groupby("seed")[[c for c in cols if c in frame]].mean()
+    if not len(per_seed):
+        return None
+    sd = per_seed.std(ddof=1) if len(per_seed) > 1 else per_seed.iloc[0] * 0.0
+    return {"mean": float(per_seed["influence_rf_share"].mean()),
+            "sd": float(sd["influence_rf_share"]),
+            "per_class": [float(per_seed[c].mean()) if c in per_seed else float("nan")
+                          for c in cols[1:]],
+            "seeds": int(len(per_seed))}
+
+
+def _share_text(share: dict | None) -> str:
+    if share is None:
+        return "–"
+    return (f"{fmt(share['mean'], 2)} ± {fmt(share['sd'], 2)} (I/P/R "
+            + " / ".join(fmt(v, 2) for v in share["per_class"]) + ")")
+
+
+def verdict_row(run: Run, fixed: Run, n_boot: int = 2000, random_state: int = 0,
+                settings: ConclusionSettings = DEFAULT_SETTINGS) -> dict | None:
     """``run`` against ``fixed`` over their common seeds, each decided by its own run's rule;
-    None when they share no case."""
+    None when they share no case. The private ``_compare`` entry holds
+    :func:`compare_over_seeds`' whole result (the planner reads its variance components)."""
     b = fixed.predictions[["seed", "repeat", "case_id", "pred", *PROBA_COLUMNS]]
     joined = run.predictions.merge(b, on=["seed", "repeat", "case_id"], suffixes=("", "_b"))
     if not len(joined):
         return None
     folds = int(run.setting("protocol", "folds", 5) or 5)
     c = compare_over_seeds(joined, "pred", "pred_b", PROBA_COLUMNS,
-                           [f"{col}_b" for col in PROBA_COLUMNS], folds, n_boot, random_state)
-    q, loss = c["qwk"], c["log_loss"]
-    summary = run.summary.get("influence_rf_share") or {}
-    per_class = [((run.summary.get(f"influence_rf_share_{k}") or {}).get("mean")) for k in "IPR"]
+                           [f"{col}_b" for col in PROBA_COLUMNS], folds, n_boot, random_state,
+                           settings)
+    q, loss, agree = c["qwk"], c["log_loss"], c["agreement"]
+    common = sorted(joined["seed"].unique())
     return {
-        "data %": run.data_percentage, "variant": run.name, "vs": fixed.name,
+        "data %": run.data_percentage, "variant": run.fusion, "run": run.name, "vs": fixed.name,
         "seeds": c["seeds"], "ΔQWK": q["delta"],
         "ΔQWK per seed": ", ".join(fmt(v, 3, "+") for v in q["per_seed"]),
         "ΔQWK interval": _interval(*q["interval"]),
+        "detectable ΔQWK (80 % power)": q["detectable"],
+        "QWK verdict": q["verdict_words"],
+        "decision agreement": agree["agreement"],
         "ΔQWK patient bootstrap": _interval(*q["bootstrap"]),
         "ΔQWK corrected t": _interval(*q["corrected_t"]),
-        "smallest detectable ΔQWK": q["half_width"], "QWK verdict": q["verdict"],
         "seeds' share of ΔQWK variance": q["seed_share"],
         "Δlog-loss": loss["delta"],
         "Δlog-loss per seed": ", ".join(fmt(v, 3, "+") for v in loss["per_seed"]),
-        "Δlog-loss interval": _interval(*loss["interval"]), "log-loss verdict": loss["verdict"],
-        "RF influence share": (f"{fmt(summary.get('mean'), 2)} (I/P/R "
-                               + " / ".join(fmt(v, 2) for v in per_class) + ")"
-                               if summary.get("mean") is not None else "–"),
+        "Δlog-loss interval": _interval(*loss["interval"]),
+        "detectable Δlog-loss (80 % power)": loss["detectable"],
+        "log-loss verdict": loss["verdict_words"],
+        "clinical influence share": _share_text(influence_over_seeds(run, common)),
+        "fixed's clinical influence share": _share_text(influence_over_seeds(fixed, common)),
+        "_compare": c, "_fixed_weight": fixed_clinical_weight(fixed),
     }
 
 
-def verdict_table(runs: list[Run], n_boot: int = 2000, random_state: int = 0) -> pd.DataFrame:
+def verdict_table(runs: list[Run], n_boot: int = 2000, random_state: int = 0,
+                  settings: ConclusionSettings = DEFAULT_SETTINGS) -> pd.DataFrame:
     """One row per non-fixed run with predictions, against the ``fixed`` run of its data
     percentage (seeds, folds and data alike when there is one), largest percentage first,
-    the trainable family first within it."""
+    the trainable family first within it. Rows are keyed by what a run is -- its fusion
+    variant and data percentage -- never by its name. ``table.attrs["compare"]`` holds each
+    row's :func:`compare_over_seeds` result and ``attrs["fixed_weight"]`` the fixed mix's
+    clinical weight, in row order."""
     rows = []
     by_pct: dict[float, list[Run]] = {}
     for run in runs:
@@ -126,28 +212,93 @@ def verdict_table(runs: list[Run], n_boot: int = 2000, random_state: int = 0) ->
         for run in sorted(by_pct[pct], key=lambda r: not r.fusion.startswith("trainable")):
             if run.fusion == FIXED or not fixed_runs or run.decision != fixed_runs[0].decision:
                 continue
-            row = verdict_row(run, _choose_fixed(fixed_runs, run), n_boot, random_state)
+            row = verdict_row(run, _choose_fixed(fixed_runs, run), n_boot, random_state, settings)
             if row is not None:
                 rows.append(row)
-    return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+    table = pd.DataFrame([{k: r[k] for k in VERDICT_COLUMNS} for r in rows],
+                         columns=VERDICT_COLUMNS)
+    table.attrs["compare"] = [r["_compare"] for r in rows]
+    table.attrs["fixed_weight"] = [r["_fixed_weight"] for r in rows]
+    table.attrs["settings"] = settings
+    return table
+
+
+_ANSWER = {BETTER: "Yes", WORSE: "No, it is worse", EQUIVALENT: "No: equivalent",
+           INCONCLUSIVE: "Not shown either way"}
+
+
+def _variant_phrase(variant: str) -> str:
+    return "trainable fusion" if variant == "trainable" else f"the {variant} fusion"
 
 
 def verdict_sentences(table: pd.DataFrame) -> list[str]:
-    """The three questions answered from the table's ``trainable`` rows (plain text)."""
+    """The questions answered from every row of the table (plain text), keyed by each row's
+    fusion variant and data percentage: does it beat the fixed mix, how sure is that, how
+    often the two decide alike, and (at the largest percentage) what weighting it learns set
+    against the fixed mix's own on the same cases."""
     out = []
-    trainable = table[table["variant"].str.fullmatch(r"trainable_\d+")] if len(table) else table
-    for _, row in trainable.iterrows():
-        word = {"better": "Yes", "worse": "No, it is worse",
-                "no detectable difference": "Not detectably"}.get(row["QWK verdict"], "Unclear")
-        out.append(f"Does trainable fusion beat fixed 70/30 at {row['data %']:g} % of the "
-                   f"patients? {word}: ΔQWK {fmt(row['ΔQWK'], 3, '+')} over {row['seeds']} "
-                   f"seed(s) ({row['ΔQWK per seed']}), 95 % interval {row['ΔQWK interval']}; "
-                   f"differences smaller than {fmt(row['smallest detectable ΔQWK'], 3)} cannot be "
-                   f"told from zero here. Its probabilities: Δlog-loss {fmt(row['Δlog-loss'], 3, '+')} "
-                   f"{row['Δlog-loss interval']}, {row['log-loss verdict']}.")
-    full = trainable[trainable["data %"] == trainable["data %"].max()] if len(trainable) else trainable
-    for _, row in full.iterrows():
-        out.append(f"What weighting does it learn? At {row['data %']:g} %, the RF's share of the "
-                   f"fused output's variation across test cases (influence) is "
-                   f"{row['RF influence share']}; the fixed mix weighs the RF 0.70.")
+    if not len(table):
+        return out
+    compare = table.attrs.get("compare") or [None] * len(table)
+    weights = table.attrs.get("fixed_weight") or [None] * len(table)
+    for (_, row), c, w in zip(table.iterrows(), compare, weights):
+        mix = (f"the fixed {round(100 * w):d}/{round(100 * (1 - w)):d} mix"
+               if w is not None else "the fixed mix")
+        verdict = c["qwk"]["verdict"] if c else "?"
+        answer = _ANSWER.get(verdict, "Unclear")
+        text = (f"Does {_variant_phrase(row['variant'])} (run {row['run']}) beat {mix} (run "
+                f"{row['vs']}) at {row['data %']:g} % of the patients? {answer}: ΔQWK "
+                f"{fmt(row['ΔQWK'], 3, '+')} over {row['seeds']} seed(s) ({row['ΔQWK per seed']}), "
+                f"95 % interval {row['ΔQWK interval']}, {row['QWK verdict']}")
+        if verdict in (BETTER, WORSE, EQUIVALENT):
+            text += (f" (this study detects {fmt(row['detectable ΔQWK (80 % power)'], 3)} at 80 % "
+                     f"power)")
+        text += (f". Its probabilities: Δlog-loss {fmt(row['Δlog-loss'], 3, '+')} "
+                 f"{row['Δlog-loss interval']}, {row['log-loss verdict']}.")
+        if c and np.isfinite(row["decision agreement"]):
+            agree = c["agreement"]
+            text += (f" The two decide alike on {100 * agree['agreement']:.0f} % of cases; ΔQWK "
+                     f"comes only from the other {agree['disagree']:.0f} per seed, where the "
+                     f"variant is right in {100 * np.nan_to_num(agree['variant_right']):.0f} % "
+                     f"and the fixed mix in {100 * np.nan_to_num(agree['fixed_right']):.0f} %.")
+        out.append(text)
+    top = table["data %"].max()
+    for (_, row), w in zip(table.iterrows(), weights):
+        if row["data %"] != top or row["clinical influence share"] == "–":
+            continue
+        setting = f" (its setting: clinical weight {w:.2f})" if w is not None else ""
+        fixed_share = row["fixed's clinical influence share"]
+        out.append(f"What weighting does {_variant_phrase(row['variant'])} (run {row['run']}) "
+                   f"learn? At {row['data %']:g} %, the clinical branch's share of the fused "
+                   f"output's variation across test cases (influence, mean ± SD over seeds) is "
+                   f"{row['clinical influence share']}, against {fixed_share} "
+                   f"for the fixed mix on the same cases{setting}.")
     return out
+
+
+def verdict_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The verdict table as the report shows it: figures rounded to what another machine
+    reproduces (docs/results.md: ±0.01 in a run's mean, ±0.035 in one seed's ΔQWK)."""
+    pct = table["data %"].map(lambda v: f"{v:g}%")
+    signed = {c: table[c].map(lambda v: fmt(v, 3, "+")) for c in ("ΔQWK", "Δlog-loss")}
+    plain = {c: table[c].map(lambda v: fmt(v, 3)) for c in
+             ("detectable ΔQWK (80 % power)", "detectable Δlog-loss (80 % power)")}
+    return table.assign(**{"data %": pct, **signed, **plain,
+                            "decision agreement": table["decision agreement"].map(
+                                lambda v: f"{100 * v:.0f} %" if np.isfinite(v) else "–"),
+                            "seeds' share of ΔQWK variance": table[
+                                "seeds' share of ΔQWK variance"].map(lambda v: fmt(v, 2))})
+
+
+def plan_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The planner's table (:func:`.planner.plan_table`) as the report shows it."""
+    from .planner import plan_table
+
+    plan = plan_table(table)
+    if not len(plan):
+        return plan
+    for col in plan.columns:
+        if plan[col].dtype.kind == "f" and col not in ("data %",):
+            plan[col] = plan[col].map(lambda v: fmt(v, 3))
+    plan["data %"] = plan["data %"].map(lambda v: f"{v:g}%")
+    return plan

@@ -1,0 +1,174 @@
+"""The study planner: from one finished comparison's measured variance, the detectable
+difference and the chance of showing equivalence for other numbers of patients and seeds.
+
+The verdict's interval (:func:`fusionlib.metrics.patients_and_seeds_interval`) adds two
+measured variances of the seed-averaged difference: the patient bootstrap's ``SE_p²`` (the
+trained models held fixed) and the seeds' spread ``s²/S``. Three sources feed them, each of
+which scales in its own way:
+
+* **patients** ``σ²_pat``: which patients were sampled; shrinks as ``1/n``;
+* **per-visit training noise** ``σ²_visit``: retraining moves each case's prediction
+  differently; shrinks as ``1/n`` (averaged over cases) and as ``1/S`` (over seeds). A single
+  seed's patient bootstrap sees it in full, the seed-averaged one divided by ``S``, and the
+  seeds' spread sees it too;
+* **per-seed shift** ``σ²_shift``: retraining moves a seed's models for every case alike;
+  shrinks as ``1/S`` only.
+
+Measured at ``n0`` patients and ``S0`` seeds (:meth:`VarianceComponents.measure`):
+``σ²_visit = (mean_k SE_k² - SE_p²) / (1 - 1/S0)`` from each seed's own bootstrap ``SE_k``,
+``σ²_pat = SE_p² - σ²_visit / S0``, ``σ²_shift = s² - σ²_visit`` (each at least 0). At ``n``
+patients and ``S`` seeds, with ``r = n0 / n``, the interval a new study would compute has
+
+    SE_p²(n, S) = (σ²_pat + σ²_visit / S) r,    s²(n, S) / S = (σ²_shift + σ²_visit r) / S,
+
+its variance their sum and its degrees of freedom Welch-Satterthwaite's (``n - 1`` and
+``S - 1``), exactly as the verdict computes them. From that SE: the detectable difference
+at 80 % power and the chance of showing equivalence when the true difference is 0
+(:mod:`.conclusions`). Checked by simulation: bench/bench_power.py, docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .conclusions import (DEFAULT_SETTINGS, ConclusionSettings, detectable_difference,
+                          equivalence_power, power_at)
+
+DEFAULT_PATIENTS = (120, 250, 500, 1000, 2000, 4000)
+DEFAULT_SEEDS = (3, 5, 8, 12, 20)
+
+
+@dataclass(frozen=True)
+class VarianceComponents:
+    """One comparison's variance parts, each as the variance it adds at ``n0`` patients
+    (module docstring), and the observed difference."""
+
+    delta: float
+    n0: float
+    s0: int
+    patients: float
+    visit: float
+    shift: float
+    shift_measured: bool = True      # False with one seed: no spread between seeds to read
+
+    @classmethod
+    def measure(cls, delta: float, se_patients: float, se_per_seed, per_seed,
+                n_patients: float) -> "VarianceComponents":
+        """From the seed-averaged bootstrap SE, each seed's own bootstrap SE and the per-seed
+        differences of one comparison at ``n_patients`` patients (per seed)."""
+        per_seed = np.asarray(per_seed, dtype=float)
+        s0 = len(per_seed)
+        v_avg = float(se_patients) ** 2
+        if s0 > 1:
+            mean_single = float(np.mean(np.square(np.asarray(se_per_seed, dtype=float))))
+            visit = max(0.0, (mean_single - v_avg) / (1 - 1 / s0))
+            patients = max(0.0, v_avg - visit / s0)
+            shift = max(0.0, float(per_seed.var(ddof=1)) - visit)
+        else:
+            visit, patients, shift = 0.0, v_avg, 0.0
+        return cls(float(delta), float(n_patients), s0, patients, visit, shift, s0 > 1)
+
+    def interval(self, n_patients: float, n_seeds: int) -> tuple[float, float]:
+        """(SE, df) of the verdict's interval at ``n_patients`` patients and ``n_seeds`` seeds."""
+        if n_patients < 2 or n_seeds < 1:
+            raise ValueError(f"need at least 2 patients and 1 seed, got {n_patients} and {n_seeds}")
+        r = self.n0 / float(n_patients)
+        v_pat = (self.patients + self.visit / n_seeds) * r
+        v_seed = (self.shift + self.visit * r) / n_seeds if n_seeds > 1 else 0.0
+        var = v_pat + v_seed
+        parts = v_pat ** 2 / (n_patients - 1) + (v_seed ** 2 / (n_seeds - 1) if n_seeds > 1 else 0.0)
+        df = var ** 2 / parts if parts > 0 else float(n_patients - 1)
+        return float(np.sqrt(var)), float(df)
+
+
+def predict(components: VarianceComponents, n_patients: float, n_seeds: int, margin: float,
+            settings: ConclusionSettings = DEFAULT_SETTINGS) -> dict:
+    """At ``n_patients`` x ``n_seeds``: the interval's SE and df, the detectable difference at
+    the settings' power, the power to find the observed difference were it true, and the chance
+    of showing equivalence within ±``margin`` when the true difference is 0."""
+    se, df = components.interval(n_patients, n_seeds)
+    return {"patients": n_patients, "seeds": n_seeds, "se": se, "df": df,
+            "detectable": detectable_difference(se, df, settings.power, settings.level),
+            "power_observed": power_at(components.delta, se, df, settings.level),
+            "equivalence_power": equivalence_power(se, df, margin, settings.level)}
+
+
+def conclusive(prediction: dict, components: VarianceComponents, margin: float,
+               settings: ConclusionSettings = DEFAULT_SETTINGS) -> bool:
+    """A design is conclusive for this comparison when it detects, at the settings' power, a
+    true difference as large as the margin or as the observed one (whichever is larger),
+    so that a difference that matters is found and a null result shows equivalence."""
+    return prediction["detectable"] <= max(margin, abs(components.delta))
+
+
+def what_it_takes(components: VarianceComponents, margin: float,
+                  patients=DEFAULT_PATIENTS, seeds=DEFAULT_SEEDS,
+                  settings: ConclusionSettings = DEFAULT_SETTINGS) -> dict | None:
+    """The cheapest design of the grid (patients x seeds: each seed trains every branch on
+    every patient) that is :func:`conclusive`; None when none is."""
+    best = None
+    for n in patients:
+        for s in seeds:
+            p = predict(components, n, s, margin, settings)
+            if conclusive(p, components, margin, settings):
+                key = (n * s, s)
+                if best is None or key < best[0]:
+                    best = (key, p)
+    return best[1] if best else None
+
+
+def plan_grid(components: VarianceComponents, margin: float, patients=DEFAULT_PATIENTS,
+              seeds=DEFAULT_SEEDS, settings: ConclusionSettings = DEFAULT_SETTINGS) -> pd.DataFrame:
+    """Rows: patients; columns: seeds; cells: the detectable difference at the settings'
+    power, with ``*`` where equivalence within the margin would be shown at that power too
+    when the true difference is 0."""
+    rows = []
+    for n in patients:
+        row = {"patients": n}
+        for s in seeds:
+            p = predict(components, n, s, margin, settings)
+            mark = "*" if p["equivalence_power"] >= settings.power else ""
+            row[f"{s} seeds"] = f"{p['detectable']:.3f}{mark}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+METRIC_LABELS = {"qwk": "ΔQWK", "log_loss": "Δlog-loss"}
+
+
+def plan_table(verdict: pd.DataFrame, patients=DEFAULT_PATIENTS, seeds=DEFAULT_SEEDS,
+               settings: ConclusionSettings | None = None) -> pd.DataFrame:
+    """One row per comparison of a verdict table (:func:`.verdict.verdict_table`) and metric:
+    the measured difference, the variance parts (as shares of the measured interval's
+    variance), the verdict, the detectable difference now, and the cheapest design of the grid
+    that would make the answer conclusive (:func:`what_it_takes`)."""
+    settings = settings or verdict.attrs.get("settings") or DEFAULT_SETTINGS
+    rows = []
+    for (_, row), c in zip(verdict.iterrows(), verdict.attrs.get("compare", [])):
+        for metric, label in METRIC_LABELS.items():
+            comp: VarianceComponents = c[metric]["components"]
+            margin = settings.margin(metric)
+            now = predict(comp, comp.n0, comp.s0, margin, settings)
+            need = what_it_takes(comp, margin, patients, seeds, settings)
+            var = now["se"] ** 2
+            # The interval's variance at the measured design, by source: per-visit noise
+            # enters both the patient bootstrap and the seeds' spread (module docstring).
+            parts = {"patients": comp.patients, "visit noise": 2 * comp.visit / comp.s0,
+                     "seed shift": comp.shift / comp.s0}
+            rows.append({
+                "data %": row["data %"], "variant": row["variant"], "run": row["run"],
+                "metric": label, "Δ": c[metric]["delta"], "margin": margin,
+                "patients": round(comp.n0), "seeds": comp.s0, "SE": now["se"],
+                "share patients / visit noise / seed shift": " / ".join(
+                    f"{v / var:.2f}" if var > 0 else "–" for v in parts.values()),
+                "verdict": c[metric]["verdict"],
+                f"detectable now ({settings.power:.0%} power)": now["detectable"],
+                "conclusive at": (f"{need['patients']:,} patients x {need['seeds']} seeds"
+                                  if need else "beyond the grid"),
+                "its detectable": need["detectable"] if need else np.nan,
+                "its equivalence power": need["equivalence_power"] if need else np.nan,
+            })
+    return pd.DataFrame(rows)
