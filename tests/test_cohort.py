@@ -276,6 +276,20 @@ def test_default_cohort_location_and_idempotence(tmp_path, monkeypatch):
     assert default_cohort_dir().parts[-3:] == ("data", "generated", "dfu_like_seed0")
 
 
+def test_a_cohort_of_another_size_has_its_own_folder(tmp_path, monkeypatch):
+    """``data.n_patients``: a generated cohort of that many patients beside the default one,
+    never mistaken for it (and the default size keeps the default folder)."""
+    from fusionlib.datasets import DataSettings, data_folder
+
+    monkeypatch.setenv("FUSIONLIB_DATA_DIR", str(tmp_path / "store"))
+    assert default_cohort_dir(n_patients=120) == default_cohort_dir()
+    small = data_folder(DataSettings(n_patients=30))
+    assert small == tmp_path / "store" / "dfu_like_seed0_n30"
+    assert load_cohort(small).cases["patient"].nunique() == 30
+    assert ensure_default_cohort(n_patients=30) == small
+    assert not default_cohort_dir().exists()
+
+
 # --------------------------------------------------------------------------- ground truth present
 
 

@@ -140,6 +140,18 @@ def test_components_by_hand_and_back():
     assert df == pytest.approx((v_p + v_s) ** 2 / (v_p ** 2 / 119 + v_s ** 2 / 2))
 
 
+def test_components_never_negative_and_the_design_predicted_back():
+    """Each seed's own bootstrap far wider than the seeds' spread allows: the per-visit noise
+    is capped at the spread, the shift is 0, the measured interval is reproduced."""
+    se_avg, per_seed = 0.02, np.array([0.01, 0.0, -0.01])
+    comp = VarianceComponents.measure(0.0, se_avg, [0.05] * 3, per_seed, 100)
+    assert comp.visit == pytest.approx(per_seed.var(ddof=1)) and comp.shift == pytest.approx(0)
+    assert comp.patients >= 0
+    assert comp.interval(100, 3)[0] ** 2 == pytest.approx(se_avg ** 2 + per_seed.var(ddof=1) / 3)
+    one = VarianceComponents.measure(0.0, se_avg, [se_avg], [0.01], 100)
+    assert not one.shift_measured and one.interval(100, 1)[0] == pytest.approx(se_avg)
+
+
 def test_planner_scaling_by_hand():
     comp = VarianceComponents(0.0, 100, 3, patients=4e-4, visit=6e-4, shift=1e-4)
     se, _ = comp.interval(400, 8)

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -262,3 +263,16 @@ def test_settings_modules_import_no_tensorflow():
     assert proc.stdout.strip() == "[]"
 
 
+
+
+@pytest.mark.parametrize("data, problem", [
+    ({"n_patients": 10}, "data.n_patients"),
+    ({"n_patients": 1000}, "data.n_patients"),
+    ({"dataset": "real", "n_patients": 200}, "applies to the `synthetic` dataset only"),
+])
+def test_n_patients_is_checked(data, problem):
+    from fusionlib.params import validate
+
+    with pytest.raises(Exception, match=re.escape(problem)):
+        validate({"data": data})
+    assert validate({"data": {"n_patients": 999}}).data.n_patients == 999

@@ -16,7 +16,9 @@ which scales in its own way:
 
 Measured at ``n0`` patients and ``S0`` seeds (:meth:`VarianceComponents.measure`):
 ``σ²_visit = (mean_k SE_k² - SE_p²) / (1 - 1/S0)`` from each seed's own bootstrap ``SE_k``,
-``σ²_pat = SE_p² - σ²_visit / S0``, ``σ²_shift = s² - σ²_visit`` (each at least 0). At ``n``
+``σ²_pat = SE_p² - σ²_visit / S0``, ``σ²_shift = s² - σ²_visit``, with ``σ²_visit`` kept between
+0 and ``s²`` (the seeds' spread holds it) so that every part is at least 0 and the measured
+design is predicted back exactly. At ``n``
 patients and ``S`` seeds, with ``r = n0 / n``, the interval a new study would compute has
 
     SE_p²(n, S) = (σ²_pat + σ²_visit / S) r,    s²(n, S) / S = (σ²_shift + σ²_visit r) / S,
@@ -64,9 +66,12 @@ class VarianceComponents:
         v_avg = float(se_patients) ** 2
         if s0 > 1:
             mean_single = float(np.mean(np.square(np.asarray(se_per_seed, dtype=float))))
-            visit = max(0.0, (mean_single - v_avg) / (1 - 1 / s0))
-            patients = max(0.0, v_avg - visit / s0)
-            shift = max(0.0, float(per_seed.var(ddof=1)) - visit)
+            spread = float(per_seed.var(ddof=1))
+            # The seeds' spread holds the per-visit noise, so it bounds it; capped there (and
+            # below SE_p² x S0) the measured design is predicted back exactly.
+            visit = min(max(0.0, (mean_single - v_avg) / (1 - 1 / s0)), spread, v_avg * s0)
+            patients = v_avg - visit / s0
+            shift = spread - visit
         else:
             visit, patients, shift = 0.0, v_avg, 0.0
         return cls(float(delta), float(n_patients), s0, patients, visit, shift, s0 > 1)
@@ -159,7 +164,7 @@ def plan_table(verdict: pd.DataFrame, patients=DEFAULT_PATIENTS, seeds=DEFAULT_S
             parts = {"patients": comp.patients, "visit noise": 2 * comp.visit / comp.s0,
                      "seed shift": comp.shift / comp.s0}
             rows.append({
-                "data %": row["data %"], "variant": row["variant"], "run": row["run"],
+                "data %": f"{row['data %']:g}", "variant": row["variant"], "run": row["run"],
                 "metric": label, "Δ": c[metric]["delta"], "margin": margin,
                 "patients": round(comp.n0), "seeds": comp.s0, "SE": now["se"],
                 "share patients / visit noise / seed shift": " / ".join(

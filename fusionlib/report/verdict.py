@@ -298,7 +298,7 @@ def plan_display(table: pd.DataFrame) -> pd.DataFrame:
     if not len(plan):
         return plan
     for col in plan.columns:
-        if plan[col].dtype.kind == "f" and col not in ("data %",):
+        if plan[col].dtype.kind == "f":
             plan[col] = plan[col].map(lambda v: fmt(v, 3))
-    plan["data %"] = plan["data %"].map(lambda v: f"{v:g}%")
+    plan["data %"] = plan["data %"] + "%"
     return plan
