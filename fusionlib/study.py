@@ -162,12 +162,18 @@ def answers(table: pd.DataFrame, weights: pd.DataFrame, rule: str = DEFAULT_DECI
         q = r["compare"]["qwk"]
         words = verdict_words(r["QWK verdict"], q["margin"], q["detectable"]).replace(
             f"{q['detectable']:.3f}", f"{q['detectable']:.2f}")
+        power = ("" if r["QWK verdict"] == "inconclusive" else
+                  f"detectable at 80 % power: {r['detectable ΔQWK']:.2f}; ")
         lines.append(f"- {r['variant']} at {r['data %']:g} % ({r['run']}) − {r['vs']} ({rule}): "
                      f"ΔQWK {_signed(r['ΔQWK'])} {_ci(r['ΔQWK interval'])} over {r['seeds']} "
-                     f"seeds, **{words}** (detectable at 80 % power: {r['detectable ΔQWK']:.2f}; "
+                     f"seeds, **{words}** ({power}"
                      f"the two decide alike on {100 * r['agreement']:.0f} % of cases); "
                      f"Δlog-loss {_signed(r['Δlog-loss'])} {_ci(r['Δlog-loss interval'])}, "
                      f"{r['log-loss verdict']}.")
+    if len(weights):
+        weights = weights.assign(_q=~weights["variant"].str.startswith("trainable"),
+                                 _pct=weights["data %"].astype(float)).sort_values(
+            ["_q", "_pct"], ascending=[True, False], kind="stable")
     for _, r in weights.iterrows():
         fixed_share = r.get("fixed mix's influence, same cases", "–")
         if "influence (mean ± SD over seeds)" in r and fixed_share != "–":

@@ -16,17 +16,21 @@ which scales in its own way:
 
 Measured at ``n0`` patients and ``S0`` seeds (:meth:`VarianceComponents.measure`):
 ``σ²_visit = (mean_k SE_k² - SE_p²) / (1 - 1/S0)`` from each seed's own bootstrap ``SE_k``,
-``σ²_pat = SE_p² - σ²_visit / S0``, ``σ²_shift = s² - σ²_visit``, with ``σ²_visit`` kept between
-0 and ``s²`` (the seeds' spread holds it) so that every part is at least 0 and the measured
-design is predicted back exactly. At ``n``
+``σ²_pat = SE_p² - σ²_visit / S0``, ``σ²_shift = s² - σ²_visit``, kept as measured (a part can
+come out negative by chance; clipping each at 0 would bias them upwards on average), so that
+the measured design is predicted back exactly; the variances built from them are held at
+>= 0. At ``n``
 patients and ``S`` seeds, with ``r = n0 / n``, the interval a new study would compute has
 
     SE_p²(n, S) = (σ²_pat + σ²_visit / S) r,    s²(n, S) / S = (σ²_shift + σ²_visit r) / S,
 
 its variance their sum and its degrees of freedom Welch-Satterthwaite's (``n - 1`` and
-``S - 1``), exactly as the verdict computes them. From that SE: the detectable difference
-at 80 % power and the chance of showing equivalence when the true difference is 0
-(:mod:`.conclusions`). Checked by simulation: bench/bench_power.py, docs/benchmarks.md.
+``S - 1``), exactly as the verdict computes them. The detectable difference at 80 % power and
+the chance of showing equivalence when the true difference is 0 come from drawing that
+study's verdict many times (:func:`verdict_draws`): with few seeds the measured spread of the
+seeds, and with it the interval's width and degrees of freedom, varies from study to study,
+which a formula with one fixed SE and df does not see. Checked by simulation:
+bench/bench_power.py, docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -36,8 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .conclusions import (DEFAULT_SETTINGS, ConclusionSettings, detectable_difference,
-                          equivalence_power, power_at)
+from .conclusions import DEFAULT_SETTINGS, ConclusionSettings
 
 DEFAULT_PATIENTS = (120, 250, 500, 1000, 2000, 4000)
 DEFAULT_SEEDS = (3, 5, 8, 12, 20)
@@ -67,38 +70,91 @@ class VarianceComponents:
         if s0 > 1:
             mean_single = float(np.mean(np.square(np.asarray(se_per_seed, dtype=float))))
             spread = float(per_seed.var(ddof=1))
-            # The seeds' spread holds the per-visit noise, so it bounds it; capped there (and
-            # below SE_p² x S0) the measured design is predicted back exactly.
-            visit = min(max(0.0, (mean_single - v_avg) / (1 - 1 / s0)), spread, v_avg * s0)
+            # Kept as measured, negative values included: averaged over studies they are
+            # unbiased, and any combination the measured design needs is predicted back
+            # exactly. Only the variances built from them are held at >= 0 (interval()).
+            visit = (mean_single - v_avg) / (1 - 1 / s0)
             patients = v_avg - visit / s0
             shift = spread - visit
         else:
             visit, patients, shift = 0.0, v_avg, 0.0
         return cls(float(delta), float(n_patients), s0, patients, visit, shift, s0 > 1)
 
+    def parts(self, n_patients: float, n_seeds: int) -> tuple[float, float, float]:
+        """At ``n_patients`` x ``n_seeds``: the patient bootstrap's variance ``SE_p²``, the
+        expected spread of one seed's difference ``σ²_shift + σ²_visit r``, and the true
+        variance of the seed-averaged estimate ``SE_p² + σ²_shift / S``, each at least 0."""
+        r = self.n0 / float(n_patients)
+        v_pat = max(0.0, (self.patients + self.visit / n_seeds) * r)
+        sigma_seed = max(0.0, self.shift + self.visit * r)
+        return v_pat, sigma_seed, max(0.0, v_pat + self.shift / n_seeds)
+
     def interval(self, n_patients: float, n_seeds: int) -> tuple[float, float]:
         """(SE, df) of the verdict's interval at ``n_patients`` patients and ``n_seeds`` seeds."""
         if n_patients < 2 or n_seeds < 1:
             raise ValueError(f"need at least 2 patients and 1 seed, got {n_patients} and {n_seeds}")
-        r = self.n0 / float(n_patients)
-        v_pat = (self.patients + self.visit / n_seeds) * r
-        v_seed = (self.shift + self.visit * r) / n_seeds if n_seeds > 1 else 0.0
+        v_pat, sigma_seed, _ = self.parts(n_patients, n_seeds)
+        v_seed = sigma_seed / n_seeds if n_seeds > 1 else 0.0
         var = v_pat + v_seed
         parts = v_pat ** 2 / (n_patients - 1) + (v_seed ** 2 / (n_seeds - 1) if n_seeds > 1 else 0.0)
         df = var ** 2 / parts if parts > 0 else float(n_patients - 1)
         return float(np.sqrt(var)), float(df)
 
 
+DRAWS = 20_000
+"""Monte Carlo draws of a future study's verdict (:func:`verdict_draws`)."""
+
+
+def verdict_draws(components: VarianceComponents, n_patients: float, n_seeds: int,
+                  settings: ConclusionSettings = DEFAULT_SETTINGS, draws: int = DRAWS,
+                  random_state: int = 0) -> dict:
+    """What a new study of ``n_patients`` x ``n_seeds`` would compute, drawn ``draws`` times.
+
+    Its estimate misses the truth by ``N(0, SE_p² + σ²_shift / S)`` (the per-visit noise is in
+    the patient part); its interval's seed part is ``s² / S`` with ``s²`` the spread of ``S``
+    seeds, ``(σ²_shift + σ²_visit r) χ²(S - 1) / (S - 1)``, so with few seeds the interval's
+    width and degrees of freedom vary from study to study as the verdict's own do, which a
+    formula with one fixed SE and df misses (bench/bench_power.py). Returns per draw the
+    estimate's deviation ``dev`` and the half-widths of the two-sided ``level`` interval
+    (``half``) and of the two one-sided tests' interval (``half_equivalence``)."""
+    from scipy import stats
+
+    if n_patients < 2 or n_seeds < 1:
+        raise ValueError(f"need at least 2 patients and 1 seed, got {n_patients} and {n_seeds}")
+    rng = np.random.default_rng(random_state)
+    v_pat, sigma_seed, v_true = components.parts(n_patients, n_seeds)
+    dev = rng.standard_normal(draws) * np.sqrt(v_true)
+    if n_seeds > 1:
+        spread = sigma_seed * rng.chisquare(n_seeds - 1, draws) / (n_seeds - 1)
+        v_seed = spread / n_seeds
+        parts = v_pat ** 2 / (n_patients - 1) + v_seed ** 2 / (n_seeds - 1)
+        var = v_pat + v_seed
+        with np.errstate(invalid="ignore", divide="ignore"):
+            df = np.where(parts > 0, var ** 2 / parts, n_patients - 1)
+    else:
+        var, df = np.full(draws, v_pat), np.full(draws, float(n_patients - 1))
+    se = np.sqrt(var)
+    return {"dev": dev, "half": stats.t.ppf(0.5 + settings.level / 2, df) * se,
+            "half_equivalence": stats.t.ppf(settings.level, df) * se}
+
+
 def predict(components: VarianceComponents, n_patients: float, n_seeds: int, margin: float,
-            settings: ConclusionSettings = DEFAULT_SETTINGS) -> dict:
-    """At ``n_patients`` x ``n_seeds``: the interval's SE and df, the detectable difference at
-    the settings' power, the power to find the observed difference were it true, and the chance
-    of showing equivalence within ±``margin`` when the true difference is 0."""
+            settings: ConclusionSettings = DEFAULT_SETTINGS, delta: float | None = None) -> dict:
+    """At ``n_patients`` x ``n_seeds``: the interval's expected SE and df, the detectable
+    difference at the settings' power, the power to find ``delta`` (default: the observed
+    difference) were it true, and the chance of showing equivalence within ±``margin`` when
+    the true difference is 0 -- each the share of :func:`verdict_draws` whose verdict says so
+    (common random numbers: the same draws for every difference, so the figures are exact
+    functions of the components and reproduce)."""
     se, df = components.interval(n_patients, n_seeds)
+    d = verdict_draws(components, n_patients, n_seeds, settings)
+    # A true difference D is found (on its side) when D + dev > half: D > half - dev.
+    needed = d["half"] - d["dev"]
+    delta = components.delta if delta is None else delta
     return {"patients": n_patients, "seeds": n_seeds, "se": se, "df": df,
-            "detectable": detectable_difference(se, df, settings.power, settings.level),
-            "power_observed": power_at(components.delta, se, df, settings.level),
-            "equivalence_power": equivalence_power(se, df, margin, settings.level)}
+            "detectable": float(np.quantile(needed, settings.power)),
+            "power_observed": float(np.mean(needed < abs(delta))),
+            "equivalence_power": float(np.mean(np.abs(d["dev"]) + d["half_equivalence"] < margin))}
 
 
 def conclusive(prediction: dict, components: VarianceComponents, margin: float,
