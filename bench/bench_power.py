@@ -96,14 +96,15 @@ def cohorts(rng, n_patients, n_seeds, count, n_folds, n_boot, label):
 
 
 def mean_components(results):
+    """The pilots' parts as one sweep of their average would measure them: the raw parts
+    (negative values included) averaged, then made non-negative once (averaging parts already
+    kept non-negative would bias the seed shift upwards)."""
     from fusionlib.report.planner import VarianceComponents
 
+    raw = np.mean([r["qwk"]["raw_parts"] for r in results], axis=0)
     comps = [r["qwk"]["components"] for r in results]
-    return VarianceComponents(float(np.mean([c.delta for c in comps])),
-                              float(np.mean([c.n0 for c in comps])), comps[0].s0,
-                              float(np.mean([c.patients for c in comps])),
-                              float(np.mean([c.visit for c in comps])),
-                              float(np.mean([c.shift for c in comps])))
+    return VarianceComponents.from_raw(*raw, delta=float(np.mean([c.delta for c in comps])),
+                                       n0=float(np.mean([c.n0 for c in comps])), s0=comps[0].s0)
 
 
 def main(argv=None) -> int:
@@ -144,6 +145,9 @@ def main(argv=None) -> int:
             print(f"true ΔQWK at {n} patients: {t:+.4f}", flush=True)
         pilots = cohorts(rng, *args.reference, args.pilots, args.folds, args.n_boot, "pilot")
         pilot = mean_components(pilots)
+        raw = np.mean([r["qwk"]["raw_parts"] for r in pilots], axis=0)
+        print(f"pilot {args.reference[0]}x{args.reference[1]}: raw parts averaged: patients "
+              f"{raw[0]:.2e}, per-visit {raw[1]:.2e}, seed shift {raw[2]:.2e}")
         print(f"pilot {args.reference[0]}x{args.reference[1]}: mean ΔQWK {pilot.delta:+.4f}; "
               f"variance at {pilot.n0:.0f} patients: patients {pilot.patients:.2e}, per-visit "
               f"training noise {pilot.visit:.2e}, seed shift {pilot.shift:.2e}", flush=True)

@@ -165,7 +165,9 @@ def test_report_html(built):
     # The verdict comes first: the first table of the page, with the questions answered in words.
     assert text.find("<table") == text.find('<table', text.find("Verdict")) < text.find('id="kappa-table"')
     assert 'id="verdict-table"' in text and 'id="verdict-answers"' in text
-    assert "Does trainable fusion beat fixed 70/30 at 30 % of the patients?" in text
+    assert ("Does trainable fusion (run trainable_30) beat the fixed 70/30 mix (run fixed_30) at "
+            "30 % of the patients?") in text
+    assert 'id="plan-table"' in text and "What it would take" in text
     for heading in ("Verdict", "Runs", "Fixed vs trainable (paired)", "Learned weights", "Calibration",
                     "Confusion matrices", "Provenance"):
         assert heading in text, heading

@@ -16,10 +16,11 @@ which scales in its own way:
 
 Measured at ``n0`` patients and ``S0`` seeds (:meth:`VarianceComponents.measure`):
 ``σ²_visit = (mean_k SE_k² - SE_p²) / (1 - 1/S0)`` from each seed's own bootstrap ``SE_k``,
-``σ²_pat = SE_p² - σ²_visit / S0``, ``σ²_shift = s² - σ²_visit``, kept as measured (a part can
-come out negative by chance; clipping each at 0 would bias them upwards on average), so that
-the measured design is predicted back exactly; the variances built from them are held at
->= 0. At ``n``
+``σ²_pat = SE_p² - σ²_visit / S0``, ``σ²_shift = s² - σ²_visit``. A part can come out negative
+by chance: the per-visit noise is then kept between 0 and the seeds' spread
+(:meth:`VarianceComponents.from_raw`), so every part is at least 0 and the measured design is
+predicted back exactly. (Averaging many studies' parts, as bench/bench_power.py does, averages
+the raw ones first: clipping each would bias the shift upwards.) At ``n``
 patients and ``S`` seeds, with ``r = n0 / n``, the interval a new study would compute has
 
     SE_p²(n, S) = (σ²_pat + σ²_visit / S) r,    s²(n, S) / S = (σ²_shift + σ²_visit r) / S,
@@ -64,30 +65,43 @@ class VarianceComponents:
                 n_patients: float) -> "VarianceComponents":
         """From the seed-averaged bootstrap SE, each seed's own bootstrap SE and the per-seed
         differences of one comparison at ``n_patients`` patients (per seed)."""
+        return cls.from_raw(*cls.raw_parts(se_patients, se_per_seed, per_seed), delta=delta,
+                            n0=n_patients, s0=len(np.atleast_1d(per_seed)))
+
+    @staticmethod
+    def raw_parts(se_patients: float, se_per_seed, per_seed) -> tuple[float, float, float]:
+        """(patients, visit, shift) as measured, negative values included: averaged over many
+        studies they are unbiased (bench/bench_power.py averages these, then
+        :meth:`from_raw`)."""
         per_seed = np.asarray(per_seed, dtype=float)
-        s0 = len(per_seed)
-        v_avg = float(se_patients) ** 2
-        if s0 > 1:
-            mean_single = float(np.mean(np.square(np.asarray(se_per_seed, dtype=float))))
-            spread = float(per_seed.var(ddof=1))
-            # Kept as measured, negative values included: averaged over studies they are
-            # unbiased, and any combination the measured design needs is predicted back
-            # exactly. Only the variances built from them are held at >= 0 (interval()).
-            visit = (mean_single - v_avg) / (1 - 1 / s0)
-            patients = v_avg - visit / s0
-            shift = spread - visit
-        else:
-            visit, patients, shift = 0.0, v_avg, 0.0
-        return cls(float(delta), float(n_patients), s0, patients, visit, shift, s0 > 1)
+        s0, v_avg = len(per_seed), float(se_patients) ** 2
+        if s0 < 2:
+            return v_avg, 0.0, 0.0
+        mean_single = float(np.mean(np.square(np.asarray(se_per_seed, dtype=float))))
+        visit = (mean_single - v_avg) / (1 - 1 / s0)
+        return v_avg - visit / s0, visit, float(per_seed.var(ddof=1)) - visit
+
+    @classmethod
+    def from_raw(cls, patients: float, visit: float, shift: float, delta: float, n0: float,
+                 s0: int) -> "VarianceComponents":
+        """Parts that are never negative and give back the measured design's interval: a
+        negative shift means the seeds spread less than the per-visit noise measured by the
+        bootstraps implies, so that noise is lowered to the seeds' spread (shift 0); a
+        negative per-visit noise is 0. The patient part absorbs what moves (its SE_p² is
+        kept)."""
+        v_avg = patients + visit / s0 if s0 > 1 else patients
+        spread = shift + visit
+        visit = min(max(0.0, visit), max(0.0, spread)) if s0 > 1 else 0.0
+        return cls(float(delta), float(n0), int(s0), max(0.0, v_avg - visit / s0), visit,
+                   max(0.0, spread - visit) if s0 > 1 else 0.0, s0 > 1)
 
     def parts(self, n_patients: float, n_seeds: int) -> tuple[float, float, float]:
         """At ``n_patients`` x ``n_seeds``: the patient bootstrap's variance ``SE_p²``, the
         expected spread of one seed's difference ``σ²_shift + σ²_visit r``, and the true
-        variance of the seed-averaged estimate ``SE_p² + σ²_shift / S``, each at least 0."""
+        variance of the seed-averaged estimate ``SE_p² + σ²_shift / S``."""
         r = self.n0 / float(n_patients)
-        v_pat = max(0.0, (self.patients + self.visit / n_seeds) * r)
-        sigma_seed = max(0.0, self.shift + self.visit * r)
-        return v_pat, sigma_seed, max(0.0, v_pat + self.shift / n_seeds)
+        v_pat = (self.patients + self.visit / n_seeds) * r
+        return v_pat, self.shift + self.visit * r, v_pat + self.shift / n_seeds
 
     def interval(self, n_patients: float, n_seeds: int) -> tuple[float, float]:
         """(SE, df) of the verdict's interval at ``n_patients`` patients and ``n_seeds`` seeds."""

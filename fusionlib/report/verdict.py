@@ -89,6 +89,7 @@ def compare_over_seeds(joined: pd.DataFrame, pred_a: str, pred_b: str, proba_a: 
         c = patients_and_seeds_interval(b["delta"], b["combined"]["se_patients"], per_seed,
                                         boot["n_patients"], level=settings.level)
         low, high = c["ci_low"], c["ci_high"]
+        se_single = [sb[name]["combined"]["se_patients"] for sb in single]
         margin = settings.margin(name)
         detectable = detectable_difference(c["se"], c["df"], settings.power, settings.level)
         verdict = four_way_verdict(b["delta"], c["se"], c["df"], margin, lower_is_better,
@@ -106,9 +107,10 @@ def compare_over_seeds(joined: pd.DataFrame, pred_a: str, pred_b: str, proba_a: 
                      "verdict": verdict,
                      "verdict_words": verdict_words(verdict, margin, detectable),
                      "components": VarianceComponents.measure(
-                         b["delta"], b["combined"]["se_patients"],
-                         [sb[name]["combined"]["se_patients"] for sb in single], per_seed,
-                         n_per_seed)}
+                         b["delta"], b["combined"]["se_patients"], se_single, per_seed,
+                         n_per_seed),
+                     "raw_parts": VarianceComponents.raw_parts(
+                         b["combined"]["se_patients"], se_single, per_seed)}
     return out
 
 
