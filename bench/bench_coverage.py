@@ -98,22 +98,32 @@ def fit_head(x, y):
     return LogisticRegression(C=100.0, max_iter=500).fit(x, y)
 
 
-def one_seed(rng, groups, y, branches, n_folds: int):
-    """Out-of-fold predictions of trainable and fixed for one seed, and per-fold ΔQWK."""
-    from fusionlib.metrics import case_log_loss, qwk
-
+def out_of_fold(rng, groups, y, branches, n_folds: int):
+    """One seed: (trainable, fixed) class probabilities of every visit out of fold, and the
+    fold of each visit; None when a training fold lacks a phase."""
     p_rf, p_img = branches.seed(rng)
     x = np.hstack([p_rf, p_img])
     fixed = 0.7 * p_rf + 0.3 * p_img
     fold_of = rng.permutation(np.arange(groups.max() + 1) % n_folds)[groups]
     trained = np.zeros_like(fixed)
-    fold_deltas = []
     for k in range(n_folds):
         test = fold_of == k
         if len(np.unique(y[~test])) < 3:
             return None
         trained[test] = fit_head(x[~test], y[~test]).predict_proba(x[test])
-        fold_deltas.append(qwk(y[test], trained[test].argmax(1)) - qwk(y[test], fixed[test].argmax(1)))
+    return trained, fixed, fold_of
+
+
+def one_seed(rng, groups, y, branches, n_folds: int):
+    """Out-of-fold predictions of trainable and fixed for one seed, and per-fold ΔQWK."""
+    from fusionlib.metrics import case_log_loss, qwk
+
+    oof = out_of_fold(rng, groups, y, branches, n_folds)
+    if oof is None:
+        return None
+    trained, fixed, fold_of = oof
+    fold_deltas = [qwk(y[fold_of == k], trained[fold_of == k].argmax(1))
+                   - qwk(y[fold_of == k], fixed[fold_of == k].argmax(1)) for k in range(n_folds)]
     return {"y": y, "groups": groups, "pred_a": trained.argmax(1), "pred_b": fixed.argmax(1),
             "loss_a": case_log_loss(y, trained), "loss_b": case_log_loss(y, fixed),
             "fold_deltas": fold_deltas}

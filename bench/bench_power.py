@@ -52,16 +52,10 @@ def _setting(text: str) -> tuple[int, int]:
 
 def seed_frame(rng, groups, y, branches, n_folds: int, seed: int) -> pd.DataFrame | None:
     """One seed's out-of-fold trainable and fixed predictions as the report's joined rows."""
-    p_rf, p_img = branches.seed(rng)
-    x = np.hstack([p_rf, p_img])
-    fixed = 0.7 * p_rf + 0.3 * p_img
-    fold_of = rng.permutation(np.arange(groups.max() + 1) % n_folds)[groups]
-    trained = np.zeros_like(fixed)
-    for k in range(n_folds):
-        test = fold_of == k
-        if len(np.unique(y[~test])) < 3:
-            return None
-        trained[test] = harness.fit_head(x[~test], y[~test]).predict_proba(x[test])
+    oof = harness.out_of_fold(rng, groups, y, branches, n_folds)
+    if oof is None:
+        return None
+    trained, fixed, fold_of = oof
     frame = pd.DataFrame({"seed": seed, "repeat": 0, "case_id": np.arange(len(y)),
                           "fold": fold_of, "patient": groups, "label": y,
                           "pred": trained.argmax(1), "pred_b": fixed.argmax(1)})

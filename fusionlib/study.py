@@ -51,7 +51,7 @@ STUDIES = {s.name: s for s in (
     Study("seed_study", ("params/seed_study/*.yaml",)),
     Study("real", ("params/real/*.yaml",), needs_real=True, image_branch_gap=False),
     # Sized by `fusionlib plan` on the default sweep: 999 patients x 8 seeds detect a ΔQWK
-    # of about 0.016 at 80 % power, below the 0.02 margin (docs/results.md).
+    # of about 0.017 at 80 % power, below the 0.02 margin (docs/results.md).
     Study("conclusive", ("params/conclusive/*.yaml",)),
 )}
 """Study name -> its parameter files, in the order docs/results.md shows them."""
@@ -108,13 +108,6 @@ def _signed(v, digits: int = 2) -> str:
 
 def _ci(pair, digits: int = 2) -> str:
     return f"[{_signed(pair[0], digits)}, {_signed(pair[1], digits)}]"
-
-
-PRECISION_NOTE = (
-    "Figures are rounded to two decimals: on another machine with the same code and lock, a "
-    "run's mean QWK moved by up to 0.011 and one seed's ΔQWK by up to 0.035 (TensorFlow's CPU "
-    "kernels round differently); a difference averaged over S seeds moves by about "
-    "0.035 / √S (±0.02 over 3 seeds, ±0.01 over 8). The verdict words are what reproduces.")
 
 
 def markdown_comparison(table: pd.DataFrame) -> str:

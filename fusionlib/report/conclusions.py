@@ -95,18 +95,6 @@ def detectable_difference(se: float, df: float, power: float = 0.80, level: floa
     return float(nc * se)
 
 
-def equivalence_power(se: float, df: float, margin: float, level: float = 0.95) -> float:
-    """Probability that two one-sided tests show equivalence within ±``margin`` when the true
-    difference is 0: the 90 % interval (for ``level`` 0.95) inside the margin."""
-    from scipy import stats
-
-    if not (np.isfinite(se) and se > 0):
-        return float("nan")
-    crit = _t(level, df)            # each one-sided test at (1 - level) / 2: t(0.95)
-    dist = stats.t(df) if np.isfinite(df) and df > 0 else stats.norm()
-    return float(max(0.0, 2 * dist.cdf(margin / se - crit) - 1))
-
-
 def equivalence_interval(delta: float, se: float, df: float, level: float = 0.95) -> tuple:
     """The ``1 - 2 alpha`` interval (90 % for ``level`` 0.95) whose inclusion in the margin is
     the two one-sided tests' verdict of equivalence, each test at ``alpha = (1 - level) / 2``."""

@@ -108,11 +108,22 @@ class VarianceComponents:
         if n_patients < 2 or n_seeds < 1:
             raise ValueError(f"need at least 2 patients and 1 seed, got {n_patients} and {n_seeds}")
         v_pat, sigma_seed, _ = self.parts(n_patients, n_seeds)
-        v_seed = sigma_seed / n_seeds if n_seeds > 1 else 0.0
-        var = v_pat + v_seed
-        parts = v_pat ** 2 / (n_patients - 1) + (v_seed ** 2 / (n_seeds - 1) if n_seeds > 1 else 0.0)
-        df = var ** 2 / parts if parts > 0 else float(n_patients - 1)
-        return float(np.sqrt(var)), float(df)
+        se, df = _interval_se_df(v_pat, sigma_seed / n_seeds, n_patients, n_seeds)
+        return float(se), float(df)
+
+
+def _interval_se_df(v_pat, v_seed, n_patients: float, n_seeds: int):
+    """SE and Welch-Satterthwaite df of the verdict's interval from its patient part ``SE_p²``
+    and its seed part ``s²/S`` (arrays allowed), as
+    :func:`fusionlib.metrics.patients_and_seeds_interval` computes them; one seed: the patient
+    part alone."""
+    if n_seeds < 2:
+        v_seed = np.zeros_like(np.asarray(v_seed, dtype=float))
+    var = v_pat + v_seed
+    parts = v_pat ** 2 / (n_patients - 1) + (v_seed ** 2 / (n_seeds - 1) if n_seeds > 1 else 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df = np.where(parts > 0, var ** 2 / parts, float(n_patients - 1))
+    return np.sqrt(var), df
 
 
 DRAWS = 20_000
@@ -138,16 +149,9 @@ def verdict_draws(components: VarianceComponents, n_patients: float, n_seeds: in
     rng = np.random.default_rng(random_state)
     v_pat, sigma_seed, v_true = components.parts(n_patients, n_seeds)
     dev = rng.standard_normal(draws) * np.sqrt(v_true)
-    if n_seeds > 1:
-        spread = sigma_seed * rng.chisquare(n_seeds - 1, draws) / (n_seeds - 1)
-        v_seed = spread / n_seeds
-        parts = v_pat ** 2 / (n_patients - 1) + v_seed ** 2 / (n_seeds - 1)
-        var = v_pat + v_seed
-        with np.errstate(invalid="ignore", divide="ignore"):
-            df = np.where(parts > 0, var ** 2 / parts, n_patients - 1)
-    else:
-        var, df = np.full(draws, v_pat), np.full(draws, float(n_patients - 1))
-    se = np.sqrt(var)
+    spread = (sigma_seed * rng.chisquare(n_seeds - 1, draws) / (n_seeds - 1) if n_seeds > 1
+              else np.zeros(draws))
+    se, df = _interval_se_df(v_pat, spread / n_seeds, n_patients, n_seeds)
     return {"dev": dev, "half": stats.t.ppf(0.5 + settings.level / 2, df) * se,
             "half_equivalence": stats.t.ppf(settings.level, df) * se}
 

@@ -140,7 +140,7 @@ def weights_table(runs: list) -> pd.DataFrame:
     clinical share (overall and per class) of the deployed head, the converged head and the
     start; beside them the influence share of the fixed mix on the same cases (its paired
     ``fixed`` run), mean ± SD over seeds."""
-    from .verdict import _share_text, influence_over_seeds
+    from .verdict import share_text, influence_over_seeds
 
     fixed_of = {id(run): fixed for _, run, fixed in _pairs(runs)}
     rows = []
@@ -150,9 +150,9 @@ def weights_table(runs: list) -> pd.DataFrame:
             continue
         fixed = fixed_of.get(id(run))
         row = {"data %": f"{run.data_percentage:g}", "variant": run.fusion, "run": run.name,
-               "influence (mean ± SD over seeds)": _share_text(influence_over_seeds(run)),
+               "influence (mean ± SD over seeds)": share_text(influence_over_seeds(run)),
                "fixed mix's influence, same cases": (
-                   _share_text(influence_over_seeds(fixed, run.seeds)) if fixed else "–")}
+                   share_text(influence_over_seeds(fixed, run.seeds)) if fixed else "–")}
         for prefix, label in (("", "deployed"), ("converged_", "converged"), ("start_", "start")):
             for kind, short in (("rf_share", "sens"), ("influence_rf_share", "infl")):
                 cols = [f"{prefix}{kind}", *[f"{prefix}{kind}_{c}" for c in LABELS]]

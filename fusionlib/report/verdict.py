@@ -24,7 +24,7 @@ from ..results import FIXED, PROBA_COLUMNS, Run
 from .conclusions import (BETTER, DEFAULT_SETTINGS, EQUIVALENT, INCONCLUSIVE, WORSE,
                           ConclusionSettings, decision_agreement, detectable_difference,
                           equivalence_interval, four_way_verdict, verdict_words)
-from .planner import VarianceComponents
+from .planner import VarianceComponents, plan_table
 from .tables import _choose_fixed, fmt
 
 VERDICT_COLUMNS = ["data %", "variant", "run", "vs", "seeds", "ΔQWK", "ΔQWK per seed",
@@ -151,7 +151,8 @@ def influence_over_seeds(run: Run, seeds=None) -> dict | None:
             "seeds": int(len(per_seed))}
 
 
-def _share_text(share: dict | None) -> str:
+def share_text(share: dict | None) -> str:
+    """An :func:`influence_over_seeds` result as "mean ± SD (I/P/R ...)" ("–" for None)."""
     if share is None:
         return "–"
     return (f"{fmt(share['mean'], 2)} ± {fmt(share['sd'], 2)} (I/P/R "
@@ -189,8 +190,8 @@ def verdict_row(run: Run, fixed: Run, n_boot: int = 2000, random_state: int = 0,
         "Δlog-loss interval": _interval(*loss["interval"]),
         "detectable Δlog-loss (80 % power)": loss["detectable"],
         "log-loss verdict": loss["verdict_words"],
-        "clinical influence share": _share_text(influence_over_seeds(run, common)),
-        "fixed's clinical influence share": _share_text(influence_over_seeds(fixed, common)),
+        "clinical influence share": share_text(influence_over_seeds(run, common)),
+        "fixed's clinical influence share": share_text(influence_over_seeds(fixed, common)),
         "_compare": c, "_fixed_weight": fixed_clinical_weight(fixed),
     }
 
@@ -294,8 +295,6 @@ def verdict_display(table: pd.DataFrame) -> pd.DataFrame:
 
 def plan_display(table: pd.DataFrame) -> pd.DataFrame:
     """The planner's table (:func:`.planner.plan_table`) as the report shows it."""
-    from .planner import plan_table
-
     plan = plan_table(table)
     if not len(plan):
         return plan
