@@ -191,3 +191,12 @@ def test_what_it_takes_is_the_cheapest_conclusive_design():
     # A seed shift that dominates cannot be beaten by patients: beyond a patients-only grid.
     shifty = VarianceComponents(0.0, 120, 3, patients=1e-5, visit=0.0, shift=5e-3)
     assert what_it_takes(shifty, 0.02, patients=(1000, 4000), seeds=(3,)) is None
+
+
+def test_t_quantile_matches_scipy_for_every_df():
+    from fusionlib.report.planner import t_quantile
+
+    df = np.concatenate([[0.5, 0.99, 1.0, 1.0001, 2.0, 3.7, 1e9, np.inf],
+                         np.exp(np.random.default_rng(0).uniform(0, 12, 5000))])
+    for q in (0.8, 0.95, 0.975):
+        assert np.abs(t_quantile(q, df) - stats.t.ppf(q, df)).max() < 2e-7, q
