@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 from pathlib import Path
 
 from . import _tf  # noqa: F401  (quiet TensorFlow before anything imports it)
@@ -97,11 +98,14 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .report import build_report
+    from .report import write_report
 
-    path = build_report(runs_dir=args.runs_dir, out_dir=args.out,
-                        settings=_conclusion_settings(args))
-    print(f"report: {path}")
+    built = write_report(runs_dir=args.runs_dir, out_dir=args.out,
+                         settings=_conclusion_settings(args))
+    # The answers first, as the page's first screen has them; then where the page is.
+    for answer in built.answers:
+        print(textwrap.fill(answer, width=100, subsequent_indent="  ", break_on_hyphens=False))
+    print(f"report: {built.path}")
     return 0
 
 

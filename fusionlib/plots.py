@@ -14,7 +14,7 @@ notebook display) in :mod:`fusionlib.figures`. Every one of them is importable f
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -24,10 +24,11 @@ from .figures import empty_figure as _empty
 from .figures import figure_html, show_figure, to_base64_png  # noqa: F401 - plots.show_figure, ...
 from .figures import finite_values as _finite
 from .figures import new_figure as _figure
-from .weight_plots import (FIXED_RF_SHARE, fusion_weight_heatmaps, rf_share,  # noqa: F401
-                           training_curve)
+from .weight_plots import (FIXED_RF_SHARE, fusion_weight_heatmaps,  # noqa: F401
+                           influence_summary, rf_share, training_curve)
 
 __all__ = ["confusion_matrix", "confusion_matrices", "qwk_comparison", "paired_differences",
+           "verdict_intervals", "influence_summary",
            "reliability_diagram", "class_mix", "sample_thermal_maps", "fusion_weight_heatmaps",
            "rf_share", "training_curve", "FIXED_RF_SHARE", "to_base64_png", "figure_html",
            "show_figure"]
@@ -158,6 +159,52 @@ def paired_differences(paired, title: str | None = None):
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=2, frameon=False)
     return fig
+
+
+VERDICT_COLORS = {"better": "#2ca02c", "worse": "#d62728", "equivalent": "#1f77b4",
+                  "inconclusive": "0.45"}
+"""One colour per four-way verdict (:mod:`fusionlib.report.conclusions`)."""
+
+
+def verdict_intervals(rows: Sequence[Mapping], title: str | None = None):
+    """The verdict at a glance: per comparison (``rows``: ``label`` and, per metric ``qwk`` and
+    ``log_loss``, a mapping with ``delta``, ``interval`` (low, high), ``margin`` and
+    ``verdict``), the difference to fixed with its deciding 95 % interval, the shaded
+    equivalence band ±margin and the zero line; one panel per metric, coloured by verdict."""
+    if not rows:
+        return _empty("no comparison with a fixed run")
+    panels = (("qwk", "ΔQWK (> 0: better)"), ("log_loss", "Δlog-loss (< 0: better)"))
+    fig, axes = _figure(4.6, 0.27 * len(rows) + 1.3, 1, 2, sharey=True)
+    y = np.arange(len(rows))[::-1]
+    for ax, (metric, label) in zip(axes[0], panels):
+        margin = rows[0][metric]["margin"]
+        ax.axvspan(-margin, margin, color="#1f77b4", alpha=0.12, lw=0)
+        ax.axvline(0, color="k", lw=0.8)
+        for yi, row in zip(y, rows):
+            m = row[metric]
+            color = VERDICT_COLORS.get(m["verdict"], "0.45")
+            ax.hlines(yi, *m["interval"], color=color, lw=2.5)
+            ax.plot(m["delta"], yi, "o", color=color, ms=5)
+        ax.set_xlabel(label, fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(axis="x", color="0.9", lw=0.6)
+    axes[0, 0].set_yticks(y, [row["label"] for row in rows], fontsize=8)
+    from matplotlib.patches import Patch
+
+    handles = [matplotlib_line(c, v) for v, c in VERDICT_COLORS.items()]
+    handles.append(Patch(color="#1f77b4", alpha=0.12, label="± equivalence margin"))
+    fig.legend(handles=handles, fontsize=7, loc="lower center", ncol=3, frameon=False)
+    fig.suptitle(title or "Each variant minus fixed: estimate and deciding 95 % interval",
+                 fontsize=9)
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
+    return fig
+
+
+def matplotlib_line(color: str, label: str):
+    """A legend entry: a short line in ``color``."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([0], [0], color=color, lw=2.5, marker="o", ms=4, label=label)
 
 
 # --------------------------------------------------------------------------- calibration

@@ -164,6 +164,47 @@ def rf_share(fold_rows: Mapping[str, Sequence[Mapping]] | Sequence[Mapping], tit
     return fig
 
 
+SHARE_KEYS = ("overall", *LABELS)
+
+
+def influence_summary(panels: Sequence[Mapping], ncols: int = 4):
+    """What each variant learned, one panel per variant: its clinical influence share (overall
+    and per class I / P / R; mean with a ±SD whisker over every fold of every seed) beside the
+    fixed mix's on the same cases. ``panels``: mappings with ``title``, ``variant`` and
+    ``fixed`` (each {key: values over folds} for the keys of :data:`SHARE_KEYS`; ``fixed``
+    may be None)."""
+    panels = [p for p in panels if any(len(_finite(p["variant"].get(k, []))) for k in SHARE_KEYS)]
+    if not panels:
+        return _empty("no clinical influence shares logged (single-modality runs)")
+    ncols = max(1, min(ncols, len(panels)))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = _figure(2.75 * ncols + 0.3, 2.1 * nrows + 0.45, nrows, ncols, sharey=True)
+    x = np.arange(len(SHARE_KEYS))
+    for ax, panel in zip(axes.flat, panels):
+        for offset, key, color, label in ((-0.2, "variant", _RF_COLOR, "variant"),
+                                          (0.2, "fixed", "0.6", "fixed mix, same cases")):
+            shares = panel.get(key)
+            if not shares:
+                continue
+            values = [_finite(shares.get(k, [])) for k in SHARE_KEYS]
+            means = [v.mean() if len(v) else np.nan for v in values]
+            sds = [v.std(ddof=1) if len(v) > 1 else 0.0 for v in values]
+            ax.bar(x + offset, means, 0.38, color=color, label=label)
+            ax.errorbar(x + offset, means, yerr=sds, fmt="none", ecolor="k", capsize=2, lw=0.8)
+        ax.set_title(panel["title"], fontsize=8)
+        ax.set_xticks(x, SHARE_KEYS, fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_ylim(0, 1.05)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    for row in axes:
+        row[0].set_ylabel("clinical influence share", fontsize=7)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
 # --------------------------------------------------------------------------- head training
 
 

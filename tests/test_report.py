@@ -21,6 +21,8 @@ import pytest
 
 from fusionlib import report
 from fusionlib.errors import FusionlibError
+from fusionlib.report.browser import FLAGS as _FLAGS
+from fusionlib.report.browser import find_chromium, measure
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"protocol": {"folds": 2, "data_percentage": 30}, "image": {"epochs": 2, "inner_folds": 2},
@@ -160,27 +162,39 @@ def test_no_runs_is_a_clear_error(tmp_path):
 def test_report_html(built):
     text = built.read_text(encoding="utf-8")
     assert built.name == "index.html"
-    assert 'id="kappa-table"' in text and 'id="paired-table"' in text
-    assert 'id="paired-side-by-side"' in text and 'id="synthetic-banner"' in text
-    # The verdict comes first: the first table of the page, with the questions answered in words.
-    assert text.find("<table") == text.find('<table', text.find("Verdict")) < text.find('id="kappa-table"')
-    assert 'id="verdict-table"' in text and 'id="verdict-answers"' in text
+    for table_id in ("verdict-table", "plan-table", "kappa-table", "kappa-table-more",
+                     "rf-share-table", "paired-table", "calibration-table", "provenance-table"):
+        assert f'id="{table_id}"' in text, table_id
+    assert 'id="synthetic-banner"' in text and 'id="report-nav"' in text
+    # A reader's order: the answers in words and their figure, then the compact verdict table
+    # (the details folded below it), then the runs.
+    answers = text.find('id="verdict-answers"')
+    assert 0 < answers < text.find('class="fl-figure fl-verdict-figure"') < text.find('id="verdict-table"') \
+        < text.find('id="verdict-details"') < text.find('id="kappa-table"')
+    assert text.find("<table") == text.find('<table', text.find('id="verdict-answers"'))
     assert ("Does trainable fusion (run trainable_30) beat the fixed 70/30 mix (run fixed_30) at "
             "30 % of the patients?") in text
-    assert 'id="plan-table"' in text and "What it would take" in text
-    for heading in ("Verdict", "Runs", "Fixed vs trainable (paired)", "Learned weights", "Calibration",
-                    "Confusion matrices", "Provenance"):
-        assert heading in text, heading
-    # code hidden
+    # Every section has a navigation link and folds; the bulky ones start folded.
+    for section in ("answers", "planner", "runs", "weights", "paired", "calibration", "confusion",
+                    "provenance"):
+        assert f'<section id="{section}"' in text and f'href="#{section}"' in text, section
+    assert '<section id="provenance" class="fl-section"><details>' in text
+    assert '<section id="answers" class="fl-section"><details open>' in text
+    for heading in ("Answers", "What it would take", "Runs", "Learned weights",
+                    "Pooled-case comparison", "Calibration", "Confusion matrices", "Provenance"):
+        assert f"<h2>{heading}</h2>" in text, heading
+    # The learned-weights summary figure and every fold's raw weights folded away per run.
+    assert re.search(r'alt="weights: what each variant learned[^"]*"', text)
+    assert 'id="weights-trainable_30"' in text and text.count('class="fl-heat"') >= 2
+    assert 'id="confusion-fixed_30"' in text
+    # no code, no notebook chrome
     assert "import fusionlib" not in text and "load_runs(" not in text
-    assert "jp-InputPrompt jp-InputArea-prompt" not in text and "In&nbsp;[" not in text
-    # self-contained: every image embedded, nothing fetched from the network
+    assert "jp-InputPrompt" not in text and "In&nbsp;[" not in text
+    # self-contained: every image embedded, nothing fetched from the network, no script
     images = re.findall(r"<img[^>]*\ssrc=\"([^\"]*)\"", text)
     assert len(images) >= 5 and all(src.startswith("data:image/png;base64,") for src in images)
-    assert not re.search(r"<img[^>]*src=\"https?:", text)
-    assert not re.search(r"<script[^>]*\ssrc=", text)
+    assert "<script" not in text
     assert not re.search(r"<link[^>]*href=\"https?:", text)
-    assert re.search(r'alt="weights: [^"]+"', text)
     # one page per run, linked, code hidden too
     for name in ("fixed_30", "trainable_30"):
         page = built.parent / "runs" / f"{name}.html"
@@ -188,6 +202,7 @@ def test_report_html(built):
         body = page.read_text(encoding="utf-8")
         assert "run finished" in body and "import fusionlib" not in body
     assert not list(built.parent.glob(".*.tmp")) and not list(built.parent.glob(".report-*"))
+    assert not list(built.parent.glob(".probe-*"))
 
 
 def test_build_report_is_rerunnable(built, runs_dir):
@@ -227,19 +242,40 @@ window.addEventListener("load", function () {
 </script>
 """
 
-_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-          "--disable-dev-shm-usage", "--hide-scrollbars"]
 
 
 def _chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        path = shutil.which(name)
-        if path:
-            return path
+    path = find_chromium()
+    if path:
+        return path
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail("chromium not installed (install Debian's `chromium` package)")
-    pytest.skip("chromium not installed")
+    pytest.skip("chromium not installed (Debian: apt-get install chromium; .ci/run installs it)")
+
+
+def test_report_first_screen_answers_and_nothing_overflows_in_chromium(built):
+    """At 1280x800 in headless Chromium, measured by the page itself: the answers end within
+    the first 800 px, the page is no wider than the window, and with every <details> opened no
+    table or heatmap is wider than its box (no horizontal scrolling anywhere)."""
+    figures = measure(built, 1280, 800, chromium=_chromium())
+    assert figures["window_width"] == 1280, figures
+    assert figures["scroll_width"] <= 1280 and figures["scroll_width_open"] <= 1280, figures
+    assert figures["table_overflow_closed"] <= 1 and figures["table_overflow_open"] <= 1, figures
+    assert 0 < figures["answers_bottom"] <= 800, figures
+    assert 0 < figures["figure_bottom"] <= 800, figures
+    assert figures["nav_links"] == 8 and figures["broken_images"] == 0, figures
+    assert figures["details"] >= 8, figures
+
+
+def test_browser_probe_sees_an_overflowing_table(built, tmp_path):
+    """The measurement is real: a page with a table wider than the window is caught."""
+    wide = tmp_path / "wide.html"
+    cells = "".join(f"<td>column-{i}-with-a-long-unbreakable-value</td>" for i in range(40))
+    wide.write_text(built.read_text(encoding="utf-8").replace(
+        "</main>", f'<div class="fl-table-wrap"><table id="too-wide"><tr>{cells}</tr></table></div></main>', 1),
+        encoding="utf-8")
+    figures = measure(wide, 1280, 800, chromium=_chromium())
+    assert figures["table_overflow_closed"] > 500 and figures["widest"] == "too-wide", figures
 
 
 def test_report_renders_in_chromium(built, tmp_path):
@@ -265,7 +301,8 @@ def test_report_renders_in_chromium(built, tmp_path):
     assert probe["paired_rows"] >= 1 and probe["paired_visible"], probe
     assert "fixed_30" in probe["kappa_text"] and "trainable_30" in probe["kappa_text"]
     assert probe["images"] >= 5 and probe["broken"] == 0, probe
-    assert probe["weights"] >= 2 and probe["weights_ok"] == probe["weights"], probe
+    # the learned-weights summary figure (the per-fold weights are coloured tables)
+    assert probe["weights"] >= 1 and probe["weights_ok"] == probe["weights"], probe
 
     shot = tmp_path / "report.png"
     subprocess.run([chromium, *_FLAGS, f"--user-data-dir={tmp_path / 'profile-shot'}",
@@ -302,6 +339,15 @@ def test_plots_smoke():
                                                "matrix": rng.normal(size=(6, 3)).tolist()}}
                                       for f in range(3)]),
         plots.fusion_weight_heatmaps([]),
+        plots.verdict_intervals([{"label": f"v{i}", **{m: {"delta": 0.01 * i, "interval": (-0.05, 0.06),
+                                                          "margin": 0.02, "verdict": v}
+                                                      for m in ("qwk", "log_loss")}}
+                                 for i, v in enumerate(("better", "worse", "equivalent", "x"))]),
+        plots.verdict_intervals([]),
+        plots.influence_summary([{"title": "a", "variant": {"overall": [0.4, 0.5], "I": [0.3]},
+                                  "fixed": {"overall": [0.6]}},
+                                 {"title": "b", "variant": {"R": [0.2, 0.3]}, "fixed": None}]),
+        plots.influence_summary([{"title": "none", "variant": {}, "fixed": None}]),
         plots.training_curve({"epoch": [10, 20], "train_loss": [1, 0.9], "val_loss": [1, 0.95],
                               "best_epoch": 20}),
     ]
@@ -526,3 +572,91 @@ def test_answers_are_keyed_by_variant_not_name(runs_dir, tmp_path):
     assert answers[0].startswith("Does trainable fusion (run beta) beat the fixed 70/30 mix "
                                  "(run alpha) at 30 % of the patients?")
     assert answers[1].startswith("What weighting does trainable fusion (run beta) learn?")
+
+
+def test_compact_verdict_and_its_details(runs_dir):
+    """The first screen's table holds the deciding interval only and one-word verdicts; the
+    details hold every other interval, each seed and the verdict in words."""
+    table = report.verdict_table(report.load_runs(runs_dir), n_boot=200)
+    compact = report.verdict_compact(table)
+    row = compact.iloc[0]
+    assert row["variant"] == "trainable" and row["data %"] == "30%"
+    assert row["ΔQWK [95 % interval]"] == f"{table['ΔQWK'].iloc[0]:+.3f} {table['ΔQWK interval'].iloc[0]}"
+    assert row["QWK verdict"] in ("better", "worse", "equivalent", "inconclusive")
+    assert row["QWK verdict"] == table.attrs["compare"][0]["qwk"]["verdict"]
+    assert not any("bootstrap" in c or "corrected" in c for c in compact.columns)
+    shares = [float(v) for v in row["clinical influence: variant / fixed"].split(" / ")]
+    assert all(0 <= v <= 1 for v in shares)
+    from fusionlib.report.verdict import verdict_details
+
+    details = verdict_details(table)
+    qwk = details["qwk-details"][1]
+    assert {"ΔQWK patient bootstrap", "ΔQWK corrected t", "ΔQWK per seed", "QWK verdict"} <= set(qwk)
+    assert qwk["QWK verdict"].iloc[0] == table["QWK verdict"].iloc[0]
+
+
+def test_confusion_tables_count_every_case():
+    from fusionlib.report.html import confusion_tables_html
+
+    y = np.array([0, 0, 1, 2, 2, 2])
+    pred = np.array([0, 1, 1, 2, 2, 0])
+    text = confusion_tables_html({"run a": (y, pred)})
+    cells = re.findall(r"<td[^>]*>(\d+)<br><small>(\d+)%</small></td>", text)
+    counts = np.array([int(c) for c, _ in cells]).reshape(3, 3)
+    assert counts.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+    assert [int(p) for _, p in cells][:3] == [50, 50, 0]
+    assert 'id="confusion-run a"' in text
+
+
+def test_weight_tables_show_every_fold_on_one_scale():
+    from fusionlib.report.html import weight_tables_html
+
+    entries = [{"fold": f, "fusion": "trainable",
+                "raw": {"matrix": (np.eye(6, 3) * (f + 1)).tolist(),
+                        "modalities": ["metadata", "thermal_map"]}} for f in range(3)]
+    text = weight_tables_html(entries)
+    assert text.count('class="fl-heat"') == 3 and "fold 2" in text
+    # one colour scale: the largest weight (3.0, fold 2) is the darkest red, fold 0's 1.0 paler
+    assert "rgb(178, 24, 43)" in text and ">3.00<" in text
+    fold0 = text.split("<table")[1]
+    assert "rgb(178, 24, 43)" not in fold0 and ">1.00<" in fold0
+    assert "No fusion weights" in weight_tables_html([])
+
+
+def test_report_command_prints_the_answers_then_the_path(runs_dir, tmp_path):
+    out = tmp_path / "reports"
+    proc = _cli("report", "--runs-dir", str(runs_dir), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == f"report: {out / 'index.html'}"
+    printed = " ".join(line.strip() for line in lines[:-1])
+    table = report.verdict_table(report.load_runs(runs_dir))
+    for answer in report.verdict_sentences(table):
+        assert answer in printed
+    assert printed.startswith("Does trainable fusion (run trainable_30) beat")
+    # the same sentences as the page's first screen
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert html_escape(report.verdict_sentences(table)[0].partition("? ")[2]) in page
+
+
+@pytest.mark.slow
+def test_report_notebook_shows_the_same_sections(runs_dir, tmp_path):
+    """notebooks/report.ipynb (JupyterLab, papermill) displays the library's sections: no table
+    or formatting of its own."""
+    papermill = pytest.importorskip("papermill")
+    notebook = REPO / "notebooks" / "report.ipynb"
+    code = "".join(c.source for c in nbformat.read(str(notebook), as_version=4).cells
+                   if c.cell_type == "code")
+    assert "def " not in code and "html_table" not in code and ".assign(" not in code
+    out = tmp_path / "report.ipynb"
+    papermill.execute_notebook(str(notebook), str(out), cwd=str(notebook.parent),
+                               parameters={"runs_dir": str(runs_dir), "n_boot": 200},
+                               progress_bar=False, kernel_name="python3")
+    outputs = [o for c in nbformat.read(str(out), as_version=4).cells if c.cell_type == "code"
+               for o in c.get("outputs", [])]
+    shown = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    for section in ("answers", "planner", "runs", "weights", "provenance"):
+        assert f'<section id="{section}"' in shown, section
+    printed = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    answers = report.verdict_sentences(report.verdict_table(report.load_runs(runs_dir), n_boot=200))
+    assert answers[0] in printed

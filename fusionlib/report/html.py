@@ -1,8 +1,8 @@
-"""The report as HTML: tables and figures as HTML, the banners, and the page built with nbconvert.
+"""The report as HTML: tables, heatmaps, banners and the stylesheet, and :func:`build_report`.
 
-:func:`build_report` executes ``notebooks/report.ipynb`` with papermill and converts it to
-one self-contained HTML page (code hidden, images embedded as base64 PNG, no script or
-stylesheet fetched from the network), plus one page per run from its ``executed.ipynb``.
+:func:`build_report` writes ``index.html`` from :mod:`.page`'s sections in this process (one
+self-contained page: images embedded as base64 PNG, no script, nothing fetched from the
+network) and one page per run from its ``executed.ipynb`` (nbconvert, code hidden).
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from __future__ import annotations
 import errno
 import html
 import logging
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 import pandas as pd
 
@@ -24,6 +26,7 @@ from .tables import fmt
 logger = logging.getLogger("fusionlib")
 
 REPORT_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "report.ipynb"
+"""The report's sections in JupyterLab (:func:`fusionlib.report.page.show_sections`)."""
 
 
 def _never_trained_folds(run: Run) -> int:
@@ -39,39 +42,170 @@ def _never_trained_folds(run: Run) -> int:
 
 def html_table(frame: pd.DataFrame, table_id: str, caption: str | None = None,
                float_digits: int = 3) -> str:
-    """A DataFrame as an HTML table with a stable ``id`` (for browsers and tests) and caption."""
+    """A DataFrame as an HTML table with a stable ``id`` (for browsers and tests) and caption.
+
+    Numbers are right-aligned, text left-aligned; a text column with long entries wraps, so
+    that the table fits the page instead of running off its right edge."""
     formatters = {c: (lambda v, d=float_digits: fmt(v, d)) for c in frame.columns
                   if pd.api.types.is_float_dtype(frame[c])}
     text = frame.to_html(table_id=table_id, index=False, border=0, classes="fl-table",
                          formatters=formatters, na_rep="–", escape=True)
     if caption:
         text = text.replace("<thead>", f"<caption>{html.escape(caption)}</caption>\n  <thead>", 1)
-    # Text columns read left-aligned, numbers right-aligned.
-    text_columns = [i + 1 for i, c in enumerate(frame.columns)
-                    if not pd.api.types.is_numeric_dtype(frame[c])
-                    and not frame[c].astype(str).str.match(r"^[\s\d.,+\-–±\[\]%]*$").all()]
-    rules = "".join(f"#{table_id} td:nth-child({i}), #{table_id} th:nth-child({i}) "
-                    f"{{text-align: left;}}" for i in text_columns)
-    style = f"<style>{rules}</style>" if rules else ""
+    rules = []
+    for i, c in enumerate(frame.columns, start=1):
+        if pd.api.types.is_numeric_dtype(frame[c]):
+            continue
+        values = frame[c].astype(str)
+        if not values.str.match(r"^[\s\d.,+\-–±\[\]%]*$").all():
+            rules.append(f"#{table_id} td:nth-child({i}), #{table_id} th:nth-child({i}) "
+                         f"{{text-align: left;}}")
+        if len(values) and values.str.len().max() > _WRAP_AT:
+            rules.append(f"#{table_id} td:nth-child({i}) {{white-space: normal; "
+                         f"min-width: 9em;}}")
+    style = f"<style>{''.join(rules)}</style>" if rules else ""
     return f'{style}<div class="fl-table-wrap">{text}</div>'
+
+
+_WRAP_AT = 28      # characters: a longer text cell wraps
+
+
+def table_with_more(frame: pd.DataFrame, table_id: str, caption: str, main: list[str],
+                    key: list[str]) -> str:
+    """``frame``'s ``main`` columns as the table ``table_id``; its other columns (with the
+    ``key`` columns that name a row) in a folded table ``<table_id>-more`` below it."""
+    rest = [c for c in frame.columns if c not in main and c not in key]
+    out = html_table(frame[main], table_id, caption)
+    if rest:
+        out += (f'<details class="fl-more"><summary>More columns ({len(rest)})</summary>'
+                f"{html_table(frame[key + rest], f'{table_id}-more', caption + ': more columns')}"
+                f"</details>")
+    return out
+
+
+def _diverging(value: float, limit: float) -> tuple[str, str]:
+    """A cell's background (white to red for positive, to blue for negative) and text colour."""
+    t = max(-1.0, min(1.0, value / limit)) if limit > 0 and np.isfinite(value) else 0.0
+    end = (178, 24, 43) if t > 0 else (33, 102, 172)
+    rgb = tuple(round(255 + (e - 255) * abs(t)) for e in end)
+    return f"rgb{rgb}", ("#fff" if abs(t) > 0.6 else "#111")
+
+
+def heatmap_html(matrix: np.ndarray, rows: list[str], cols: list[str], caption: str,
+                 limit: float | None = None) -> str:
+    """A small matrix as an HTML table whose cells are coloured by value (a heatmap that
+    costs no figure and stays sharp at any zoom)."""
+    matrix = np.asarray(matrix, dtype=float)
+    finite = np.abs(matrix[np.isfinite(matrix)])
+    limit = limit if limit is not None else (float(finite.max()) if finite.size else 1.0)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+    body = []
+    for r, values in zip(rows, matrix):
+        cells = []
+        for v in values:
+            background, color = _diverging(v, limit)
+            cells.append(f'<td style="background:{background};color:{color}">{fmt(v, 2)}</td>')
+        body.append(f"<tr><th>{html.escape(str(r))}</th>{''.join(cells)}</tr>")
+    return (f'<table class="fl-heat"><caption>{html.escape(caption)}</caption>'
+            f"<thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def weight_tables_html(weights: list) -> str:
+    """Every fold's raw fusion weights, one coloured table per fold on one colour scale (each
+    variant's Keras-free view says what the rows and columns are)."""
+    from ..fusion import FUSIONS
+    from ..weight_plots import _fold_label
+
+    entries = [w for w in weights if isinstance(w, dict) and w.get("raw")]
+    views = []
+    for i, w in enumerate(entries):
+        name = w.get("fusion") or w["raw"].get("fusion")
+        if name in FUSIONS:
+            views.append((_fold_label(w, i), FUSIONS[name].heatmap(w["raw"])))
+    if not views:
+        return '<p class="fl-note">No fusion weights recorded.</p>'
+    limit = max(float(np.nanmax(np.abs(v.matrix))) for _, v in views) or 1.0
+    tables = "".join(heatmap_html(v.matrix, v.rows, v.cols, label, limit) for label, v in views)
+    return f'<div class="fl-heatmaps">{tables}</div>'
+
+
+def confusion_tables_html(panels: dict) -> str:
+    """Per run a confusion matrix (rows: true class, columns: predicted) as a table: count and
+    share of the true class in each cell, shaded by the share."""
+    from ..data import LABELS
+
+    out = []
+    for name, (y_true, y_pred) in panels.items():
+        y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
+        k = len(LABELS)
+        counts = np.zeros((k, k), dtype=int)
+        np.add.at(counts, (y_true, y_pred), 1)
+        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        rows = []
+        for i, label in enumerate(LABELS):
+            cells = []
+            for j in range(k):
+                background, color = _diverging(shares[i, j], 1.0)
+                cells.append(f'<td style="background:{background};color:{color}">'
+                             f"{counts[i, j]}<br><small>{100 * shares[i, j]:.0f}%</small></td>")
+            rows.append(f"<tr><th>{label}</th>{''.join(cells)}</tr>")
+        head = "".join(f"<th>{c}</th>" for c in LABELS)
+        out.append(f'<table class="fl-heat fl-confusion" id="confusion-{html.escape(name)}">'
+                   f"<caption>{html.escape(name)}</caption><thead><tr><th>true / predicted</th>"
+                   f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    return f'<div class="fl-heatmaps">{"".join(out)}</div>'
 
 
 REPORT_CSS = """
 <style>
-.fl-table { border-collapse: collapse; font-size: 12px; margin: 0.5em 0 1.2em 0; }
+body { margin: 0; color: #1d1d1d; background: #fff;
+       font: 13px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
+main { max-width: 1248px; margin: 0 auto; padding: 0 16px 40px 16px; box-sizing: border-box; }
+h1 { font-size: 20px; margin: 8px 0 2px 0; }
+h2 { font-size: 17px; margin: 0; display: inline; }
+h3 { font-size: 14px; margin: 14px 0 4px 0; }
+p { margin: 4px 0 8px 0; }
+code { font-size: 12px; }
+.fl-lede { color: #333; margin: 2px 0 4px 0; }
+.fl-nav { position: sticky; top: 0; z-index: 10; background: #f7f8fa; border-bottom: 1px solid #d8dce3;
+          padding: 5px 16px; font-size: 13px; white-space: nowrap; overflow: hidden; }
+.fl-nav a { margin-right: 16px; color: #0b5cad; text-decoration: none; }
+.fl-nav a:hover { text-decoration: underline; }
+.fl-brand { font-weight: 600; margin-right: 22px; color: #444; }
+.fl-section { border-top: 1px solid #e3e6ea; padding: 8px 0 6px 0; scroll-margin-top: 32px; }
+.fl-section > details > summary { cursor: pointer; margin-bottom: 6px; }
+details > summary { cursor: pointer; }
+details.fl-more, details#verdict-details, details.fl-weights-run { margin: 0 0 10px 0; }
+details.fl-more > summary, details#verdict-details > summary, details.fl-weights-run > summary
+  { color: #0b5cad; font-size: 12px; }
+.fl-first { display: grid; grid-template-columns: minmax(0, 1.8fr) minmax(0, 1fr); gap: 14px;
+            align-items: start; }
+#verdict-answers { margin: 0; padding-left: 16px; font-size: 12.5px; line-height: 1.35; }
+#verdict-answers li { margin: 0 0 3px 0; }
+.fl-verdict-figure { margin: 0; }
+.fl-verdict-figure figcaption { display: none; }
+.fl-table { border-collapse: collapse; font-size: 12px; margin: 0.3em 0 0.8em 0; }
 .fl-table caption { caption-side: top; text-align: left; font-weight: 600; padding: 4px 0; }
-.fl-table th, .fl-table td { padding: 3px 8px; border-bottom: 1px solid #ddd; text-align: right; }
-.fl-table th { background: #f3f5f8; }
+.fl-table th, .fl-table td { padding: 3px 7px; border-bottom: 1px solid #ddd; text-align: right;
+                             vertical-align: top; }
+.fl-table th { background: #f3f5f8; white-space: normal; vertical-align: bottom; }
 .fl-table td { white-space: nowrap; }
 .fl-table-wrap { overflow-x: auto; max-width: 100%; }
 .fl-table td:first-child, .fl-table th:first-child { text-align: left; }
-.fl-figure { margin: 0.4em 0 1.2em 0; }
+.fl-figure { margin: 0.4em 0 1em 0; }
 .fl-figure img { max-width: 100%; height: auto; }
 .fl-figure figcaption { font-size: 11px; color: #666; }
-.fl-banner { background: #fff4d6; border: 1px solid #e0b400; padding: 8px 12px; margin: 8px 0;
+.fl-heatmaps { display: flex; flex-wrap: wrap; gap: 10px; margin: 4px 0 10px 0; }
+.fl-heat { border-collapse: collapse; font-size: 10px; }
+.fl-heat caption { font-size: 11px; font-weight: 600; text-align: left; }
+.fl-heat th { font-weight: normal; color: #444; padding: 1px 4px; text-align: right; }
+.fl-heat td { padding: 2px 4px; text-align: center; min-width: 2.4em; border: 1px solid #fff; }
+.fl-confusion td { min-width: 3.6em; font-size: 11px; }
+.fl-banner { background: #fff4d6; border: 1px solid #e0b400; padding: 4px 10px; margin: 6px 0;
              border-radius: 4px; }
 .fl-synthetic { background: #ffe08a; padding: 0 4px; border-radius: 3px; font-weight: 600; }
 .fl-note { color: #555; font-size: 12px; }
+pre { white-space: pre-wrap; word-break: break-word; font-size: 11px; }
 </style>
 """
 
@@ -140,16 +274,20 @@ def html_exporter():
     import jinja2
     from nbconvert import HTMLExporter
 
+    # embed_images stays off: the notebooks' figures are base64 already, and the embedding
+    # pass re-parses the whole page with BeautifulSoup (most of a conversion's time).
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True, embed_images=True,
+                            exclude_output_prompt=True, embed_images=False,
                             extra_loaders=[jinja2.DictLoader({"fusionlib_report.html.j2": _TEMPLATE})])
     exporter.template_file = "fusionlib_report.html.j2"
     return exporter
 
 
-def notebook_to_html(notebook, title: str | None = None, strip_stderr: bool = False) -> str:
+def notebook_to_html(notebook, title: str | None = None, strip_stderr: bool = False,
+                     exporter=None) -> str:
     """An executed notebook (path or NotebookNode) as self-contained HTML, code hidden
-    (``strip_stderr`` also drops warnings and log lines written to stderr)."""
+    (``strip_stderr`` also drops warnings and log lines written to stderr; ``exporter``: one
+    :func:`html_exporter` to reuse across notebooks)."""
     import nbformat
 
     if not hasattr(notebook, "cells"):
@@ -159,32 +297,46 @@ def notebook_to_html(notebook, title: str | None = None, strip_stderr: bool = Fa
             cell["outputs"] = [o for o in cell.get("outputs", [])
                                if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
     resources = {"metadata": {"name": title or notebook.metadata.get("title", "report")}}
-    body, _ = html_exporter().from_notebook_node(notebook, resources=resources)
+    body, _ = (exporter or html_exporter()).from_notebook_node(notebook, resources=resources)
     return body
 
 
-def build_report(runs_dir: str | Path = "runs", out_dir: str | Path = "reports",
-                 notebook: str | Path | None = None, kernel_name: str | None = None,
-                 n_boot: int = 2000, settings=None) -> Path:
-    """Execute the report notebook over ``runs_dir`` and write ``out_dir/index.html``.
+@dataclass
+class BuiltReport:
+    """What :func:`write_report` wrote: the page's ``path`` and the ``answers`` in words (the
+    same sentences as the page's first screen)."""
 
-    Also writes ``out_dir/runs/<name>.html`` for every run with an
-    ``executed.ipynb``. Every file is written atomically. Returns the path of
-    ``index.html``. Raises :class:`FusionlibError` when there is no finished run
-    or the notebook fails (its partly executed copy is kept next to the report).
-    """
+    path: Path
+    answers: list[str]
+
+
+def build_report(runs_dir: str | Path = "runs", out_dir: str | Path = "reports",
+                 n_boot: int = 2000, settings=None) -> Path:
+    """Write ``out_dir/index.html`` over the finished runs in ``runs_dir`` and return its path
+    (:func:`write_report`)."""
+    return write_report(runs_dir, out_dir, n_boot, settings).path
+
+
+def write_report(runs_dir: str | Path = "runs", out_dir: str | Path = "reports",
+                 n_boot: int = 2000, settings=None) -> BuiltReport:
+    """Write ``out_dir/index.html`` (:mod:`.page`'s sections over the finished runs in
+    ``runs_dir``) and ``out_dir/runs/<name>.html`` for every run with an ``executed.ipynb``.
+
+    Every file is written atomically, so an earlier report stays whole until the new one
+    replaces it. Raises :class:`FusionlibError` when there is no finished run or the output
+    folder cannot be written (one line naming it)."""
+    from .conclusions import DEFAULT_SETTINGS
+
     runs_dir = Path(runs_dir).resolve()
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and not out_dir.is_dir():      # before any work or warning
         writable_folder(out_dir, "the report output folder (--out)")
-    runs = load_runs(runs_dir)
+    left_out: list = []
+    runs = load_runs(runs_dir, left_out=left_out)
     if not runs:
         raise FusionlibError(f"no finished runs in {runs_dir}; run `fusionlib run params/*.yaml` first")
-    notebook = Path(notebook) if notebook is not None else REPORT_NOTEBOOK
-    if not notebook.is_file():
-        raise FusionlibError(f"report notebook not found: {notebook}")
     try:
-        return _build(runs, runs_dir, out_dir, notebook, kernel_name, n_boot, settings)
+        return _build(runs, left_out, runs_dir, out_dir, n_boot, settings or DEFAULT_SETTINGS)
     except OSError as err:
         # A read-only or full output folder: one line naming the path; earlier files stay
         # (every write is atomic).
@@ -198,47 +350,62 @@ _WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQ
                  errno.EEXIST}
 
 
-def _build(runs, runs_dir: Path, out_dir: Path, notebook: Path, kernel_name, n_boot,
-           settings=None) -> Path:
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
+def write_run_pages(jobs: list[tuple[str, str, str]]) -> list[tuple[str, str]]:
+    """Convert each ``(executed notebook, title, page path)`` and write the page atomically;
+    returns the notebooks that could not be converted, with the reason (a broken notebook must
+    not block the whole report). A write error (read-only or full folder) is raised."""
+    exporter, failed = None, []
+    for notebook, title, page in jobs:
+        try:
+            exporter = exporter or html_exporter()
+            text = notebook_to_html(notebook, title=title, exporter=exporter)
+        except Exception as err:
+            failed.append((notebook, f"{type(err).__name__}: {err}"))
+            continue
+        atomic_write_text(Path(page), text)
+    return failed
 
-    from ..runner import QUIET_KERNEL_ARGS
+
+def _start_run_pages(jobs):
+    """The run pages converted in a second process while this one computes the statistics
+    (nbconvert parses every page with BeautifulSoup: seconds for a sweep). Returns a callable
+    that waits for them; where no process can be started, they are converted here."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if not jobs:
+        return lambda: []
+    try:
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        future = pool.submit(write_run_pages, jobs)
+    except (OSError, NotImplementedError, RuntimeError) as err:
+        logger.debug("run pages converted in this process: %s", err)
+        return lambda: write_run_pages(jobs)
+
+    def wait():
+        try:
+            return future.result()
+        finally:
+            pool.shutdown(cancel_futures=True)
+    return wait
+
+
+def _build(runs, left_out, runs_dir: Path, out_dir: Path, n_boot: int, settings) -> BuiltReport:
+    from .page import render_page, report_content  # .page builds on this module
 
     writable_folder(out_dir, "the report output folder (--out)")
-
-    # Per-run pages first, so index.html never links to a page that is not there yet.
-    for run in runs:
-        if run.executed_notebook.is_file():
-            try:
-                page = notebook_to_html(run.executed_notebook, title=f"run {run.name}")
-            except Exception as err:  # a broken notebook must not block the whole report
-                logger.warning("could not convert %s: %s", run.executed_notebook, err)
-                continue
-            atomic_write_text(out_dir / "runs" / f"{run.name}.html", page)
-
-    with tempfile.TemporaryDirectory(prefix=".report-", dir=out_dir) as tmp:
-        executed = Path(tmp) / "report.ipynb"
-        from ..runner import quiet_kernel_channel_races
-
-        quiet_kernel_channel_races()
-        try:
-            papermill.execute_notebook(
-                str(notebook), str(executed),
-                parameters={"runs_dir": str(runs_dir), "n_boot": int(n_boot),
-                            **({"qwk_margin": settings.qwk_margin,
-                                "log_loss_margin": settings.log_loss_margin} if settings else {})},
-                kernel_name=kernel_name, cwd=str(notebook.parent), progress_bar=False,
-                log_output=False, request_save_on_cell_execute=False,
-                extra_arguments=QUIET_KERNEL_ARGS)
-        except PapermillExecutionError as err:
-            kept = out_dir / "report-failed.ipynb"
-            if executed.is_file():
-                atomic_write_text(kept, executed.read_text(encoding="utf-8"))
-            raise FusionlibError(f"report notebook failed in cell {err.exec_count}: {err.ename}: "
-                                 f"{err.evalue} (executed copy: {kept})") from err
-        page = notebook_to_html(executed, title="fusionlib report", strip_stderr=True)
+    jobs = [(str(run.executed_notebook), f"run {run.name}", str(out_dir / "runs" / f"{run.name}.html"))
+            for run in runs if run.executed_notebook.is_file()]
+    pages = _start_run_pages(jobs)
+    try:
+        content = report_content(runs, left_out, runs_dir, n_boot, settings)
+    finally:
+        # Run pages before index.html, so the index never links to a page not there yet.
+        failed = pages()
+    for notebook, reason in failed:
+        logger.warning("could not convert %s: %s", notebook, reason)
     index = out_dir / "index.html"
-    atomic_write_text(index, page)
+    atomic_write_text(index, render_page(content))
+    # Left by the notebook-based report of earlier versions.
     (out_dir / "report-failed.ipynb").unlink(missing_ok=True)
-    return index
+    return BuiltReport(index, content.answers)

@@ -152,6 +152,17 @@ def t_quantile(q: float, df) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=64)
+def _standard_draws(n_seeds: int, draws: int, random_state) -> tuple[np.ndarray, np.ndarray]:
+    """The standard normal and chi-square(S - 1) draws behind :func:`verdict_draws`, the same
+    for every design with ``n_seeds`` seeds (common random numbers), so drawn once."""
+    rng = np.random.default_rng(random_state)
+    normal = rng.standard_normal(draws)
+    chi2 = rng.chisquare(n_seeds - 1, draws) if n_seeds > 1 else np.zeros(draws)
+    normal.flags.writeable = chi2.flags.writeable = False
+    return normal, chi2
+
+
 def verdict_draws(components: VarianceComponents, n_patients: float, n_seeds: int,
                   settings: ConclusionSettings = DEFAULT_SETTINGS, draws: int = DRAWS,
                   random_state: int = 0) -> dict:
@@ -166,11 +177,10 @@ def verdict_draws(components: VarianceComponents, n_patients: float, n_seeds: in
     (``half``) and of the two one-sided tests' interval (``half_equivalence``)."""
     if n_patients < 2 or n_seeds < 1:
         raise ValueError(f"need at least 2 patients and 1 seed, got {n_patients} and {n_seeds}")
-    rng = np.random.default_rng(random_state)
     v_pat, sigma_seed, v_true = components.parts(n_patients, n_seeds)
-    dev = rng.standard_normal(draws) * np.sqrt(v_true)
-    spread = (sigma_seed * rng.chisquare(n_seeds - 1, draws) / (n_seeds - 1) if n_seeds > 1
-              else np.zeros(draws))
+    normal, chi2 = _standard_draws(int(n_seeds), int(draws), random_state)
+    dev = normal * np.sqrt(v_true)
+    spread = sigma_seed * chi2 / (n_seeds - 1) if n_seeds > 1 else np.zeros(draws)
     se, df = _interval_se_df(v_pat, spread / n_seeds, n_patients, n_seeds)
     return {"dev": dev, "half": t_quantile(0.5 + settings.level / 2, df) * se,
             "half_equivalence": t_quantile(settings.level, df) * se}

@@ -193,6 +193,7 @@ def verdict_row(run: Run, fixed: Run, n_boot: int = 2000, random_state: int = 0,
         "clinical influence share": share_text(influence_over_seeds(run, common)),
         "fixed's clinical influence share": share_text(influence_over_seeds(fixed, common)),
         "_compare": c, "_fixed_weight": fixed_clinical_weight(fixed),
+        "_influence": (influence_over_seeds(run, common), influence_over_seeds(fixed, common)),
     }
 
 
@@ -222,6 +223,7 @@ def verdict_table(runs: list[Run], n_boot: int = 2000, random_state: int = 0,
                          columns=VERDICT_COLUMNS)
     table.attrs["compare"] = [r["_compare"] for r in rows]
     table.attrs["fixed_weight"] = [r["_fixed_weight"] for r in rows]
+    table.attrs["influence"] = [r["_influence"] for r in rows]
     table.attrs["settings"] = settings
     return table
 
@@ -234,37 +236,42 @@ def _variant_phrase(variant: str) -> str:
     return "trainable fusion" if variant == "trainable" else f"the {variant} fusion"
 
 
-def verdict_sentences(table: pd.DataFrame) -> list[str]:
-    """The questions answered from every row of the table (plain text), keyed by each row's
-    fusion variant and data percentage: does it beat the fixed mix, how sure is that, how
-    often the two decide alike, and (at the largest percentage) what weighting it learns set
-    against the fixed mix's own on the same cases."""
+def _mix_phrase(weight) -> str:
+    return (f"the fixed {round(100 * weight):d}/{round(100 * (1 - weight)):d} mix"
+            if weight is not None else "the fixed mix")
+
+
+def beat_sentences(table: pd.DataFrame) -> list[str]:
+    """For every row: does the variant beat the fixed mix, with the deciding interval, the
+    verdict (and what this study could detect), the log-loss verdict and how often the two
+    decide alike. Short enough that all of them fit the report's first screen."""
     out = []
-    if not len(table):
-        return out
     compare = table.attrs.get("compare") or [None] * len(table)
     weights = table.attrs.get("fixed_weight") or [None] * len(table)
     for (_, row), c, w in zip(table.iterrows(), compare, weights):
-        mix = (f"the fixed {round(100 * w):d}/{round(100 * (1 - w)):d} mix"
-               if w is not None else "the fixed mix")
         verdict = c["qwk"]["verdict"] if c else "?"
-        answer = _ANSWER.get(verdict, "Unclear")
-        text = (f"Does {_variant_phrase(row['variant'])} (run {row['run']}) beat {mix} (run "
-                f"{row['vs']}) at {row['data %']:g} % of the patients? {answer}: ΔQWK "
-                f"{fmt(row['ΔQWK'], 3, '+')} over {row['seeds']} seed(s) ({row['ΔQWK per seed']}), "
-                f"95 % interval {row['ΔQWK interval']}, {row['QWK verdict']}")
+        text = (f"Does {_variant_phrase(row['variant'])} (run {row['run']}) beat "
+                f"{_mix_phrase(w)} (run {row['vs']}) at {row['data %']:g} % of the patients? "
+                f"{_ANSWER.get(verdict, 'Unclear')}: ΔQWK {fmt(row['ΔQWK'], 3, '+')} "
+                f"{row['ΔQWK interval']}, {row['QWK verdict']}")
         if verdict in (BETTER, WORSE, EQUIVALENT):
-            text += (f" (this study detects {fmt(row['detectable ΔQWK (80 % power)'], 3)} at 80 % "
-                     f"power)")
-        text += (f". Its probabilities: Δlog-loss {fmt(row['Δlog-loss'], 3, '+')} "
-                 f"{row['Δlog-loss interval']}, {row['log-loss verdict']}.")
-        if c and np.isfinite(row["decision agreement"]):
-            agree = c["agreement"]
-            text += (f" The two decide alike on {100 * agree['agreement']:.0f} % of cases; ΔQWK "
-                     f"comes only from the other {agree['disagree']:.0f} per seed, where the "
-                     f"variant is right in {100 * np.nan_to_num(agree['variant_right']):.0f} % "
-                     f"and the fixed mix in {100 * np.nan_to_num(agree['fixed_right']):.0f} %.")
+            text += f" (this study detects {fmt(row['detectable ΔQWK (80 % power)'], 3)})"
+        text += (f". Probabilities {c['log_loss']['verdict'] if c else '?'}: Δlog-loss "
+                 f"{fmt(row['Δlog-loss'], 3, '+')} {row['Δlog-loss interval']}.")
+        if np.isfinite(row["decision agreement"]):
+            text += f" The two decide alike on {100 * row['decision agreement']:.0f} % of cases."
         out.append(text)
+    return out
+
+
+def weighting_sentences(table: pd.DataFrame) -> list[str]:
+    """For every row at the largest data percentage with logged shares: what weighting the
+    variant learns -- its clinical influence share set against the fixed mix's on the same
+    cases (not against the fixed mix's nominal weight)."""
+    out = []
+    if not len(table):
+        return out
+    weights = table.attrs.get("fixed_weight") or [None] * len(table)
     top = table["data %"].max()
     for (_, row), w in zip(table.iterrows(), weights):
         if row["data %"] != top or row["clinical influence share"] == "–":
@@ -274,9 +281,20 @@ def verdict_sentences(table: pd.DataFrame) -> list[str]:
         out.append(f"What weighting does {_variant_phrase(row['variant'])} (run {row['run']}) "
                    f"learn? At {row['data %']:g} %, the clinical branch's share of the fused "
                    f"output's variation across test cases (influence, mean ± SD over seeds) is "
-                   f"{row['clinical influence share']}, against {fixed_share} "
-                   f"for the fixed mix on the same cases{setting}.")
+                   f"{row['clinical influence share']}, against {fixed_share} for the fixed mix "
+                   f"on the same cases{setting}.")
     return out
+
+
+def verdict_sentences(table: pd.DataFrame) -> list[str]:
+    """The report's answers, as its first screen and ``fusionlib report`` show them: for every
+    row whether the variant beats the fixed mix (:func:`beat_sentences`), then what weighting
+    the question's own variant learns -- the first row at the largest percentage, the
+    trainable family first (:func:`weighting_sentences` has every variant's). Keyed by each
+    row's fusion variant and data percentage, never by a run's name."""
+    if not len(table):
+        return []
+    return beat_sentences(table) + weighting_sentences(table)[:1]
 
 
 def verdict_display(table: pd.DataFrame) -> pd.DataFrame:
@@ -291,6 +309,64 @@ def verdict_display(table: pd.DataFrame) -> pd.DataFrame:
                                 lambda v: f"{100 * v:.0f} %" if np.isfinite(v) else "–"),
                             "seeds' share of ΔQWK variance": table[
                                 "seeds' share of ΔQWK variance"].map(lambda v: fmt(v, 2))})
+
+
+def _with_interval(delta, interval: str) -> str:
+    return f"{fmt(delta, 3, '+')} {interval}"
+
+
+def verdict_compact(table: pd.DataFrame) -> pd.DataFrame:
+    """The verdict table as the report's first screen shows it: one row per comparison, the
+    deciding interval only, the verdicts as one word, the clinical influence shares of the
+    variant and of the fixed mix on the same cases side by side."""
+    compare = table.attrs.get("compare") or [None] * len(table)
+    influence = table.attrs.get("influence") or [(None, None)] * len(table)
+    rows = []
+    for (_, row), c, (mine, fixed) in zip(table.iterrows(), compare, influence):
+        rows.append({
+            "data %": f"{row['data %']:g}%", "variant": row["variant"],
+            "ΔQWK [95 % interval]": _with_interval(row["ΔQWK"], row["ΔQWK interval"]),
+            "QWK verdict": c["qwk"]["verdict"] if c else "–",
+            "detectable ΔQWK (80 % power)": fmt(row["detectable ΔQWK (80 % power)"], 3),
+            "decided alike": (f"{100 * row['decision agreement']:.0f} %"
+                              if np.isfinite(row["decision agreement"]) else "–"),
+            "Δlog-loss [95 % interval]": _with_interval(row["Δlog-loss"], row["Δlog-loss interval"]),
+            "log-loss verdict": c["log_loss"]["verdict"] if c else "–",
+            "clinical influence: variant / fixed": (
+                f"{fmt(mine['mean'], 2)} / {fmt(fixed['mean'], 2)}"
+                if mine is not None and fixed is not None else "–"),
+        })
+    return pd.DataFrame(rows)
+
+
+def verdict_details(table: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
+    """What the compact verdict table leaves out, as tables keyed by an id: the verdicts in
+    words with every interval and each seed's difference, per metric; the decision agreement
+    and where the disagreeing cases go; the influence shares per class."""
+    shown = verdict_display(table)
+    key = ["data %", "variant"]
+    compare = table.attrs.get("compare") or [None] * len(table)
+    agreement = pd.DataFrame([{
+        "decided alike": row["decision agreement"],
+        "disagreeing cases per seed": fmt(c["agreement"]["disagree"], 0) if c else "–",
+        "variant right there": fmt(c["agreement"]["variant_right"], 2) if c else "–",
+        "fixed right there": fmt(c["agreement"]["fixed_right"], 2) if c else "–"}
+        for (_, row), c in zip(shown.iterrows(), compare)])
+    return {
+        "qwk-details": ("ΔQWK: the verdict in words, each seed's difference and the intervals "
+                        "for contrast", shown[key + [
+                            "run", "vs", "seeds", "ΔQWK", "ΔQWK per seed", "ΔQWK interval",
+                            "QWK verdict", "ΔQWK patient bootstrap", "ΔQWK corrected t",
+                            "seeds' share of ΔQWK variance"]]),
+        "log-loss-details": ("Δlog-loss: the verdict in words and each seed's difference",
+                             shown[key + ["Δlog-loss", "Δlog-loss per seed",
+                                          "Δlog-loss interval", "log-loss verdict"]]),
+        "agreement-details": ("Decision agreement: where the two decide differently",
+                              pd.concat([shown[key].reset_index(drop=True), agreement], axis=1)),
+        "influence-details": ("Clinical influence share, mean ± SD over seeds (I / P / R)",
+                              shown[key + ["clinical influence share",
+                                           "fixed's clinical influence share"]]),
+    }
 
 
 def plan_display(table: pd.DataFrame) -> pd.DataFrame:
