@@ -33,8 +33,11 @@ from .splits import check_folds, check_phases, patient_folds, subsample_patients
 
 logger = logging.getLogger("fusionlib")
 
-__all__ = ["BranchCache", "ExperimentResult", "FoldResult", "for_seed", "fuse_per_model",
-           "fuse_with_missing", "load_dataset", "prefill_branches", "run_experiment", "run_fold"]
+__all__ = ["BranchCache", "ExperimentResult", "FoldResult", "branch_outputs", "build_branches",
+           "decide_sources", "fit_fusion_head", "for_seed", "fuse_per_model", "fuse_with_missing",
+           "head_seed", "load_dataset", "outer_folds", "prefill_branches", "replicate",
+           "run_experiment", "run_fold", "split_training_rows", "subsample", "test_inputs",
+           "validation_proba"]
 
 
 # --------------------------------------------------------------------------- the experiment
@@ -171,11 +174,11 @@ def run_fold(cohort: Cohort, params: ExperimentParams, fold, outputs: dict, log=
     y = cohort.y
     modalities = params.data.modalities
     data = split_training_rows(cohort, params, fold, outputs)
-    head, start_head, history, n_params = fit_fusion_head(params, data, params.protocol.seed + fold.index, log)
+    head, start_head, history, n_params = fit_fusion_head(params, data, head_seed(params, fold), log)
     test = test_inputs(params, fold, outputs)
     proba = fuse_per_model(head, test.inputs)
     y_test = y[test.rows]
-    val_proba = fuse_with_missing(head, data.x_val) if len(data.y_val) else np.empty((0, 3))
+    val_proba = validation_proba(head, data)
     stage_scores = stage1_scores(head, history, n_params, data, val_proba, test, y_test)
     stage_scores.update(_image_val_qwk(outputs, modalities))
     stage_scores.update(image_branch_gap(outputs, modalities, y[fold.train], y[fold.test]))
@@ -200,6 +203,12 @@ def run_fold(cohort: Cohort, params: ExperimentParams, fold, outputs: dict, log=
                       history={"head": history}, preds=preds)
 
 
+def head_seed(params: ExperimentParams, fold) -> int:
+    """The random seed of one fold's fusion head (its initial weights): the run's seed plus the
+    fold's index, as :func:`run_fold` uses it."""
+    return params.protocol.seed + fold.index
+
+
 def fit_fusion_head(params: ExperimentParams, data: FoldData, seed: int, log) -> tuple:
     """``(head, its untrained start, history, trainable parameters)``: the head fitted on the
     inner fit rows, its penalty chosen on the inner-validation rows."""
@@ -219,6 +228,12 @@ def fit_fusion_head(params: ExperimentParams, data: FoldData, seed: int, log) ->
     log(f"Stage 1 trainable parameters: {n_params}")
     head, history = fit_head_with_penalty_search(params.head, data, new_head, seed)
     return head, start_head, history, n_params
+
+
+def validation_proba(head, data: FoldData) -> np.ndarray:
+    """The head's fused probabilities of the fold's inner-validation rows (what the decision
+    rules are tuned on); ``(0, 3)`` when the fold has none."""
+    return fuse_with_missing(head, data.x_val) if len(data.y_val) else np.empty((0, 3))
 
 
 @dataclass

@@ -262,37 +262,40 @@ def injected_names(namespace: dict) -> list[str]:
 
 
 def from_notebook(namespace: dict, injected: list[str] | None = None,
-                  source: str = "notebook parameters") -> ExperimentParams:
+                  source: str = "notebook parameters", own: tuple = ()) -> ExperimentParams:
     """Validated parameters from a notebook's globals.
 
     Every top-level name of :class:`ExperimentParams` (``name``, ``description`` and the
     sections) found in ``namespace`` is used. Names injected by papermill (``injected``,
     default :func:`injected_names`) that are neither those nor the notebook's own
-    :data:`NOTEBOOK_ONLY` raise ParamsError: a flat-schema name with the place it moved
-    to, any other with a did-you-mean (``-p foldz 2`` must not run 5 folds).
+    :data:`NOTEBOOK_ONLY` (and ``own``: further parameters of the calling notebook that are
+    no experiment settings, e.g. explore.ipynb's ``fold_index``) raise ParamsError: a
+    flat-schema name with the place it moved to, any other with a did-you-mean
+    (``-p foldz 2`` must not run 5 folds).
     """
     injected = injected_names(namespace) if injected is None else list(injected)
     known = list(ExperimentParams.model_fields)
+    allowed = (*NOTEBOOK_ONLY, *own)
     for name in injected:
         if _is_legacy(name, namespace.get(name)):
             _legacy(source, name, namespace.get(name))
-        if name not in known and name not in NOTEBOOK_ONLY:
-            _unknown_injected(source, name, known)
+        if name not in known and name not in allowed:
+            _unknown_injected(source, name, known, allowed)
     return validate({name: namespace[name] for name in known if name in namespace}, source=source)
 
 
-def _unknown_injected(source, name: str, known: list) -> None:
+def _unknown_injected(source, name: str, known: list, allowed: tuple = NOTEBOOK_ONLY) -> None:
     """ParamsError for a name papermill injected that is no parameter, with a did-you-mean over
     the top-level names and the flat-schema names (which say where they moved; a section key
     is set with ``-y "section: {key: value}"``, since ``-p section.key`` is no Python name)."""
-    candidates = known + list(NOTEBOOK_ONLY) + list(LEGACY_KEYS)
+    candidates = known + list(allowed) + list(LEGACY_KEYS)
     close = difflib.get_close_matches(name, candidates, n=1)
     if close and close[0] in LEGACY_KEYS:
         section, *rest = LEGACY_KEYS[close[0]].split(".")
         inner = "".join("{" + f"{part}: " for part in rest)
         _fail(source, name, f"unknown parameter (did you mean {close[0]!r}? it is "
                             f"{LEGACY_KEYS[close[0]]} now: -y \"{section}: {inner}...{'}' * len(rest)}\")")
-    _fail(source, name, "unknown parameter" + did_you_mean(name, known + list(NOTEBOOK_ONLY)))
+    _fail(source, name, "unknown parameter" + did_you_mean(name, known + list(allowed)))
 
 
 def parameters_cell() -> str:

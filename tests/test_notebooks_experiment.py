@@ -133,6 +133,15 @@ def test_from_notebook_reads_the_schema_and_papermills_injected_cell():
         from_notebook({"foldz": 2}, injected=["foldz"])
     # JupyterLab: no injected cell, nothing to check beyond the schema.
     assert injected_names({"_ih": ["", "x = 1", "cell"]}) == []
+    # A notebook's own parameters (explore.ipynb's fold_index) are allowed where it names them.
+    explore = {"_ih": ["", "# Parameters\nfold_index = 2\nprotocol = {'folds': 3}\n", "cell"],
+               "fold_index": 2, "protocol": {"folds": 3}}
+    assert from_notebook(explore, own=("fold_index", "n_samples")).protocol.folds == 3
+    with pytest.raises(ParamsError, match=r"key 'fold_index': unknown parameter"):
+        from_notebook(explore)
+    with pytest.raises(ParamsError, match=r"key 'fold_indx': unknown parameter \(did you mean "
+                                          r"'fold_index'\?\)"):
+        from_notebook({"fold_indx": 2}, injected=["fold_indx"], own=("fold_index",))
 
 
 def test_params_doc_is_generated_from_the_schema():

@@ -16,9 +16,10 @@ from sklearn.metrics import balanced_accuracy_score
 
 from fusionlib import report
 from fusionlib.params import validate
-from fusionlib.results import (METRICS, ExperimentResult, FoldResult, Metric,
+from fusionlib.results import (METRICS, ExperimentResult, FoldResult, Metric, by_seed_table,
                                classification_scores, load_runs, metrics_in, per_fold_columns,
-                               register, share_columns, summarised_metrics)
+                               raw_weight_table, register, share_columns, summarised_metrics,
+                               summary_table, weight_metrics)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,3 +126,99 @@ def test_a_metric_is_declared_once_and_completely():
         Metric("x", "x", "bad table", compute=lambda y, p, d: 0.0, tables=("nowhere",))
     with pytest.raises(ValueError, match="already registered"):
         register(Metric("qwk", "QWK", "again", compute=lambda y, p, d: 0.0))
+
+
+# --------------------------------------------------------------------------- notebook tables
+
+
+def _two_seed_result() -> ExperimentResult:
+    """:func:`_result`'s folds as two seeds' replicates (folds 0, 1 of seed 0; fold 2 of seed 5)."""
+    result = _result()
+    for f, seed in zip(result.folds, (0, 0, 5)):
+        f.seed = seed
+    return result
+
+
+def _old_raw_table(weights):
+    """The experiment notebook's raw-weights cell before the table moved into the library."""
+    def _numeric(v):
+        try:
+            return np.round(np.asarray(v, dtype=float), 3).tolist()
+        except (TypeError, ValueError):
+            return None
+
+    return pd.DataFrame([{"seed": w["seed"], "repeat": w["repeat"], "fold": w["fold"],
+                          **{k: _numeric(v) for k, v in (w.get("raw") or {}).items()
+                             if _numeric(v) is not None}} for w in weights])
+
+
+def test_raw_weight_table_keeps_the_numeric_raw_weights_rounded():
+    weights = [{"seed": 0, "repeat": 0, "fold": k, "fusion": "trainable",
+                "raw": {"fusion": "trainable", "kernel": [[0.12345, -1.0], [2.0, 0.33333]],
+                        "bias": np.array([0.5 + k, 1 / 3, 0.0]), "ragged": [[1.0], [1.0, 2.0]],
+                        "a": 0.70004}}
+               for k in range(2)] + [{"seed": 0, "repeat": 0, "fold": 2, "raw": None}]
+    table = raw_weight_table(weights)
+    pd.testing.assert_frame_equal(table, _old_raw_table(weights))
+    assert list(table.columns) == ["seed", "repeat", "fold", "kernel", "bias", "a"]
+    assert table.loc[0, "kernel"] == [[0.123, -1.0], [2.0, 0.333]]
+    assert table.loc[1, "bias"] == [1.5, 0.333, 0.0] and table.loc[0, "a"] == 0.7
+    assert table.loc[2, ["seed", "fold"]].tolist() == [0, 2] and pd.isna(table.loc[2, "kernel"])
+    assert raw_weight_table(weights, decimals=1).loc[0, "kernel"] == [[0.1, -1.0], [2.0, 0.3]]
+    # What a result gives (its weights carry seed, repeat and fold).
+    result = _result()
+    pd.testing.assert_frame_equal(raw_weight_table(result.weights()), _old_raw_table(result.weights()))
+
+
+def test_summary_table_has_one_row_per_summarised_metric():
+    summary = _result().summary()
+    table = summary_table(summary)
+    summarised = [m for m in summarised_metrics() if isinstance(summary.get(m), dict)]
+    assert list(table.index) == summarised and "qwk" in summarised and "n" not in table.index
+    assert list(table.columns) == ["mean", "sd", "ci95_low", "ci95_high"]
+    for metric in summarised:
+        expected = [summary[metric]["mean"], summary[metric]["sd"], *summary[metric]["ci95"]]
+        assert table.loc[metric].tolist() == pytest.approx(np.round(expected, 3), nan_ok=True)
+    # Not summaries: the pooled scores, the counts, the per-seed spread.
+    assert not {"pooled", "by_seed", "modality_counts", "n_cases"} & set(table.index)
+    assert summary_table({"name": "x"}).empty
+
+
+def test_by_seed_table_spreads_the_per_seed_means_and_is_none_for_one_seed():
+    assert by_seed_table(_result().summary()) is None
+    summary = _two_seed_result().summary()
+    assert summary["seeds"] == [0, 5]
+    table = by_seed_table(summary)
+    by_seed = summary["by_seed"]["metrics"]
+    # The experiment notebook's by-seed cell before the table moved into the library.
+    old = pd.DataFrame({m: {**{f"seed {s}": v for s, v in zip(summary["seeds"], d["per_seed"])},
+                            "mean over seeds": d["mean"], "sd over seeds": d["sd"]}
+                        for m, d in by_seed.items()}).T.round(3)
+    pd.testing.assert_frame_equal(table, old)
+    assert list(table.columns) == ["seed 0", "seed 5", "mean over seeds", "sd over seeds"]
+    folds = _two_seed_result().fold_table()
+    qwk = [folds.loc[folds["seed"] == s, "qwk"].mean() for s in (0, 5)]
+    assert table.loc["qwk", ["seed 0", "seed 5"]].tolist() == pytest.approx(np.round(qwk, 3))
+    assert table.loc["qwk", "sd over seeds"] == pytest.approx(round(float(np.std(qwk, ddof=1)), 3))
+
+
+def test_weight_metrics_are_the_fold_tables_weight_columns():
+    result = _result()
+    row = weight_metrics(result.folds[1].weights)
+    assert list(row) == [m.name for m in METRICS.values() if not m.scored]
+    assert row["rf_share"] == 0.7 and row["rf_share_P"] == 0.7
+    assert row["influence_rf_share"] is None and row["influence_rf_share_I"] is None
+    table = result.fold_table()
+    assert list(table.columns[-len(row):]) == list(row)
+    assert table.loc[1, "rf_share_P"] == 0.7
+
+
+def test_the_experiment_notebook_builds_no_table_itself():
+    """Its raw-weights and summary tables come from the library (no helper defined in a cell)."""
+    cells = [c for c in json.loads((REPO / "notebooks" / "experiment.ipynb").read_text())["cells"]
+             if c["cell_type"] == "code"]
+    source = "".join("".join(c["source"]) for c in cells)
+    assert "def " not in source
+    for call in ("raw_weight_table(result.weights())", "summary_table(summary)",
+                 "by_seed_table(summary)"):
+        assert call in source, call

@@ -66,12 +66,11 @@ class ExperimentResult:
     def fold_table(self) -> pd.DataFrame:
         """One row per (seed, repeat, fold): test scores, stage scores and the metrics read from the
         weight analysis (learned-weight shares of the deployed, converged and start heads)."""
-        read = [m for m in METRICS.values() if not m.scored]
         rows = []
         for f in self.folds:
             row = {"seed": f.seed, "repeat": f.repeat, "fold": f.fold, **f.scores, **f.stage_scores,
                    "decision": (f.weights.get("decision") or {}).get("fused")}
-            row.update({m.name: m.read(f.weights) for m in read})
+            row.update(weight_metrics(f.weights))
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -251,3 +250,65 @@ def share_columns(folds: pd.DataFrame) -> list[str]:
     """The experiment notebook's per-fold learned-weight table (the ``fold_shares`` metrics
     ``folds`` has), after ``repeat`` and ``fold``."""
     return ["seed", "repeat", "fold", *(m.name for m in metrics_in("fold_shares") if m.name in folds.columns)]
+
+
+def weight_metrics(weights: dict) -> dict:
+    """The metrics of :data:`~fusionlib.results.registry.METRICS` read from one fold's weight
+    analysis (:func:`fusionlib.explain.explain_weights`), by name in list order: the columns
+    :meth:`ExperimentResult.fold_table` gives a fold after its scores (``rf_share``,
+    ``rf_share_I``, ..., ``influence_rf_share``, ...; None where the analysis has no value)."""
+    return {m.name: m.read(weights) for m in METRICS.values() if not m.scored}
+
+
+def raw_weight_table(weights: list, decimals: int = 3) -> pd.DataFrame:
+    """The experiment notebook's raw-weights table: one row per fold entry of ``weights``
+    (:meth:`ExperimentResult.weights`, or ``weights.json``) with its ``seed``, ``repeat`` and
+    ``fold`` and every numeric entry of its ``raw`` weights (the variant's own names, e.g.
+    ``kernel``/``bias`` or ``a``), as nested lists rounded to ``decimals``; entries that are
+    not numbers (the variant's name) are left out."""
+    rows = []
+    for w in weights:
+        row = {"seed": w.get("seed"), "repeat": w.get("repeat"), "fold": w.get("fold")}
+        for key, value in (w.get("raw") or {}).items():
+            number = _round_numeric(value, decimals)
+            if number is not None:
+                row[key] = number
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _round_numeric(value, decimals: int):
+    """``value`` as numbers rounded to ``decimals`` (nested lists for arrays), or None when it is
+    not numeric (a name, a ragged list)."""
+    try:
+        return np.round(np.asarray(value, dtype=float), decimals).tolist()
+    except (TypeError, ValueError):
+        return None
+
+
+def summary_table(summary: dict, decimals: int = 3) -> pd.DataFrame:
+    """One row per metric summarised over folds in ``summary`` (:meth:`ExperimentResult.summary`,
+    or ``metrics.json["summary"]``): its ``mean``, ``sd`` and the two ends of its 95 % t-interval
+    (``ci95_low``, ``ci95_high``), rounded to ``decimals``."""
+    rows = {}
+    for name, value in summary.items():
+        if isinstance(value, dict) and "mean" in value:
+            low, high = (value.get("ci95") or [None, None])[:2]
+            rows[name] = {"mean": value["mean"], "sd": value.get("sd"), "ci95_low": low,
+                          "ci95_high": high}
+    return pd.DataFrame.from_dict(rows, orient="index",
+                                  columns=["mean", "sd", "ci95_low", "ci95_high"]
+                                  ).astype(float).round(decimals)
+
+
+def by_seed_table(summary: dict, decimals: int = 3) -> pd.DataFrame | None:
+    """The spread over seeds of a several-seed run: one row per summarised metric, with each
+    seed's mean over its folds (``seed <s>``), their mean (``mean over seeds``) and standard
+    deviation (``sd over seeds``), rounded to ``decimals``. None for a single-seed run (nothing
+    to spread). ``summary`` is :meth:`ExperimentResult.summary` or ``metrics.json["summary"]``."""
+    if len(summary["seeds"]) <= 1:
+        return None
+    by_seed = summary["by_seed"]["metrics"]
+    return pd.DataFrame({m: {**{f"seed {s}": v for s, v in zip(summary["seeds"], d["per_seed"])},
+                             "mean over seeds": d["mean"], "sd over seeds": d["sd"]}
+                         for m, d in by_seed.items()}).T.round(decimals)
