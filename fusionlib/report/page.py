@@ -243,14 +243,16 @@ def weights_section(runs: list[Run], verdict: pd.DataFrame) -> Section:
     table, and every fold's raw weights folded away per run."""
     panels = []
     by_name = {r.name: r for r in runs}
-    for _, row in verdict.iterrows():
-        run, fixed = by_name.get(row["run"]), by_name.get(row["vs"])
-        if run is None:
-            continue
-        seeds = run.seeds
-        panels.append({"title": f"{row['variant']}, {row['data %']:g}%",
-                       "variant": _shares(run, seeds) or {},
-                       "fixed": _shares(fixed, seeds) if fixed is not None else None})
+    # Each variant beside the fixed run its verdict compares it with (same cases); a variant
+    # without one still gets its panel.
+    fixed_of = dict(zip(verdict["run"], verdict["vs"])) if len(verdict) else {}
+    learned = [r for r in runs if r.fusion != "fixed"]
+    order = {name: i for i, name in enumerate(fixed_of)}
+    for run in sorted(learned, key=lambda r: order.get(r.name, len(order))):
+        fixed = by_name.get(fixed_of.get(run.name, ""))
+        panels.append({"title": f"{run.fusion}, {run.data_percentage:g}%",
+                       "variant": _shares(run, run.seeds) or {},
+                       "fixed": _shares(fixed, run.seeds) if fixed is not None else None})
     sentences = weighting_sentences(verdict)
     listing = ('<ul id="weighting-answers">' + "".join(f"<li>{html.escape(s)}</li>"
                                                        for s in sentences) + "</ul>")
