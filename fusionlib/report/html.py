@@ -62,7 +62,7 @@ def html_table(frame: pd.DataFrame, table_id: str, caption: str | None = None,
                          f"{{text-align: left;}}")
         if len(values) and values.str.len().max() > _WRAP_AT:
             rules.append(f"#{table_id} td:nth-child({i}) {{white-space: normal; "
-                         f"min-width: 9em;}}")
+                         f"min-width: 15em;}}")
     style = f"<style>{''.join(rules)}</style>" if rules else ""
     return f'{style}<div class="fl-table-wrap">{text}</div>'
 
@@ -104,7 +104,9 @@ def heatmap_html(matrix: np.ndarray, rows: list[str], cols: list[str], caption: 
         cells = []
         for v in values:
             background, color = _diverging(v, limit)
-            cells.append(f'<td style="background:{background};color:{color}">{fmt(v, 2)}</td>')
+            # round first: -0.001 reads 0.00, not -0.00
+            cells.append(f'<td style="background:{background};color:{color}">'
+                         f'{fmt(round(float(v), 2) + 0.0, 2)}</td>')
         body.append(f"<tr><th>{html.escape(str(r))}</th>{''.join(cells)}</tr>")
     return (f'<table class="fl-heat"><caption>{html.escape(caption)}</caption>'
             f"<thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
