@@ -62,7 +62,7 @@ def html_table(frame: pd.DataFrame, table_id: str, caption: str | None = None,
                          f"{{text-align: left;}}")
         if len(values) and values.str.len().max() > _WRAP_AT:
             rules.append(f"#{table_id} td:nth-child({i}) {{white-space: normal; "
-                         f"min-width: 15em;}}")
+                         f"min-width: 12em;}}")
     style = f"<style>{''.join(rules)}</style>" if rules else ""
     return f'{style}<div class="fl-table-wrap">{text}</div>'
 

@@ -355,7 +355,7 @@ def verdict_details(table: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
     return {
         "qwk-details": ("ΔQWK: the verdict in words, each seed's difference and the intervals "
                         "for contrast", shown[key + [
-                            "run", "vs", "seeds", "ΔQWK", "ΔQWK per seed", "ΔQWK interval",
+                            "run", "seeds", "ΔQWK", "ΔQWK per seed", "ΔQWK interval",
                             "QWK verdict", "ΔQWK patient bootstrap", "ΔQWK corrected t",
                             "seeds' share of ΔQWK variance"]]),
         "log-loss-details": ("Δlog-loss: the verdict in words and each seed's difference",
