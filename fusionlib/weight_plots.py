@@ -27,7 +27,8 @@ FIXED_RF_SHARE = FIXED_CLINICAL_WEIGHT
 # --------------------------------------------------------------------------- fusion weights
 
 
-def _fold_label(entry: Mapping, i: int) -> str:
+def fold_label(entry: Mapping, i: int) -> str:
+    """A fold's label ("fold 2", "r1 f2", "s0 fold 2") from its ``weights.json`` entry."""
     if "fold" in entry:
         repeat = entry.get("repeat", 0)
         label = f"r{repeat} f{entry['fold']}" if repeat else f"fold {entry['fold']}"
@@ -36,7 +37,7 @@ def _fold_label(entry: Mapping, i: int) -> str:
     return f"fold {i}"
 
 
-def _heatmap(entry: Mapping):
+def weight_view(entry: Mapping):
     """The variant's own view of one fold's raw weights (``fusionlib.fusion.views``; no
     Keras), or None for a variant this version does not know."""
     name = entry.get("fusion") or entry["raw"].get("fusion")
@@ -59,9 +60,9 @@ def fusion_weight_heatmaps(weights: Sequence[Mapping], title: str | None = None,
     fusion = weights[0].get("fusion") or weights[0]["raw"].get("fusion", "?")
     title = title or f"{fusion}: learned fusion weights per fold"
     raws = [w["raw"] for w in weights]
-    labels = [_fold_label(w, i) for i, w in enumerate(weights)]
+    labels = [fold_label(w, i) for i, w in enumerate(weights)]
 
-    views = [_heatmap(w) for w in weights]
+    views = [weight_view(w) for w in weights]
     if any(v is None for v in views):
         return _empty(f"no view of the fusion weights of {fusion!r}")
     if all(v.kind == "kernel" for v in views):

@@ -21,8 +21,7 @@ import pytest
 
 from fusionlib import report
 from fusionlib.errors import FusionlibError
-from fusionlib.report.browser import FLAGS as _FLAGS
-from fusionlib.report.browser import find_chromium, measure
+from fusionlib.report.browser import find_chromium, measure, run_probe, screenshot
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"protocol": {"folds": 2, "data_percentage": 30}, "image": {"epochs": 2, "inner_folds": 2},
@@ -282,21 +281,7 @@ def test_report_renders_in_chromium(built, tmp_path):
     from PIL import Image
 
     chromium = _chromium()
-    probe_page = built.parent / "probe-index.html"
-    text = built.read_text(encoding="utf-8")
-    probe_page.write_text(text.replace("</body>", _PROBE + "</body>", 1), encoding="utf-8")
-    try:
-        result = subprocess.run(
-            [chromium, *_FLAGS, f"--user-data-dir={tmp_path / 'profile-dom'}",
-             "--virtual-time-budget=10000", "--dump-dom", probe_page.as_uri()],
-            capture_output=True, text=True, timeout=120)
-    finally:
-        probe_page.unlink()
-    match = re.search(r'<pre id="fl-probe">(.*?)</pre>', result.stdout, re.S)
-    assert match, f"no probe output; chromium stderr: {result.stderr[-2000:]}"
-    import html as _html
-
-    probe = json.loads(_html.unescape(match.group(1)))
+    probe = run_probe(built, _PROBE, chromium=chromium)
     assert probe["kappa_rows"] == 2 and probe["kappa_visible"], probe
     assert probe["paired_rows"] >= 1 and probe["paired_visible"], probe
     assert "fixed_30" in probe["kappa_text"] and "trainable_30" in probe["kappa_text"]
@@ -304,10 +289,7 @@ def test_report_renders_in_chromium(built, tmp_path):
     # the learned-weights summary figure (the per-fold weights are coloured tables)
     assert probe["weights"] >= 1 and probe["weights_ok"] == probe["weights"], probe
 
-    shot = tmp_path / "report.png"
-    subprocess.run([chromium, *_FLAGS, f"--user-data-dir={tmp_path / 'profile-shot'}",
-                    "--window-size=1280,2400", f"--screenshot={shot}", built.as_uri()],
-                   capture_output=True, text=True, timeout=120)
+    shot = screenshot(built, tmp_path / "report.png", 1280, 2400, chromium=chromium)
     assert shot.is_file(), "chromium wrote no screenshot"
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.std() > 10, "screenshot is blank"

@@ -80,18 +80,19 @@ def find_chromium() -> str | None:
     return None
 
 
-def measure(page: str | Path, width: int = 1280, height: int = 800,
-            chromium: str | None = None, timeout: float = 120) -> dict:
-    """Load ``page`` (a copy with the measuring script, written next to it so that relative
-    links resolve) at ``width`` x ``height`` and return the page's own measurements (the
-    module docstring lists them). Raises RuntimeError without Chromium or a measurement."""
+def run_probe(page: str | Path, script: str, width: int = 1280, height: int = 800,
+              chromium: str | None = None, timeout: float = 120) -> dict:
+    """Load a copy of ``page`` with ``script`` added before ``</body>`` (written next to it, so
+    that relative links resolve) at ``width`` x ``height`` in headless Chromium and return the
+    JSON the script leaves in a ``<pre id="fl-probe">``. Raises RuntimeError without Chromium
+    or without that output."""
     chromium = chromium or find_chromium()
     if chromium is None:
         raise RuntimeError("chromium not installed (Debian: apt-get install chromium)")
     page = Path(page).resolve()
     text = page.read_text(encoding="utf-8")
     probe = page.parent / f".probe-{page.name}"
-    probe.write_text(text.replace("</body>", _PROBE + "</body>", 1), encoding="utf-8")
+    probe.write_text(text.replace("</body>", script + "</body>", 1), encoding="utf-8")
     try:
         with tempfile.TemporaryDirectory(prefix="fl-chromium-") as profile:
             result = subprocess.run(
@@ -104,6 +105,13 @@ def measure(page: str | Path, width: int = 1280, height: int = 800,
     if not match:
         raise RuntimeError(f"no measurement from chromium; stderr: {result.stderr[-1500:]}")
     return json.loads(html.unescape(match.group(1)))
+
+
+def measure(page: str | Path, width: int = 1280, height: int = 800,
+            chromium: str | None = None, timeout: float = 120) -> dict:
+    """The page's own measurements at ``width`` x ``height`` (the module docstring lists
+    them), by :func:`run_probe`."""
+    return run_probe(page, _PROBE, width, height, chromium, timeout)
 
 
 def screenshot(page: str | Path, out: str | Path, width: int = 1280, height: int = 800,

@@ -115,15 +115,12 @@ def heatmap_html(matrix: np.ndarray, rows: list[str], cols: list[str], caption: 
 def weight_tables_html(weights: list) -> str:
     """Every fold's raw fusion weights, one coloured table per fold on one colour scale (each
     variant's Keras-free view says what the rows and columns are)."""
-    from ..fusion import FUSIONS
-    from ..weight_plots import _fold_label
+    from ..weight_plots import fold_label, weight_view
 
     entries = [w for w in weights if isinstance(w, dict) and w.get("raw")]
-    views = []
-    for i, w in enumerate(entries):
-        name = w.get("fusion") or w["raw"].get("fusion")
-        if name in FUSIONS:
-            views.append((_fold_label(w, i), FUSIONS[name].heatmap(w["raw"])))
+    # A variant this version does not know has no view and is left out.
+    views = [(fold_label(w, i), view) for i, w in enumerate(entries)
+             if (view := weight_view(w)) is not None]
     if not views:
         return '<p class="fl-note">No fusion weights recorded.</p>'
     limit = max(float(np.nanmax(np.abs(v.matrix))) for _, v in views) or 1.0
@@ -285,19 +282,13 @@ def html_exporter():
     return exporter
 
 
-def notebook_to_html(notebook, title: str | None = None, strip_stderr: bool = False,
-                     exporter=None) -> str:
+def notebook_to_html(notebook, title: str | None = None, exporter=None) -> str:
     """An executed notebook (path or NotebookNode) as self-contained HTML, code hidden
-    (``strip_stderr`` also drops warnings and log lines written to stderr; ``exporter``: one
-    :func:`html_exporter` to reuse across notebooks)."""
+    (``exporter``: one :func:`html_exporter` to reuse across notebooks)."""
     import nbformat
 
     if not hasattr(notebook, "cells"):
         notebook = nbformat.read(str(notebook), as_version=4)
-    for cell in notebook.cells:
-        if strip_stderr and cell.get("cell_type") == "code":
-            cell["outputs"] = [o for o in cell.get("outputs", [])
-                               if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
     resources = {"metadata": {"name": title or notebook.metadata.get("title", "report")}}
     body, _ = (exporter or html_exporter()).from_notebook_node(notebook, resources=resources)
     return body

@@ -31,8 +31,8 @@ from .html import (REPORT_CSS, confusion_tables_html, head_warning_banner, html_
                    left_out_html, run_links, synthetic_banner, table_with_more, weight_tables_html)
 from .tables import (calibration_table, fmt, paired_comparisons, provenance_table, rf_share_table,
                      runs_table, runs_table_columns)
-from .verdict import (plan_display, verdict_compact, verdict_details, verdict_sentences,
-                      verdict_table, weighting_sentences)
+from .verdict import (INFLUENCE_COLUMNS, plan_display, verdict_compact, verdict_details,
+                      verdict_sentences, verdict_table, weighting_sentences)
 
 TITLE = "Trainable fusion vs the fixed 70/30 mix"
 
@@ -225,9 +225,6 @@ def paired_section(runs: list[Run], n_boot: int) -> Section:
 
 # --------------------------------------------------------------------------- learned weights
 
-_SHARE_COLUMNS = ("influence_rf_share", *[f"influence_rf_share_{c}" for c in ("I", "P", "R")])
-
-
 def _shares(run: Run, seeds=None) -> dict | None:
     frame = run.folds
     if frame is None or "influence_rf_share" not in frame:
@@ -235,7 +232,7 @@ def _shares(run: Run, seeds=None) -> dict | None:
     if seeds is not None and "seed" in frame:
         frame = frame[frame["seed"].isin(list(seeds))]
     return {key: frame[col].to_numpy(dtype=float) if col in frame else np.array([])
-            for key, col in zip(SHARE_KEYS, _SHARE_COLUMNS)}
+            for key, col in zip(SHARE_KEYS, INFLUENCE_COLUMNS)}
 
 
 def weights_section(runs: list[Run], verdict: pd.DataFrame) -> Section:

@@ -35,6 +35,10 @@ VERDICT_COLUMNS = ["data %", "variant", "run", "vs", "seeds", "ΔQWK", "ΔQWK pe
                    "clinical influence share", "fixed's clinical influence share"]
 
 
+INFLUENCE_COLUMNS = ("influence_rf_share", *[f"influence_rf_share_{c}" for c in LABELS])
+"""The fold columns of the clinical influence share: overall, then per class (I, P, R)."""
+
+
 def _interval(low, high) -> str:
     return f"[{fmt(low, 3, '+')}, {fmt(high, 3, '+')}]"
 
@@ -139,7 +143,7 @@ def influence_over_seeds(run: Run, seeds=None) -> dict | None:
         frame = frame.assign(seed=run.seeds[0])
     if seeds is not None:
         frame = frame[frame["seed"].isin(list(seeds))]
-    cols = ["influence_rf_share", *[f"influence_rf_share_{c}" for c in LABELS]]
+    cols = list(INFLUENCE_COLUMNS)
     per_seed = frame.groupby("seed")[[c for c in cols if c in frame]].mean()
     if not len(per_seed):
         return None
