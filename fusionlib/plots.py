@@ -174,7 +174,9 @@ def verdict_intervals(rows: Sequence[Mapping], title: str | None = None):
     if not rows:
         return _empty("no comparison with a fixed run")
     panels = (("qwk", "ΔQWK (> 0: better)"), ("log_loss", "Δlog-loss (< 0: better)"))
-    fig, axes = _figure(4.6, 0.27 * len(rows) + 1.3, 1, 2, sharey=True)
+    # At least ~3 rows' height, and half a row of room above and below, so that a short
+    # table's intervals do not sit on the axes' edges.
+    fig, axes = _figure(4.6, 0.27 * max(len(rows), 3) + 1.3, 1, 2, sharey=True)
     y = np.arange(len(rows))[::-1]
     for ax, (metric, label) in zip(axes[0], panels):
         margin = rows[0][metric]["margin"]
@@ -189,6 +191,7 @@ def verdict_intervals(rows: Sequence[Mapping], title: str | None = None):
         ax.tick_params(labelsize=8)
         ax.grid(axis="x", color="0.9", lw=0.6)
     axes[0, 0].set_yticks(y, [row["label"] for row in rows], fontsize=8)
+    axes[0, 0].set_ylim(-0.6, len(rows) - 0.4)
     from matplotlib.patches import Patch
 
     handles = [matplotlib_line(c, v) for v, c in VERDICT_COLORS.items()]
