@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -26,6 +27,8 @@ DATASETS = ("synthetic", "real", "real_synthetic_images")
 REAL_DATA_ENV = "FUSIONLIB_DFU_DIR"
 """Environment variable naming the real data folder when ``data.data_dir`` is not given."""
 DEFAULT_REAL_DIR = "../shared/data/dfu"
+_RACY_NS = 2_000_000_000
+"""Files changed this recently (ns) are hashed by :func:`data_fingerprint`, not listed by stat."""
 
 
 class DataSettings(Settings):
@@ -132,7 +135,8 @@ def data_fingerprint(data: DataSettings) -> str:
     ``cohort.json`` stamp, which names the generator version and digest, the preset or
     signal, the seed and (for real tables) the source table's SHA-256. A real folder is
     identified by the content of its top-level files (the tables) and a listing (path, size,
-    modification time) of everything below.
+    modification time, inode, status-change time) of everything below; files changed in the
+    last two seconds are hashed instead (their timestamps may not have ticked yet).
     """
     folder = Path(data_folder(data))
     digest = hashlib.sha256(data.dataset.encode() + b"\0")
@@ -144,6 +148,7 @@ def data_fingerprint(data: DataSettings) -> str:
     if not (folder / CLINICAL_FILENAME).is_file():
         raise DataError(f"clinical table {CLINICAL_FILENAME} not found (set data.data_dir or "
                         f"${REAL_DATA_ENV})", folder)
+    now = time.time_ns()
     for path in sorted(folder.rglob("*")):
         if not path.is_file():
             continue
@@ -151,7 +156,20 @@ def data_fingerprint(data: DataSettings) -> str:
         digest.update(relative.encode() + b"\0")
         if path.parent == folder:
             digest.update(hashlib.sha256(path.read_bytes()).digest())
+            continue
+        stat = path.stat()
+        # Size and mtime alone let a file rewritten in place with the same size, its mtime
+        # then restored (os.utime, cp -p, tar, rsync -t), pass for the old one: the run stays
+        # "up to date" on other pixels. The inode and ctime close that without reading the
+        # images: the ctime changes on every write and nothing can set it back (os.utime
+        # moves it to now), a file swapped in by rename has another inode. Timestamps tick
+        # coarsely (a few ms on Linux), so a file changed within _RACY_NS of now is hashed
+        # instead, as git does for "racily clean" files. A copied or restored data folder
+        # reruns once (new inodes and ctimes): a spurious rerun, never a stale result.
+        # (On Windows st_ctime is the creation time; the inode still catches replaced files.)
+        if max(stat.st_ctime_ns, stat.st_mtime_ns) > now - _RACY_NS:
+            digest.update(b"sha256:" + hashlib.sha256(path.read_bytes()).digest())
         else:
-            stat = path.stat()
-            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:"
+                          f"{stat.st_ctime_ns}".encode())
     return digest.hexdigest()[:16]

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 PROBLEM_KINDS = {
     "unreadable_image": "unreadable or corrupt PNG",
+    "broken_link": "broken or looping symbolic link",
+    "not_a_file": "folder or special file named as an image",
     "bad_filename": "file name outside the convention",
     "no_clinical_row": "image with no clinical row",
     "box_outside_image": "box outside the image",
@@ -78,7 +80,8 @@ class FolderProblems:
 
 
 
-DROPPED_KINDS = ("unreadable_image", "bad_filename", "no_clinical_row", "box_outside_image")
+DROPPED_KINDS = ("unreadable_image", "broken_link", "not_a_file", "bad_filename", "no_clinical_row",
+                 "box_outside_image")
 """Problem kinds that leave an image file out of the cohort (a box row without image is not one)."""
 
 

@@ -9,8 +9,10 @@ exactly these formats, so the default run goes through the same loader as real d
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +33,9 @@ logger = logging.getLogger("fusionlib")
 def read_csv_checked(path: str | Path, required: tuple[str, ...] = (), what: str = "table") -> pd.DataFrame:
     """Read a CSV as text columns, turning every way it can be unusable into a DataError.
 
-    Handles a byte-order mark, a missing or empty file, binary content and missing
-    required columns; returns a DataFrame of ``str`` columns (NaN for empty cells).
+    Handles a byte-order mark, UTF-16/32 with one (Excel's "Unicode text", tab-separated),
+    a missing or empty file, binary content and missing required columns; returns a
+    DataFrame of ``str`` columns (NaN for empty cells).
     """
     path = Path(path)
     if not path.exists():
@@ -40,18 +43,14 @@ def read_csv_checked(path: str | Path, required: tuple[str, ...] = (), what: str
     if path.is_dir():
         raise DataError(f"expected a CSV file for the {what}, found a folder", path)
     raw = path.read_bytes()
-    if not raw.strip():
+    text = _decode_table(raw, path, what)
+    if not text.strip():
         raise DataError(f"{what} is empty", path)
-    if b"\x00" in raw[:4096]:
-        raise DataError(f"{what} is not a CSV text file (binary content)", path)
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{what} is not UTF-8 text (byte {err.start})", path) from None
     import io
 
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, skipinitialspace=True)
+        frame = pd.read_csv(io.StringIO(text), dtype=str, skipinitialspace=True,
+                            sep=_separator(text))
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         detail = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise DataError(f"{what} is not a readable CSV: {detail}", path) from None
@@ -66,6 +65,52 @@ def read_csv_checked(path: str | Path, required: tuple[str, ...] = (), what: str
     if frame.empty:
         raise DataError(f"{what} has a header but no rows", path)
     return frame
+
+
+_UNICODE_BOMS = ((b"\xff\xfe\x00\x00", "utf-32", "UTF-32"), (b"\x00\x00\xfe\xff", "utf-32", "UTF-32"),
+                 (b"\xff\xfe", "utf-16", "UTF-16"), (b"\xfe\xff", "utf-16", "UTF-16"))
+"""Byte-order marks of the wide encodings (UTF-32 first: its LE mark begins with UTF-16's)."""
+
+
+def _decode_table(raw: bytes, path: Path, what: str) -> str:
+    """A table file's text: UTF-8 (a byte-order mark is fine), or UTF-16/32 with their mark.
+
+    Excel's "Unicode text" export writes UTF-16 with a byte-order mark (and tabs); it
+    is read like the UTF-8 file. Without a mark, NUL bytes are refused as binary content,
+    and as UTF-16 with the command that converts it when every other byte is NUL.
+    """
+    for bom, codec, label in _UNICODE_BOMS:
+        if raw.startswith(bom):
+            try:
+                return raw.decode(codec)
+            except UnicodeDecodeError as err:
+                raise DataError(f"{what} is not {label} text despite its {label} byte-order "
+                                f"mark (byte {err.start})", path) from None
+    head = raw[:4096]
+    if b"\x00" in head:
+        even, odd = head[0::2], head[1::2]
+        for zeros, chars, order in ((odd, even, "LE"), (even, odd, "BE")):
+            if (len(chars) > 1 and zeros.count(0) >= 0.9 * len(zeros)
+                    and chars.count(0) <= 0.1 * len(chars)):   # mostly ASCII text, not zeros
+                raise DataError(f"{what} looks like UTF-16 text without a byte-order mark; save "
+                                f"it as UTF-8 (for example: iconv -f UTF-16{order} -t UTF-8 "
+                                f"{path.name} > new{path.suffix})", path)
+        raise DataError(f"{what} is not a CSV text file (binary content)", path)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{what} is not UTF-8 text (byte {err.start})", path) from None
+
+
+def _separator(text: str) -> str:
+    """``","``, or a tab when the header splits into more fields on tabs (Excel's Unicode text)."""
+    header = (text.lstrip("\ufeff").splitlines() or [""])[0]
+    try:
+        by_tab = len(next(csv.reader([header], delimiter="\t"), []))
+        by_comma = len(next(csv.reader([header]), []))
+    except csv.Error:               # pandas reports what is wrong with the file
+        return ","
+    return "\t" if by_tab > by_comma else ","
 
 
 def _to_number(frame: pd.DataFrame, column: str, path: Path, integer: bool = False) -> pd.Series:
@@ -105,7 +150,8 @@ def read_clinical_table(path: str | Path, features: str | list[str] | tuple = "a
 
     Parameters
     ----------
-    path : path to the CSV (UTF-8, a byte-order mark is fine).
+    path : path to the CSV (UTF-8, a byte-order mark is fine; UTF-16 with its mark, comma-
+        or tab-separated, as Excel's "Unicode text" export writes, is read too).
     features : "auto" or list of str
         "auto" uses every column of :data:`FEATURES` present in the file (at least
         one must be); an explicit list requires each named column. Identifiers,
@@ -242,14 +288,34 @@ def load_cohort(root: str | Path, *, clinical: str = CLINICAL_FILENAME,
 
 
 
+def _not_a_regular_file(path: Path) -> str | None:
+    """Why a folder entry is no image file: a problem kind, ``"subfolder"``, or None (a file).
+
+    A dangling or looping symbolic link is ``broken_link``; a folder named like an image
+    (``*.png``), a pipe, socket or device is ``not_a_file`` (never opened: a pipe would
+    block); any other folder is a ``subfolder``, not a candidate image. An entry that
+    cannot be examined at all (no permission) is ``unreadable_image``.
+    """
+    try:
+        mode = path.stat().st_mode          # follows links
+    except OSError:
+        return "broken_link" if path.is_symlink() else "unreadable_image"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode) and path.suffix.lower() != ".png":
+        return "subfolder"
+    return "not_a_file"
+
+
 def scan_images(root: Path, cases: pd.DataFrame, image_dirs: dict[str, str],
                 problems: FolderProblems | None = None) -> pd.DataFrame:
     """Find each modality's PNGs under ``root`` and match them to cases and boxes.
 
     Every readable, well-named image with a clinical row (and a box inside it, when
     it has a box) becomes one row; the others are recorded in ``problems`` (a
-    :class:`FolderProblems`, created and dropped when not given) and left out.
-    Hidden files are ignored. Each PNG is checked with Pillow's ``verify`` (header
+    :class:`FolderProblems`, created and dropped when not given) and left out, as are
+    broken links and folders named ``*.png``. Hidden files and other subfolders are
+    ignored. Each PNG is checked with Pillow's ``verify`` (header
     and chunk checksums, no decoding).
     """
     from PIL import Image, UnidentifiedImageError
@@ -274,10 +340,16 @@ def scan_images(root: Path, cases: pd.DataFrame, image_dirs: dict[str, str],
         table = boxes.get(MODALITY_CAMERA[modality])
         present = set()
         for path in sorted(directory.iterdir()):
-            if path.name.startswith(".") or not path.is_file():
+            if path.name.startswith("."):
+                continue
+            shown = f"{folder}/{path.name}"
+            kind = _not_a_regular_file(path)
+            if kind == "subfolder":
                 continue
             present.add(path.name)
-            shown = f"{folder}/{path.name}"
+            if kind is not None:
+                problems.add(kind, shown)
+                continue
             parts = parse_image_filename(path.name)
             if parts is None:
                 problems.add("bad_filename", shown)
