@@ -23,9 +23,13 @@ from __future__ import annotations
 
 import ast
 import difflib
+import errno
+import functools
 import re
+import stat
 from pathlib import Path
 
+import yaml
 from pydantic import Field, ValidationError
 
 from .branches.clinical import ClinicalSettings
@@ -35,7 +39,7 @@ from .decision import DecisionSettings
 from .errors import ParamsError
 from .fusion.settings import FusionSettings
 from .head import HeadSettings
-from .settings import Settings, did_you_mean
+from .settings import Settings, clip, did_you_mean, shown
 from .splits import ProtocolSettings
 from .stage2 import Stage2Settings
 
@@ -97,8 +101,15 @@ LEGACY_KEYS = {
 """Key of the flat schema (before the sections) -> its place now, for the migration message."""
 
 
+MAX_MESSAGE = 1000
+"""At most this many characters of a message after the file and key (values are shown cut)."""
+
+
 def _fail(source, key, message):
-    where = f"key {key!r}: " if key else ""
+    where = f"key {shown(key, 120)}: " if key else ""
+    message = str(message)
+    if len(message) > MAX_MESSAGE:
+        message = f"{message[:MAX_MESSAGE]}... ({len(message)} characters)"
     raise ParamsError(f"{where}{message}", source)
 
 
@@ -106,6 +117,8 @@ def _legacy(source, key, value):
     """ParamsError saying where a flat-schema key moved, with the YAML to write."""
     path = LEGACY_KEYS[key].split(".")
     example = _yaml_value(value)
+    if len(example) > 60:
+        example = "..."
     for part in reversed(path[1:]):
         example = "{" + f"{part}: {example}" + "}"
     _fail(source, key, f"moved: write {'.'.join(path)} (`{path[0]}: {example}`); "
@@ -171,14 +184,14 @@ def _one_line(error: dict) -> tuple[str, str]:
         if field is not None and "Optional" in str(field.annotation) or \
                 (field is not None and "None" in str(field.annotation)):
             expected += " or null"
-        return key, f"expected {expected}, got {type(value).__name__} {value!r}"
+        return key, f"expected {expected}, got {type(value).__name__} {shown(value)}"
     if kind == "finite_number":
-        return key, f"must be a finite number, got {value!r}"
+        return key, f"must be a finite number, got {shown(value)}"
     bounds = {"greater_than_equal": ("at least", "ge"), "greater_than": ("greater than", "gt"),
               "less_than_equal": ("at most", "le"), "less_than": ("less than", "lt")}
     if kind in bounds:
         words, name = bounds[kind]
-        return key, f"must be {words} {ctx.get(name)}, got {value!r}"
+        return key, f"must be {words} {ctx.get(name)}, got {shown(value)}"
     return key, error["msg"]
 
 
@@ -208,21 +221,203 @@ def validate(raw: dict, source: str | Path = "<params>") -> ExperimentParams:
     return params
 
 
-def load_params(path: str | Path) -> ExperimentParams:
-    """Read and validate one YAML parameter file; ``name`` defaults to the file's stem."""
-    import yaml
+MAX_PARAMS_BYTES = 1 << 20
+"""A parameter file is a few hundred bytes; anything over 1 MiB is refused unread."""
+MAX_YAML_NODES = 100_000
+"""At most this many values in a parameter file, counting each alias as the values it stands for.
 
+Aliases (``*name``) are allowed, but a "billion laughs" file (9 levels of 9 aliases: a
+few hundred bytes standing for 387 million strings) is refused before anything expands it."""
+MAX_YAML_DEPTH = 50
+"""At most this many levels of nested mappings and lists (the schema needs four)."""
+
+_FLOAT_12 = re.compile(r"""^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)
+                            |\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+                            |[0-9][0-9_]*\.[0-9_]*)$""", re.X)
+"""Floats as YAML 1.2 writes them that YAML 1.1 (PyYAML) reads as text: ``1e-3``, ``1E5``,
+``-2.5e+3``, ``1.5e3``, ``-.5``. Those with a dot and a signed exponent were floats already."""
+
+
+class _YamlProblem(Exception):
+    """A problem found while reading the YAML (a duplicated key, too many values)."""
+
+
+def _node_children(node):
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_nodes(root) -> None:
+    """Raise _YamlProblem when the node graph expands to too many values, nests too deeply or
+    holds an alias to itself. Linear in the file: each shared node is measured once."""
+    size, height, active = {}, {}, set()
+    stack = [(root, False)]
+    while stack:
+        node, leaving = stack.pop()
+        ident = id(node)
+        if leaving:
+            active.discard(ident)
+            children = _node_children(node)
+            size[ident] = 1 + sum(size[id(c)] for c in children)
+            height[ident] = 1 + max((height[id(c)] for c in children), default=0)
+            if size[ident] > MAX_YAML_NODES:
+                raise _YamlProblem(
+                    f"{_where(root, node)}too many values: aliases (*name) expand to more than "
+                    f"{MAX_YAML_NODES:,} values (line {node.start_mark.line + 1}); a parameter "
+                    "file needs a few dozen")
+            if height[ident] > MAX_YAML_DEPTH:
+                raise _YamlProblem(f"{_where(root, node)}nested more than {MAX_YAML_DEPTH} levels "
+                                   f"deep (line {node.start_mark.line + 1})")
+            continue
+        if ident in size:
+            continue
+        if ident in active:
+            raise _YamlProblem(f"{_where(root, node)}an alias at line {node.start_mark.line + 1} "
+                               "refers to a value that contains it (a recursive structure); "
+                               "write the values out")
+        active.add(ident)
+        stack.append((node, True))
+        stack.extend((child, False) for child in reversed(_node_children(node)))
+
+
+def _dotted_path(root, target) -> str:
+    """The dotted key of ``target`` in the node tree (``protocol``, ``fusion.options``)."""
+    stack, seen = [(root, [])], set()
+    while stack:
+        node, parts = stack.pop()
+        if node is target:
+            return ".".join(p for p in parts if not p.startswith("[")) + \
+                "".join(p for p in parts if p.startswith("["))
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            stack += [(value, parts + [str(key.value) if isinstance(key, yaml.ScalarNode) else "?"])
+                      for key, value in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(value, parts + [f"[{i}]"]) for i, value in enumerate(node.value)]
+    return ""
+
+
+def _where(root, node) -> str:
+    dotted = _dotted_path(root, node)
+    return f"key {shown(dotted, 120)}: " if dotted else ""
+
+
+@functools.cache
+def _loader():
+    """A yaml.SafeLoader for parameter files: duplicate keys refused, aliases bounded,
+    YAML 1.2 floats (``1e-3``) read as floats."""
+    class ParamsLoader(yaml.SafeLoader):
+        def construct_document(self, node):
+            _check_nodes(node)
+            self._root = node
+            return super().construct_document(node)
+
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                lines = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue        # `<<: *base` then a key of base: an override, not a repeat
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        first = lines.get(key)
+                    except TypeError:
+                        continue        # an unhashable key: SafeConstructor says so
+                    mark = key_node.start_mark
+                    if first is not None:
+                        parent = _dotted_path(getattr(self, "_root", node), node)
+                        dotted = f"{parent}.{key}" if parent else str(key)
+                        where = f"at lines {first.line + 1} and {mark.line + 1}" \
+                            if first.line != mark.line else \
+                            f"on line {mark.line + 1} (columns {first.column + 1} and {mark.column + 1})"
+                        raise _YamlProblem(
+                            f"key {shown(dotted, 120)}: given twice, {where}; YAML would keep only "
+                            "the later one, so write it once (merge the two)")
+                    lines[key] = mark
+            return super().construct_mapping(node, deep=deep)
+
+    ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12,
+                                       list("-+0123456789."))
+    return ParamsLoader
+
+
+def _reason(err: OSError) -> str:
+    """Why a parameter path cannot be used, in words (from the OSError of stat or open)."""
+    code = err.errno
+    if code == errno.ELOOP:
+        return "cannot be resolved: a symlink loop (too many levels of symbolic links)"
+    if code in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if code == errno.ENOTDIR:
+        return "parameter file not found (a part of the path is a file, not a folder)"
+    if code == errno.ENAMETOOLONG:
+        return "the path is too long"
+    if code == errno.EISDIR:
+        return "is a folder, expected a YAML parameter file"
+    return f"cannot be read: {err.strerror or err}"
+
+
+def check_params_file(path: str | Path) -> Path:
+    """``path`` as a Path if it is a readable parameter file, else ParamsError saying why not
+    (not found, a dangling symlink, a symlink loop, a folder, permission denied, too big)."""
     path = Path(path)
-    if not path.is_file():
-        raise ParamsError("parameter file not found", path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise ParamsError(f"parameter file not found: a symlink to {shown(str(path.readlink()))}, "
+                              "which does not exist", path) from None
+        raise ParamsError("parameter file not found", path) from None
+    except OSError as err:
+        raise ParamsError(_reason(err), path) from None
+    except ValueError:
+        raise ParamsError("not a usable path", path) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ParamsError("is a folder, expected a YAML parameter file", path)
+    if not stat.S_ISREG(info.st_mode):
+        raise ParamsError("is not a regular file (a pipe, socket or device), expected a YAML "
+                          "parameter file", path)
+    if info.st_size > MAX_PARAMS_BYTES:
+        raise ParamsError(f"is {info.st_size:,} bytes; a parameter file is at most "
+                          f"{MAX_PARAMS_BYTES:,} bytes", path)
+    return path
+
+
+def read_params_yaml(path: str | Path):
+    """The YAML content of one parameter file (not yet validated); ParamsError on any problem."""
+    path = check_params_file(path)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_PARAMS_BYTES + 1)
+    except OSError as err:
+        raise ParamsError(_reason(err), path) from None
+    if len(data) > MAX_PARAMS_BYTES:
+        raise ParamsError(f"is more than {MAX_PARAMS_BYTES:,} bytes; a parameter file is at most "
+                          f"{MAX_PARAMS_BYTES:,} bytes", path)
+    try:
+        return yaml.load(data.decode("utf-8"), Loader=_loader())   # a SafeLoader subclass
+    except _YamlProblem as err:
+        raise ParamsError(str(err), path) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ParamsError(f"not valid YAML{where}: {getattr(err, 'problem', err)}", path) from None
+        raise ParamsError(f"not valid YAML{where}: {clip(getattr(err, 'problem', err))}",
+                          path) from None
     except UnicodeDecodeError:
         raise ParamsError("not a UTF-8 text file", path) from None
+    except RecursionError:
+        raise ParamsError(f"nested more than {MAX_YAML_DEPTH} levels deep", path) from None
+
+
+def load_params(path: str | Path) -> ExperimentParams:
+    """Read and validate one YAML parameter file; ``name`` defaults to the file's stem."""
+    path = Path(path)
+    raw = read_params_yaml(path)
     if raw is None:
         raise ParamsError("parameter file is empty", path)
     if isinstance(raw, dict):
@@ -321,8 +516,6 @@ def parameters_cell() -> str:
 
 
 def _yaml_value(value) -> str:
-    import yaml
-
     return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import reprlib
 
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic_core import PydanticCustomError
@@ -33,28 +34,66 @@ class Settings(BaseModel):
         # (10**400) and infinities nested in option mappings and lists.
         bad = _non_finite(value)
         if bad is not None:
-            fail(f"must be a finite number, got {bad!r}" if isinstance(value, (int, float))
-                 else f"must hold finite numbers only, got {bad!r}")
+            fail(f"must be a finite number, got {shown(bad)}" if isinstance(value, (int, float))
+                 else f"must hold finite numbers only, got {shown(bad)}")
         return value
 
 
 def _non_finite(value):
-    """The first inf/nan (or float-overflowing int) inside ``value``, else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        try:
-            return None if math.isfinite(value) else value
-        except OverflowError:
-            return value
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        for item in value:
-            bad = _non_finite(item)
-            if bad is not None:
-                return bad
+    """The first inf/nan (or float-overflowing int) inside ``value``, else None.
+
+    Each list or mapping is looked at once, however often it is shared (YAML aliases) and
+    even if it holds itself, so the time is linear in the distinct values."""
+    stack, seen = [value], set()
+    while stack:
+        value = stack.pop()
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)):
+            try:
+                if not math.isfinite(value):
+                    return value
+            except OverflowError:
+                return value
+            continue
+        if isinstance(value, (dict, list, tuple)):
+            if id(value) in seen:
+                continue
+            seen.add(id(value))
+            items = list(value.values()) if isinstance(value, dict) else list(value)
+            stack.extend(reversed(items))
     return None
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 2, 60, 60, 40
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 5
+
+
+def shown(value, limit: int = 100) -> str:
+    """``repr(value)`` for an error message, cut to about ``limit`` characters.
+
+    Never builds the full repr, so a huge value (a string of a million characters, a
+    nested list standing for millions of items) costs no time or memory in a message."""
+    if isinstance(value, str) and len(value) <= limit:
+        text = repr(value)
+    elif isinstance(value, (bool, float)) or (isinstance(value, int) and abs(value) < 10 ** 30):
+        text = repr(value)
+    elif isinstance(value, int):
+        text = f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    else:
+        try:
+            text = _SHORT.repr(value)
+        except ValueError:      # an int too long for str() inside (sys.set_int_max_str_digits)
+            text = f"a {type(value).__name__} of {len(value)} items" if hasattr(value, "__len__") \
+                else type(value).__name__
+    return text if len(text) <= limit + 2 else f"{text[:limit]}..."
+
+
+def clip(text, limit: int = 300) -> str:
+    """``str(text)`` cut to ``limit`` characters (with the full length said)."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def did_you_mean(word, options) -> str:
@@ -69,7 +108,7 @@ def one_of(value, options):
     if value not in options:
         raise PydanticCustomError(
             "choice", "unknown value {value}; expected one of {options}{hint}",
-            {"value": repr(value), "options": ", ".join(map(str, options)),
+            {"value": shown(value), "options": ", ".join(map(str, options)),
              "hint": did_you_mean(value, options)})
     return value
 
