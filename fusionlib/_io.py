@@ -8,6 +8,7 @@ results) are built aside and put in place by :func:`swap_into_place`.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
@@ -21,6 +22,8 @@ def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None)
     """Open a temporary file beside ``path``; on success it replaces ``path``, on error it goes.
 
     The result is readable by others (0644): mkstemp's 0600 suits secrets, not results.
+    A failing write (a full disk) raises an OSError naming ``path``: a ``write()`` error
+    carries no file name of its own.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,8 +33,10 @@ def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None)
             yield handle
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
+            err.filename = str(path)
         raise
 
 
@@ -43,6 +48,23 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+_OS_ERROR_WORDS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+DISK_FULL_ERRNOS = frozenset(_OS_ERROR_WORDS)
+"""A write failed because the disk (or the user's quota) is full."""
+
+
+def os_error_text(err: OSError, path: str | Path | None = None) -> str:
+    """One line for a failed file operation: ``<file>: <problem>``, e.g.
+    ``runs/x/done.json: no space left on device``.
+
+    ``path`` names the file when the error does not (a failing ``write()`` carries no file
+    name). The problem is the system's wording (``strerror``), lower-case for a full disk.
+    """
+    problem = _OS_ERROR_WORDS.get(err.errno) or err.strerror or str(err) or type(err).__name__
+    where = err.filename if err.filename is not None else path
+    return " ".join(f"{where}: {problem}".split()) if where is not None else problem
 
 
 def writable_folder(folder: str | Path, what: str) -> Path:
@@ -154,3 +176,57 @@ def staged_folder(final: str | Path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# --------------------------------------------------------------------------- notes
+
+NOTES_ENV = "FUSIONLIB_NOTES_FILE"
+"""Environment variable naming a file that :func:`note` appends its lines to: ``fusionlib run``
+sets it for each run's kernel (:mod:`fusionlib.runner`) and prints the lines on its screen."""
+
+_collectors: list[list[str]] = []
+
+
+def note(text: str) -> None:
+    """Record one line the user of ``fusionlib run`` should see (e.g. a cache entry that was
+    unreadable and recomputed); the caller logs it as well, which only the notebook shows.
+
+    The line goes to every :func:`collected_notes` list open in this process, and is appended to
+    the file named by ``$FUSIONLIB_NOTES_FILE`` when set. That file is the runner's sidecar, read
+    once the kernel is done: one ``write`` of one line in append mode (lines of concurrent
+    writers never mix), and a failing write is dropped (the log has the line already).
+    """
+    line = " ".join(str(text).split())
+    for notes in list(_collectors):
+        notes.append(line)
+    target = os.environ.get(NOTES_ENV)
+    if not target:
+        return
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode("utf-8"))
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+@contextmanager
+def collected_notes():
+    """The lines :func:`note` records in this process while the block runs (a list)."""
+    notes: list[str] = []
+    _collectors.append(notes)
+    try:
+        yield notes
+    finally:
+        _collectors.remove(notes)
+
+
+def read_notes(path: str | Path) -> list[str]:
+    """The lines a run's notes file holds (none when it is missing or unreadable)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()]

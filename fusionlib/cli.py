@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -231,7 +232,81 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERRUPTED = "fusionlib: interrupted; finished runs are kept, rerun to continue"
+
+
 def main(argv=None) -> int:
+    """The command line; returns the exit status.
+
+    Ctrl-C at any moment, while the heavy modules (NumPy, scikit-learn, papermill, TensorFlow)
+    are still being imported included, ends with one line and exit status 130: every import is
+    done inside the ``try`` below (this module and ``fusionlib/__init__.py`` import nothing
+    heavy at module level, so the console script and ``python -m fusionlib`` reach it within
+    milliseconds of the interpreter's start). A full disk is one line naming the file, exit
+    status 1.
+    """
+    interrupted: list[int] = []
+    previous = _note_sigint(interrupted)
+    try:
+        return _main(argv)
+    except SystemExit:
+        raise
+    except BaseException as err:
+        # A C extension interrupted while it initialises can turn the KeyboardInterrupt into
+        # another error (NumPy: "ImportError: ... PyCapsule_Import could not import module"):
+        # after a Ctrl-C, any error is the interrupt.
+        if isinstance(err, KeyboardInterrupt) or interrupted:
+            print(INTERRUPTED, file=sys.stderr)
+            _forget_unhandled_interrupt()
+            return 130
+        from ._io import DISK_FULL_ERRNOS, os_error_text
+
+        if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
+            print(f"fusionlib: error: {os_error_text(err)}", file=sys.stderr)
+            return 1
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _note_sigint(interrupted: list):
+    """Record each SIGINT in ``interrupted``, then raise KeyboardInterrupt as Python's own
+    handler does. Returns the handler to restore (None when left alone: not the main thread,
+    or SIGINT is ignored, as for a command started in the background)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:
+        return None
+
+    def on_sigint(signum, frame):
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    return previous
+
+
+def _forget_unhandled_interrupt() -> None:
+    """Keep the exit status 130 once the interrupt is handled.
+
+    CPython remembers a KeyboardInterrupt that ended code run through its ``PyRun_*`` C API
+    (some extension modules run code so while they are imported) and then ends the process by
+    SIGINT (status -2, which a shell shows as 130 too) whatever status it was to exit with.
+    Running an empty string through that API clears the mark.
+    """
+    try:
+        import ctypes
+
+        ctypes.pythonapi.PyRun_SimpleStringFlags(b"", None)
+    except Exception:  # noqa: BLE001 - not CPython, or no C API: the status is only -2 then
+        pass
+
+
+def _main(argv) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -241,9 +316,6 @@ def main(argv=None) -> int:
     except FusionlibError as err:
         print(f"fusionlib: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("fusionlib: interrupted; finished runs are kept, rerun to continue", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_open
+from ._io import atomic_open, note
 from .data import MODALITIES, file_digest
 from .errors import DataError
 
@@ -191,6 +191,7 @@ def load_images(paths, boxes=None, size: int = 32, margin: float = 0.15,
             except CACHE_READ_ERRORS as err:
                 logger.warning("crop cache entry %s is unreadable (%s); recomputing it",
                                target, type(err).__name__)
+                note(f"crop cache entry {target} was unreadable ({type(err).__name__}); recomputed")
                 target.unlink(missing_ok=True)
         out[i] = load_image(path, box, size, margin)
         _save_atomic(out[i], target)

@@ -18,7 +18,7 @@ import socket
 import time
 from pathlib import Path
 
-from ._io import OLD_PREFIX
+from ._io import OLD_PREFIX, atomic_write_text
 from .results.files import DONE_FILE
 
 TMP_PREFIX = ".tmp-"
@@ -46,8 +46,9 @@ def qwk_mean(run_dir: Path):
 
 def write_owner(tmp: Path, started: float) -> None:
     """Mark a temporary run folder as this process's (see :func:`clean_stale`)."""
-    (tmp / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                              "started": started}))
+    # Atomic like every file the runner writes: a full disk is an OSError naming the file.
+    atomic_write_text(tmp / OWNER_FILE, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                    "started": started}))
 
 
 def _pid_alive(pid: int) -> bool:

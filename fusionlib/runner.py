@@ -43,15 +43,16 @@ import sys
 import time
 from pathlib import Path
 
-from ._io import OLD_PREFIX, atomic_write_text, file_lock, swap_into_place, writable_folder
+from ._io import (DISK_FULL_ERRNOS, NOTES_ENV, OLD_PREFIX, atomic_write_text, collected_notes,
+                  file_lock, os_error_text, read_notes, swap_into_place, writable_folder)
 from .errors import FusionlibError, ParamsError
 from .paths import REPO_ROOT, project_root
-from .results.files import DONE_FILE, RESULT_FILES
+from .results.files import DONE_FILE, METRICS_FILE, RESULT_FILES
 from .run_folders import (LOCK_PREFIX, OWNER_FILE, TMP_PREFIX, clean_stale, read_done,
                           write_owner)
 from .run_folders import qwk_mean as _qwk_mean
-from .scheduling import (branch_group, branch_sets, execute_dask, execute_processes, one_line,
-                         report_outcome, sigterm_raises)
+from .scheduling import (branch_group, branch_sets, error_text, execute_dask, execute_processes,
+                         failed_outcome, one_line, report_outcome, sigterm_raises)
 
 __all__ = ["PACKAGE_DIR", "DEFAULT_NOTEBOOK", "KERNEL_NAME", "QUIET_KERNEL_ARGS",
            "NOT_EXPERIMENT_CODE", "OLD_PREFIX", "TMP_PREFIX", "LOCK_PREFIX", "OWNER_FILE",
@@ -65,6 +66,9 @@ QUIET_KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 """The kernel's own log only carries start/shutdown noise (plain-TCP warning, the interrupt
 jupyter_client sends before shutting a kernel down, ZMQ errors when Ctrl-C stops a run);
 a failing cell is reported by papermill from the cell's error, not through this log."""
+NOTES_FILE = ".notes.txt"
+"""In a run's temporary folder: the lines its kernel recorded for the screen
+(:func:`fusionlib._io.note`, e.g. a cache entry recomputed); read and removed before the swap."""
 NOT_EXPERIMENT_CODE = frozenset({"__main__.py", "cli.py", "study.py", "report"})
 """Modules and packages (paths relative to ``fusionlib/``) the experiment notebook never runs:
 editing them does not make runs stale."""
@@ -196,72 +200,155 @@ def _execute_unlocked(task: dict) -> dict:
     ``task`` is a plain dict (picklable for worker processes and Dask):
     ``name, params, key, runs_dir, cache_dir, notebook, cwd, params_file,
     code_version, data_fingerprint``. Returns ``{name, status, seconds, qwk,
-    message}``; never raises for a failing notebook.
+    message, notes}``; never raises for a failing notebook, nor for a failing write of the
+    runner's own (a full disk): ``message`` says it in one line naming the file, and the
+    run's earlier folder stays as it was (it is replaced only once the new one is complete).
+    ``notes`` are lines for the screen: images the loader dropped, cache entries recomputed.
     """
-    import papermill as pm
-    import yaml
-    from papermill.exceptions import PapermillExecutionError
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     quiet_kernel_channel_races()
     name = task["name"]
     runs_dir = Path(task["runs_dir"])
-    runs_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     tmp = runs_dir / f"{TMP_PREFIX}{name}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    result = {"name": name, "status": "failed", "seconds": 0.0, "qwk": None, "message": None}
-    failed_nb = runs_dir / f"{name}.failed.ipynb"
+    result = {"name": name, "status": "failed", "seconds": 0.0, "qwk": None, "message": None,
+              "notes": []}
     try:
-        write_owner(tmp, started)
-        (tmp / "params.yaml").write_text(yaml.safe_dump(task["params"], sort_keys=False),
-                                         encoding="utf-8")
-        output_nb = tmp / "executed.ipynb"
-        parameters = {**task["params"], "output_dir": str(tmp), "cache_dir": task["cache_dir"]}
-        try:
-            pm.execute_notebook(task["notebook"], str(output_nb), parameters=parameters,
-                                kernel_name=KERNEL_NAME, cwd=task["cwd"], progress_bar=False,
-                                log_output=False, extra_arguments=QUIET_KERNEL_ARGS)
-        except PapermillExecutionError as err:
-            result["message"] = (f"run {name} FAILED in cell {err.cell_index}: {err.ename}: "
-                                 f"{one_line(err.evalue)}")
-            if output_nb.exists():
-                shutil.copyfile(output_nb, tmp / "failed.ipynb")
-                os.replace(tmp / "failed.ipynb", failed_nb)
-                result["failed_notebook"] = str(failed_nb)
-            return result
-        except Exception as err:  # noqa: BLE001 - kernel death, missing kernel, ...
-            result["message"] = f"run {name} FAILED: {type(err).__name__}: {one_line(err)}"
-            if output_nb.exists():
-                shutil.copyfile(output_nb, tmp / "failed.ipynb")
-                os.replace(tmp / "failed.ipynb", failed_nb)
-                result["failed_notebook"] = str(failed_nb)
-            return result
-        missing = [f for f in RESULT_FILES if not (tmp / f).is_file()]
-        if missing:
-            result["message"] = (f"run {name} FAILED: the notebook finished without writing "
-                                 f"{', '.join(missing)}")
-            return result
-        finished = time.time()
-        qwk = _qwk_mean(tmp)
-        done = {"key": task["key"], "name": name, "status": "ok", "params_file": task["params_file"],
-                "code_version": task["code_version"], "data_fingerprint": task["data_fingerprint"],
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(finished)),
-                "seconds": round(finished - started, 2), "qwk_mean": qwk,
-                "host": socket.gethostname()}
-        (tmp / OWNER_FILE).unlink()
-        atomic_write_text(tmp / DONE_FILE, json.dumps(done, indent=2))   # written last
-        swap_into_place(tmp, runs_dir / name)
-        failed_nb.unlink(missing_ok=True)
-        result.update(status="ok", seconds=done["seconds"], qwk=qwk, message=None)
-        return result
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        _execute_in(task, tmp, started, result)
+    except OSError as err:      # the runner's own writes: owner file, params.yaml, done.json, swap
+        result.update(status="failed", message=f"run {name} FAILED: {os_error_text(err)}")
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
         if result["status"] != "ok":
             result["seconds"] = round(time.time() - started, 2)
+    return result
+
+
+def _execute_in(task: dict, tmp: Path, started: float, result: dict) -> None:
+    """:func:`_execute_unlocked`'s work in the run's temporary folder ``tmp``; fills ``result``.
+    An OSError of the runner's own writes is raised (the caller says it in one line)."""
+    import papermill as pm
+    import yaml
+    from papermill.exceptions import PapermillExecutionError
+
+    name = task["name"]
+    runs_dir = tmp.parent
+    failed_nb = runs_dir / f"{name}.failed.ipynb"
+    write_owner(tmp, started)
+    atomic_write_text(tmp / "params.yaml", yaml.safe_dump(task["params"], sort_keys=False))
+    output_nb = tmp / "executed.ipynb"
+    notes_file = tmp / NOTES_FILE
+    parameters = {**task["params"], "output_dir": str(tmp), "cache_dir": task["cache_dir"]}
+    try:
+        try:
+            pm.execute_notebook(task["notebook"], str(output_nb), parameters=parameters,
+                                kernel_name=KERNEL_NAME, cwd=task["cwd"], progress_bar=False,
+                                log_output=False, extra_arguments=QUIET_KERNEL_ARGS,
+                                kernel_manager_class=_kernel_manager({NOTES_ENV: str(notes_file)}))
+        finally:
+            result["notes"] += _note_lines(read_notes(notes_file))
+    except PapermillExecutionError as err:
+        result["message"] = (f"run {name} FAILED in cell {err.cell_index}: {err.ename}: "
+                             f"{_notebook_error(err.evalue)}")
+        _keep_failed_notebook(output_nb, failed_nb, result)
+        return
+    except Exception as err:  # noqa: BLE001 - kernel death, missing kernel, a full disk, ...
+        result["message"] = f"run {name} FAILED: {error_text(err)}"
+        if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
+            # papermill was saving the notebook when the disk filled: it may be cut short, and
+            # the copy would need space too. The notebook's last error is not known.
+            if err.filename is None:
+                result["message"] = f"run {name} FAILED: {os_error_text(err, output_nb)}"
+            return
+        _keep_failed_notebook(output_nb, failed_nb, result)
+        return
+    missing = [f for f in RESULT_FILES if not (tmp / f).is_file()]
+    if missing:
+        result["message"] = (f"run {name} FAILED: the notebook finished without writing "
+                             f"{', '.join(missing)}")
+        return
+    finished = time.time()
+    qwk = _qwk_mean(tmp)
+    result["notes"] = _dropped_images_lines(tmp) + result["notes"]
+    done = {"key": task["key"], "name": name, "status": "ok", "params_file": task["params_file"],
+            "code_version": task["code_version"], "data_fingerprint": task["data_fingerprint"],
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(finished)),
+            "seconds": round(finished - started, 2), "qwk_mean": qwk,
+            "host": socket.gethostname()}
+    (tmp / OWNER_FILE).unlink()
+    notes_file.unlink(missing_ok=True)                                    # read above
+    atomic_write_text(tmp / DONE_FILE, json.dumps(done, indent=2))   # written last
+    swap_into_place(tmp, runs_dir / name)
+    result.update(status="ok", seconds=done["seconds"], qwk=qwk, message=None)
+    try:
+        failed_nb.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _kernel_manager(env: dict):
+    """The kernel manager class papermill's client uses, starting the kernel with ``env`` added
+    to this process's environment. Per kernel, not through ``os.environ``: the runs of a Dask
+    worker share one process and may start their kernels at the same time."""
+    from jupyter_client import AsyncKernelManager
+
+    class KernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            kw["env"] = {**(kw.get("env") or os.environ), **env}
+            return await super().start_kernel(**kw)
+
+    return KernelManager
+
+
+def _keep_failed_notebook(output_nb: Path, failed_nb: Path, result: dict) -> None:
+    """Keep the executed notebook as ``runs/<name>.failed.ipynb`` (a rename: atomic, no space
+    needed). When that fails the run's line says so after the notebook's own error."""
+    if not output_nb.exists():
+        return
+    try:
+        os.replace(output_nb, failed_nb)
+    except OSError as err:
+        result["message"] += f"; the failed notebook is not kept: {os_error_text(err, failed_nb)}"
+        return
+    result["failed_notebook"] = str(failed_nb)
+
+
+def _notebook_error(evalue) -> str:
+    """A cell's error value in one line; a full disk as ``<file>: no space left on device``."""
+    import re
+
+    text = one_line(evalue)
+    match = re.fullmatch(r"\[Errno (\d+)\] ([^:]*)(?:: '(.*)')?", text)
+    if match and int(match.group(1)) in DISK_FULL_ERRNOS:
+        err = OSError(int(match.group(1)), match.group(2), match.group(3))
+        return os_error_text(err)
+    return text
+
+
+MAX_NOTES = 3
+"""Notes shown per run (cache entries recomputed); the rest are counted on one more line."""
+
+
+def _note_lines(notes: list[str]) -> list[str]:
+    if len(notes) <= MAX_NOTES:
+        return list(notes)
+    return [*notes[:MAX_NOTES], f"... and {len(notes) - MAX_NOTES} more (the notebook lists them)"]
+
+
+def _dropped_images_lines(run_dir: Path) -> list[str]:
+    """``dropped images: 3 (unreadable 2, missing 1)`` when the run's loader dropped any."""
+    from .results import dropped_images_count, dropped_images_line
+
+    try:
+        summary = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))["summary"]
+        return [dropped_images_line(summary)] if dropped_images_count(summary) else []
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
 
 
 # --------------------------------------------------------------------------- all runs
@@ -356,18 +443,22 @@ def prefill_one(item: dict) -> dict:
     from .params import validate
 
     started = time.time()
-    counts = prefill_branches(validate(item["params"]), item["seed"], item["cache_dir"])
-    return {**counts, "seconds": time.time() - started}
+    with collected_notes() as notes:        # cache entries found unreadable and recomputed
+        counts = prefill_branches(validate(item["params"]), item["seed"], item["cache_dir"])
+    return {**counts, "seconds": time.time() - started, "notes": _note_lines(notes)}
 
 
 def _branches_line(bar):
     def report(item, result):
         if isinstance(result, BaseException):
-            bar.write(f"branches {item['label']}: not prefilled ({type(result).__name__}: "
-                      f"{one_line(result)}); its runs will train them", file=sys.stderr)
-        elif result["misses"]:
+            bar.write(f"branches {item['label']}: not prefilled ({error_text(result)}); its "
+                      f"runs will train them", file=sys.stderr)
+            return
+        if result["misses"]:
             bar.write(f"branches {item['label']}: trained in {result['seconds']:.1f} s",
                       file=sys.stderr)
+        for line in result.get("notes") or ():
+            bar.write(f"branches {item['label']}: {line}", file=sys.stderr)
     return report
 
 
@@ -390,6 +481,10 @@ def _execute(tasks: list, outcomes: dict, jobs: int, scheduler: str | None, tota
         else:
             for task in tasks:
                 bar.set_postfix_str(task["name"])
-                report_outcome(execute_run(task), outcomes, bar)
+                try:
+                    outcome = execute_run(task)
+                except Exception as err:  # noqa: BLE001 - as a worker's: one line, the others go on
+                    outcome = failed_outcome(task["name"], err)
+                report_outcome(outcome, outcomes, bar)
     finally:
         bar.close()

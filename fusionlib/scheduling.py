@@ -21,6 +21,22 @@ def one_line(text) -> str:
     return " ".join(str(text).split())
 
 
+def error_text(err: BaseException) -> str:
+    """One line for an exception: ``<file>: <problem>`` for a failed file operation (a full
+    disk reads ``no space left on device``), else ``<type>: <message>``."""
+    from ._io import os_error_text
+
+    if isinstance(err, OSError) and err.errno is not None:
+        return os_error_text(err)
+    return f"{type(err).__name__}: {one_line(err)}"
+
+
+def failed_outcome(name: str, err: BaseException) -> dict:
+    """The outcome of a run whose execution raised instead of returning one."""
+    return {"name": name, "status": "failed", "seconds": 0.0, "qwk": None,
+            "message": f"run {name} FAILED: {error_text(err)}"}
+
+
 # --------------------------------------------------------------------------- signals
 
 
@@ -52,7 +68,8 @@ def worker_init():
 
 
 def report_outcome(outcome: dict, outcomes: dict, bar) -> None:
-    """Record one run's outcome and print its line above the progress bar."""
+    """Record one run's outcome and print its line above the progress bar, then its notes (the
+    images the loader dropped, cache entries recomputed), indented."""
     outcomes[outcome["name"]] = outcome
     if outcome["status"] == "failed":
         bar.write(outcome["message"], file=sys.stderr)
@@ -62,6 +79,8 @@ def report_outcome(outcome: dict, outcomes: dict, bar) -> None:
         bar.write(outcome["message"] or f"run {outcome['name']}: skipped", file=sys.stderr)
     else:
         bar.write(f"run {outcome['name']}: ok in {outcome['seconds']:.1f} s", file=sys.stderr)
+    for line in outcome.get("notes") or ():
+        bar.write(f"  {line}", file=sys.stderr)
     bar.update(1)
 
 
@@ -69,8 +88,7 @@ def _outcome_of(future, task: dict) -> dict:
     try:
         return future.result()
     except Exception as err:  # noqa: BLE001 - a worker that died, a pickling problem, ...
-        return {"name": task["name"], "status": "failed", "seconds": 0.0, "qwk": None,
-                "message": f"run {task['name']} FAILED: {type(err).__name__}: {one_line(err)}"}
+        return failed_outcome(task["name"], err)
 
 
 # --------------------------------------------------------------------------- waves

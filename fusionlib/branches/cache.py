@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_open, file_lock
+from .._io import atomic_open, file_lock, note
 from ..results import jsonable
 from .base import BranchOutput
 
@@ -63,6 +63,7 @@ class BranchCache:
             except _CACHE_READ_ERRORS as err:  # unreadable entry (or one of its models): recompute
                 logger.warning("branch cache entry %s is unreadable (%s: %s); recomputing it",
                                path, type(err).__name__, " ".join(str(err).split())[:120])
+                note(f"branch cache entry {path} was unreadable ({type(err).__name__}); recomputed")
                 path.unlink(missing_ok=True)
                 for stale in self.directory.glob(f"{key}_model*.keras"):
                     stale.unlink(missing_ok=True)

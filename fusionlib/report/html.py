@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import html
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -383,10 +384,57 @@ def _start_run_pages(jobs):
     return wait
 
 
+_WORK_FOLDER = re.compile(r"\.report-[a-z0-9_]{8}")
+"""``tempfile.mkdtemp(prefix=".report-")``'s names: the work folders that reports made in the
+output folder before the page was built in memory; an interrupted one stayed behind."""
+_EMPTY_GRACE_SECONDS = 600
+_FULL_GRACE_SECONDS = 24 * 3600
+
+
+def _remove_stale_work_folders(out_dir: Path) -> list[str]:
+    """Remove the ``.report-*`` work folders interrupted reports left in ``out_dir``; returns
+    their names.
+
+    A report still running (an older fusionlib's) could own one, and nothing in the folder
+    names its process, so only leftovers are removed: a folder that is empty and was created
+    (or last changed) over 10 minutes ago, since such a report fills its folder right after
+    creating it; or one whose files were all last changed over a day ago, since a running report
+    keeps writing. Anything else, and anything not named like such a folder, is kept.
+    """
+    import shutil
+    import time
+
+    removed = []
+    now = time.time()
+    try:
+        candidates = [p for p in out_dir.iterdir() if _WORK_FOLDER.fullmatch(p.name)]
+    except OSError:
+        return removed
+    for folder in candidates:
+        try:
+            if folder.is_symlink() or not folder.is_dir():
+                continue
+            entries = list(folder.rglob("*"))
+            newest = max([folder.lstat().st_mtime, *(p.lstat().st_mtime for p in entries)])
+            if not entries and now - newest > _EMPTY_GRACE_SECONDS:
+                folder.rmdir()
+            elif entries and now - newest > _FULL_GRACE_SECONDS:
+                shutil.rmtree(folder)
+            else:
+                continue
+        except OSError as err:          # gone meanwhile, or not ours to remove: leave it
+            logger.debug("kept %s: %s", folder, err)
+            continue
+        logger.info("removed %s, left by an interrupted report", folder)
+        removed.append(folder.name)
+    return removed
+
+
 def _build(runs, left_out, runs_dir: Path, out_dir: Path, n_boot: int, settings) -> BuiltReport:
     from .page import render_page, report_content  # .page builds on this module
 
     writable_folder(out_dir, "the report output folder (--out)")
+    _remove_stale_work_folders(out_dir)
     jobs = [(str(run.executed_notebook), f"run {run.name}", str(out_dir / "runs" / f"{run.name}.html"))
             for run in runs if run.executed_notebook.is_file()]
     pages = _start_run_pages(jobs)
