@@ -535,6 +535,10 @@ def params_doc() -> str:
            "one line naming the file and the dotted key (`head.learning_rate`), with a",
            "did-you-mean for unknown keys. A key of the flat schema used before the sections",
            "(`rf_trees`, `head_loss`, `fusion: trainable`) fails with the place it moved to.",
+           "A key given twice is refused (both lines named), numbers such as `1e-3` are numbers",
+           "(YAML 1.2), and aliases may expand to at most 100,000 values. Papermill's own",
+           "`-f` reads the file with its own YAML loader, which does not check these three:",
+           "`fusionlib validate` does.",
            "The sections are the `parameters` cell of `notebooks/experiment.ipynb` (one",
            "assignment each), so `papermill notebooks/experiment.ipynb out.ipynb -f params/x.yaml`",
            "works directly; a name injected with `-p` that is no key here fails the same way.", ""]
