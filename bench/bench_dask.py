@@ -10,10 +10,11 @@ branch groups of two runs each - are executed cold (empty runs and cache folders
 * ``scheduler=<address>``: a ``dask.distributed.LocalCluster`` of N worker processes with one
   thread each, started here (``fusionlib run --scheduler host:port`` against it).
 
-In both modes the unit of work is one run (one notebook execution); the first run of each
-branch group goes first and the other run of that group follows it and reads its cached
-branch probabilities. Every worker shares one runs folder and one cache folder (the same
-filesystem here). The script prints the wall seconds of each mode, their ratio, and whether
+Both modes submit work in the same order: first one task per (branch group, seed) that
+trains its branch outputs into the cache (``runner.prefill_one``), then one task per run (one
+notebook execution) as soon as its group's sets are done, reading the cached branch
+probabilities. Every worker shares one runs folder and one cache folder (the same filesystem
+here). The script prints the wall seconds of each mode, their ratio, and whether
 both modes gave the same per-fold QWKs.
 
 By default the experiments are small (3 outer folds, 2 inner CNNs of 4 epochs, 50 trees) so

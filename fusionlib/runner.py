@@ -24,7 +24,10 @@ collide with the runner's own ``.tmp-*``, ``.old-*`` and ``.lock-*`` entries.
 
 Runs execute one after another (``jobs=1``), in local worker processes
 (``jobs>1``) or on a Dask distributed scheduler (``scheduler="host:port"``);
-the same per-run function :func:`execute_run` does the work in every case.
+the same per-run function :func:`execute_run` does the work in every case. In
+the two parallel modes the branches of every (branch group, seed) are first
+trained as tasks of their own (:func:`prefill_one`), each group's runs as soon
+as its sets are done.
 
 This module is the sequence (validate, plan, execute, report) and the one-run function;
 :mod:`fusionlib.run_folders` holds what the run folders say (``done.json``, owner files,
@@ -436,7 +439,7 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
 
 def prefill_one(item: dict) -> dict:
     """One (branch group, seed)'s branch outputs into the cache (a worker's task before the
-    runs of its group; :func:`fusionlib.scheduling.execute_processes`)."""
+    runs of its group, in the process pool or on Dask; :func:`fusionlib.scheduling._schedule`)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     from .experiment import prefill_branches
@@ -468,16 +471,19 @@ def _execute(tasks: list, outcomes: dict, jobs: int, scheduler: str | None, tota
     bar = tqdm(total=total, initial=total - len(tasks), desc="runs", unit="run", file=sys.stderr,
                dynamic_ncols=True)
     try:
-        if scheduler:
-            execute_dask(tasks, outcomes, scheduler, bar, execute_run)
-        elif jobs > 1 and len(tasks) > 1:
+        if scheduler or (jobs > 1 and len(tasks) > 1):
+            # Both executors: the branch sets first (when there are several to spread), then
+            # each group's runs as soon as its sets are done (scheduling._schedule).
             sets = branch_sets(tasks)
             if len(sets) > 1:
                 bar.write(f"branches: {len(sets)} (data %, seed) sets for {len(tasks)} run(s) "
                           "first, each group's runs as soon as its sets are done", file=sys.stderr)
-            execute_processes(tasks, outcomes, jobs, bar, execute_run,
-                              branch_items=sets if len(sets) > 1 else None,
-                              fill_branches=prefill_one, on_branches=_branches_line(bar))
+            branches = {"branch_items": sets if len(sets) > 1 else None,
+                        "fill_branches": prefill_one, "on_branches": _branches_line(bar)}
+            if scheduler:
+                execute_dask(tasks, outcomes, scheduler, bar, execute_run, **branches)
+            else:
+                execute_processes(tasks, outcomes, jobs, bar, execute_run, **branches)
         else:
             for task in tasks:
                 bar.set_postfix_str(task["name"])

@@ -1,10 +1,13 @@
 """Where the runner's runs execute: local worker processes or a Dask distributed scheduler,
-in waves, and how their outcomes are reported.
+and how their outcomes are reported.
 
-The per-run function (:func:`fusionlib.runner.execute_run`) is passed in, so this module
-never imports the runner. Runs that train the same branches (:func:`branch_group`) go in
-waves: the first run of a group first, the others after it, reading its cached branch
-probabilities.
+The per-run function (:func:`fusionlib.runner.execute_run`) and the branch-set function
+(:func:`fusionlib.runner.prefill_one`) are passed in, so this module never imports the runner.
+Both executors follow one order (:func:`_schedule`): the branch outputs the runs share are
+trained first, one task per (branch group, seed) (:func:`branch_sets`), and each group's runs
+are submitted as soon as its sets are done. Without branch sets, runs that train the same
+branches (:func:`branch_group`) go in waves: the first run of a group first, the others after
+it, reading its cached branch probabilities.
 """
 
 from __future__ import annotations
@@ -97,9 +100,10 @@ def _outcome_of(future, task: dict) -> dict:
 def branch_group(params_dict: dict) -> str:
     """Runs with the same group train the same branches (they differ only in the fusion head).
 
-    In parallel modes the first run of a group goes first and the others follow
-    it, so they read its cached branch probabilities instead of all training the
-    same branches at once.
+    In parallel modes the group's branches are trained first, one task per seed
+    (:func:`branch_sets`), or, with a single set, the group's first run goes first
+    (:func:`waves`); the runs then read the cached branch probabilities instead of
+    all training the same branches at once.
     """
     shared = {k: v for k, v in params_dict.items()
               if k not in ("name", "description", "fusion", "head", "stage2", "protocol")}
@@ -125,23 +129,23 @@ def waves(tasks: list) -> tuple[list, dict]:
 # --------------------------------------------------------------------------- executors
 
 
-def execute_processes(tasks: list, outcomes: dict, jobs: int, bar, execute_run,
-                      branch_items: list | None = None, fill_branches=None,
-                      on_branches=None) -> None:
-    """``execute_run(task)`` for every task in up to ``jobs`` spawned worker processes.
+def _schedule(tasks: list, outcomes: dict, bar, execute_run, submit, first_done,
+              branch_items: list | None = None, fill_branches=None, on_branches=None) -> None:
+    """The order both executors follow, on their own futures.
+
+    ``submit(function, argument, label)`` starts ``function(argument)`` and returns its future
+    (``label`` names the task: ``run-<name>`` or ``branches-<group>-seed-<seed>``);
+    ``first_done(futures)`` waits until at least one of them has finished and returns the
+    finished ones. Every run's outcome is reported with :func:`report_outcome`.
 
     With ``branch_items`` (:func:`branch_sets` of ``tasks``) and ``fill_branches``, the branch
-    outputs the runs share are trained first as their own tasks, one per (branch group, seed),
-    ``fill_branches(item)`` each, in the same pool, and each
-    group's runs are queued as soon as that group's sets are done: three seeds' branches
-    train side by side instead of one after another inside a group's first notebook, and no
-    worker waits at a barrier. ``on_branches(item, result or exception)`` reports each set;
-    a set that fails only loses its head start (its runs train those branches themselves and
-    report the error). Without it, runs go in waves (:func:`waves`).
+    outputs the runs share are trained first as their own tasks, ``fill_branches(item)`` each,
+    and each group's runs are submitted as soon as that group's sets are done: the seeds'
+    branches train side by side instead of one after another inside a group's first notebook,
+    and no worker waits at a barrier. ``on_branches(item, result or exception)`` reports each
+    set; a set that fails only loses its head start (its runs train those branches themselves
+    and report the error). Without them, runs go in waves (:func:`waves`).
     """
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
     items = list(branch_items or []) if fill_branches is not None else []
     if items:
         waiting = {}                                   # group -> sets not finished yet
@@ -153,30 +157,50 @@ def execute_processes(tasks: list, outcomes: dict, jobs: int, bar, execute_run,
         first = []
     else:
         first, followers = waves(tasks)
-    pool = ProcessPoolExecutor(max_workers=max(1, min(jobs, len(tasks) + len(items))),
+    pending = {submit(fill_branches, item, f"branches-{item['group'][:12]}-seed-{item['seed']}"):
+               ("branches", item) for item in items}
+    pending.update({submit(execute_run, task, f"run-{task['name']}"): ("run", task)
+                    for task in first})
+    while pending:
+        for future in first_done(list(pending)):
+            kind, what = pending.pop(future)
+            if kind == "branches":
+                try:
+                    result = future.result()
+                except Exception as err:  # noqa: BLE001 - reported; the runs retrain
+                    result = err
+                if on_branches is not None:
+                    on_branches(what, result)
+                waiting[what["group"]] -= 1
+                ready = followers.pop(what["group"]) if not waiting[what["group"]] else []
+            else:
+                report_outcome(_outcome_of(future, what), outcomes, bar)
+                ready = [] if items else followers.get(what["name"], [])
+            for task in ready:
+                pending[submit(execute_run, task, f"run-{task['name']}")] = ("run", task)
+
+
+def execute_processes(tasks: list, outcomes: dict, jobs: int, bar, execute_run,
+                      branch_items: list | None = None, fill_branches=None,
+                      on_branches=None) -> None:
+    """``execute_run(task)`` for every task in up to ``jobs`` spawned worker processes.
+
+    With ``branch_items`` and ``fill_branches``, each (branch group, seed)'s branches are
+    trained first, in the same pool, and each group's runs are queued as soon as that group's
+    sets are done; without them, runs go in waves (:func:`_schedule`).
+    """
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    sets = len(branch_items or []) if fill_branches is not None else 0
+    pool = ProcessPoolExecutor(max_workers=max(1, min(jobs, len(tasks) + sets)),
                                mp_context=multiprocessing.get_context("spawn"),
                                initializer=worker_init)
     try:
-        pending = {pool.submit(fill_branches, item): ("branches", item) for item in items}
-        pending.update({pool.submit(execute_run, task): ("run", task) for task in first})
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                kind, what = pending.pop(future)
-                if kind == "branches":
-                    try:
-                        result = future.result()
-                    except Exception as err:  # noqa: BLE001 - reported; the runs retrain
-                        result = err
-                    if on_branches is not None:
-                        on_branches(what, result)
-                    waiting[what["group"]] -= 1
-                    ready = followers.pop(what["group"]) if not waiting[what["group"]] else []
-                else:
-                    report_outcome(_outcome_of(future, what), outcomes, bar)
-                    ready = [] if items else followers.get(what["name"], [])
-                for task in ready:
-                    pending[pool.submit(execute_run, task)] = ("run", task)
+        _schedule(tasks, outcomes, bar, execute_run,
+                  submit=lambda function, argument, label: pool.submit(function, argument),
+                  first_done=lambda futures: wait(futures, return_when=FIRST_COMPLETED).done,
+                  branch_items=branch_items, fill_branches=fill_branches, on_branches=on_branches)
     except BaseException:
         # Interrupted: stop the workers (each cleans its temporary folder on SIGTERM).
         for process in list((getattr(pool, "_processes", None) or {}).values()):
@@ -211,33 +235,32 @@ def branch_sets(tasks: list) -> list[dict]:
     return sorted(items, key=lambda item: -item["size"])
 
 
-def execute_dask(tasks: list, outcomes: dict, scheduler: str, bar, execute_run) -> None:
-    """``execute_run(task)`` for every task on the Dask distributed scheduler ``host:port``."""
-    from dask.distributed import Client, as_completed
+def execute_dask(tasks: list, outcomes: dict, scheduler: str, bar, execute_run,
+                 branch_items: list | None = None, fill_branches=None,
+                 on_branches=None) -> None:
+    """``execute_run(task)`` for every task on the Dask distributed scheduler ``host:port``.
 
-    leaders, followers = waves(tasks)
-
-    def submit(client, task):
-        return client.submit(execute_run, task, pure=False,
-                             key=f"fusionlib-run-{task['name']}-{secrets.token_hex(4)}")
+    The same order as :func:`execute_processes` (:func:`_schedule`): with ``branch_items`` and
+    ``fill_branches``, each (branch group, seed)'s branches are trained first as tasks of their
+    own and each group's runs are submitted as soon as its sets are done; without them, in
+    waves. Interrupted, the submitted tasks are cancelled.
+    """
+    from dask.distributed import Client, wait
 
     with Client(scheduler) as client:
-        by_key = {}
-        futures = []
-        for task in leaders:
-            future = submit(client, task)
-            by_key[future.key] = task
-            futures.append(future)
-        queue = as_completed(futures)
+        submitted = []
+
+        def submit(function, argument, label):
+            future = client.submit(function, argument, pure=False,
+                                   key=f"fusionlib-{label}-{secrets.token_hex(4)}")
+            submitted.append(future)
+            return future
+
         try:
-            for future in queue:
-                task = by_key[future.key]
-                report_outcome(_outcome_of(future, task), outcomes, bar)
-                for follower in followers.get(task["name"], []):
-                    new = submit(client, follower)
-                    by_key[new.key] = follower
-                    futures.append(new)
-                    queue.add(new)
+            _schedule(tasks, outcomes, bar, execute_run, submit=submit,
+                      first_done=lambda futures: wait(futures, return_when="FIRST_COMPLETED").done,
+                      branch_items=branch_items, fill_branches=fill_branches,
+                      on_branches=on_branches)
         except BaseException:
-            client.cancel(futures)
+            client.cancel(submitted)
             raise
