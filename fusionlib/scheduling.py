@@ -63,8 +63,12 @@ def sigterm_raises():
 
 
 def worker_init():
-    """Worker processes: SIGTERM cleans up like Ctrl-C; Ctrl-C reaches them from the terminal."""
+    """Worker processes: SIGTERM cleans up like Ctrl-C; Ctrl-C reaches them from the terminal;
+    the slow optional imports skipped as in the command line's own process."""
+    from ._imports import skip_slow_optional_imports
+
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+    skip_slow_optional_imports()
 
 
 # --------------------------------------------------------------------------- outcomes
