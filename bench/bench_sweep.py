@@ -21,7 +21,9 @@ tree, so both use this virtual environment):
    old tree: its per-seed files) with the branches cached, as a user reruns after changing
    only the head.
 
-Prints seconds per step for both trees and the ratios old / new. Speed is compared as ratios
+Prints seconds per step for both trees and the ratios old / new; per tree, the fusion-only
+rerun against a bare ``python -c "import tensorflow"`` (median of 3, measured right after) and
+the ``mlp_100`` / ``trainable_100`` notebook times of the cold sweep (done.json). Speed is compared as ratios
 measured in the same run (the machines are shared); docs/benchmarks.md records the figures.
 """
 
@@ -103,7 +105,34 @@ def measure(label: str, tree: Path, work: Path, params_glob: str, jobs: int) -> 
                                    "--cache-dir", str(cache), *rerun)
     print(f"[{label}] fusion-only rerun   {out['rerun']:7.1f} s (exit {code}; "
           f"{len(rerun)} run(s) of trainable_100)", flush=True)
+    out["notebooks"] = notebook_seconds(runs)
+    out["tf_import"] = tf_import_seconds()
+    print(f"[{label}] bare `import tensorflow` {out['tf_import']:5.1f} s (median of 3)", flush=True)
     return out
+
+
+def notebook_seconds(runs: Path) -> dict:
+    """Each run's notebook time in the cold sweep (done.json's ``seconds``; an old tree's
+    per-seed runs ``<name>_s<seed>`` summed by name)."""
+    import json
+    import re
+
+    out: dict = {}
+    for done in sorted(runs.glob("*/done.json")):
+        name = re.sub(r"_s\d+$", "", done.parent.name)
+        out[name] = out.get(name, 0.0) + json.loads(done.read_text())["seconds"]
+    return out
+
+
+def tf_import_seconds(times: int = 3) -> float:
+    """The median wall time of ``python -c "import tensorflow"``: the floor of any run that
+    trains a Keras head."""
+    seconds = []
+    for _ in range(times):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import tensorflow"], env=ENV, check=True)
+        seconds.append(time.perf_counter() - start)
+    return sorted(seconds)[len(seconds) // 2]
 
 
 def old_tree_at(ref: str, where: Path) -> Path:
@@ -152,7 +181,15 @@ def main() -> int:
         ratio = f" | {values[0] / values[1]:.2f}x" if len(values) == 2 else ""
         print(f"| {label} | " + " | ".join(f"{v:.1f}" for v in values) + ratio + " |")
     for name, r in results.items():
-        print(f"{name}: {r['runs']} run(s) in the sweep")
+        nb = r["notebooks"]
+        mlp = (f"; mlp_100 / trainable_100 notebook {nb['mlp_100'] / nb['trainable_100']:.2f}x "
+               f"({nb['mlp_100']:.1f} / {nb['trainable_100']:.1f} s)"
+               if {"mlp_100", "trainable_100"} <= set(nb) else "")
+        print(f"{name}: {r['runs']} run(s) in the sweep; fusion-only rerun / bare TensorFlow import "
+              f"{r['rerun'] / r['tf_import']:.2f}x ({r['tf_import']:.1f} s){mlp}")
+    if len(results) == 2:
+        old_r, new_r = results["old"], results["new"]
+        print(f"main job new / old: {(new_r['cold'] + new_r['report']) / (old_r['cold'] + old_r['report']):.2f}x")
     return 0
 
 
