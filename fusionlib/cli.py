@@ -258,6 +258,10 @@ def main(argv=None) -> int:
         if isinstance(err, KeyboardInterrupt) or interrupted:
             print(INTERRUPTED, file=sys.stderr)
             _forget_unhandled_interrupt()
+            # The kernel got the Ctrl-C too: nbclient's cell task ends in DeadKernelError, and
+            # asyncio logs it with a traceback ("Task exception was never retrieved") when the
+            # task is collected, after the line above. Nothing more is worth saying.
+            logging.getLogger("asyncio").disabled = True
             return 130
         from ._io import DISK_FULL_ERRNOS, os_error_text
 

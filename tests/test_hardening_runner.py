@@ -375,3 +375,33 @@ def test_report_removes_the_work_folders_interrupted_reports_left(tmp_path):
     assert (out / "index.html").is_file()
     assert not [folder for folder in left if folder.exists()]
     assert young.is_dir() and mine.is_dir() and (busy / "report.ipynb").is_file()
+
+
+def test_a_task_error_logged_after_the_interrupt_line_is_not_shown():
+    """After Ctrl-C the kernel dies too, and asyncio logs nbclient's unretrieved DeadKernelError
+    with a traceback when its task is collected, after the one line (seen on CI): silenced."""
+    code = """
+import asyncio, gc, sys
+from fusionlib import cli
+
+async def cell():
+    raise RuntimeError("Kernel died")
+
+def interrupted_run(argv):
+    global task
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(cell())
+    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.close()
+    raise KeyboardInterrupt
+
+cli._main = interrupted_run
+rc = cli.main([])
+del task
+gc.collect()
+sys.exit(rc)
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().splitlines() == [INTERRUPTED], done.stderr
