@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -323,8 +324,6 @@ def _keep_failed_notebook(output_nb: Path, failed_nb: Path, result: dict) -> Non
 
 def _notebook_error(evalue) -> str:
     """A cell's error value in one line; a full disk as ``<file>: no space left on device``."""
-    import re
-
     text = one_line(evalue)
     match = re.fullmatch(r"\[Errno (\d+)\] ([^:]*)(?:: '(.*)')?", text)
     if match and int(match.group(1)) in DISK_FULL_ERRNOS:

@@ -19,6 +19,9 @@ import signal
 import sys
 from contextlib import contextmanager
 
+from ._imports import skip_slow_optional_imports
+from ._io import os_error_text
+
 
 def one_line(text) -> str:
     return " ".join(str(text).split())
@@ -27,8 +30,6 @@ def one_line(text) -> str:
 def error_text(err: BaseException) -> str:
     """One line for an exception: ``<file>: <problem>`` for a failed file operation (a full
     disk reads ``no space left on device``), else ``<type>: <message>``."""
-    from ._io import os_error_text
-
     if isinstance(err, OSError) and err.errno is not None:
         return os_error_text(err)
     return f"{type(err).__name__}: {one_line(err)}"
@@ -65,8 +66,6 @@ def sigterm_raises():
 def worker_init():
     """Worker processes: SIGTERM cleans up like Ctrl-C; Ctrl-C reaches them from the terminal;
     the slow optional imports skipped as in the command line's own process."""
-    from ._imports import skip_slow_optional_imports
-
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     skip_slow_optional_imports()
 

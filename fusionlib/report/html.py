@@ -11,6 +11,8 @@ import errno
 import html
 import logging
 import re
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -401,9 +403,6 @@ def _remove_stale_work_folders(out_dir: Path) -> list[str]:
     creating it; or one whose files were all last changed over a day ago, since a running report
     keeps writing. Anything else, and anything not named like such a folder, is kept.
     """
-    import shutil
-    import time
-
     removed = []
     now = time.time()
     try:
