@@ -32,16 +32,62 @@ from .problems import FolderProblems
 LABELS = ("I", "P", "R")
 """Healing phases in ordinal order; a label's integer code is its index here."""
 
-MODALITIES = ("thermal_map", "depth_rgb", "depth_map", "thermal_rgb")
+
+@dataclass(frozen=True)
+class Modality:
+    """One image modality: everything the library knows about it, in one place.
+
+    Attributes
+    ----------
+    name : str
+        The name parameter files, output files and reports use (``data.modalities``).
+    folder : str
+        Its image folder under a cohort folder (the study's layout).
+    camera : str
+        The camera that takes it; modalities of one camera share its bounding-box table.
+    box_table : str
+        File name of that bounding-box table beside the clinical table.
+    label : str
+        A human label, for messages.
+    generated : bool
+        Whether the synthetic generators (the ``synthetic`` cohort and the real table's
+        ``real_synthetic_images``) write it; validation refuses the others on those datasets.
+    """
+
+    name: str
+    folder: str
+    camera: str
+    box_table: str
+    label: str
+    generated: bool = False
+
+
+IMAGE_MODALITIES = {m.name: m for m in (
+    Modality("thermal_map", "Thermal_Map_IMG", "thermal", "bounding_box_thermal.csv",
+             "thermal-camera temperature maps", generated=True),
+    Modality("depth_rgb", "Depth_RGB", "depth", "bounding_box_depth.csv",
+             "depth-camera colour photographs"),
+    Modality("depth_map", "Depth_Map_IMG", "depth", "bounding_box_depth.csv",
+             "depth-camera depth maps"),
+    Modality("thermal_rgb", "Thermal_RGB", "thermal", "bounding_box_thermal.csv",
+             "thermal-camera colour photographs"),
+)}
+"""Image modality name -> its :class:`Modality`, in the order reports list them."""
+
+# Views of IMAGE_MODALITIES under their older names (the readers and the generator use them).
+MODALITIES = tuple(IMAGE_MODALITIES)
 """Image modalities known to the library, in the order reports list them."""
+MODALITY_CAMERA = {m.name: m.camera for m in IMAGE_MODALITIES.values()}
+BBOX_FILENAMES = {m.camera: m.box_table for m in IMAGE_MODALITIES.values()}
+"""Camera -> its bounding-box table's file name."""
+# Grouped by camera: the order the folders have always been scanned in, which is the order of
+# a cohort's image rows and so enters Cohort.fingerprint (the branch cache's key).
+DEFAULT_IMAGE_DIRS = {m.name: m.folder for m in sorted(
+    IMAGE_MODALITIES.values(), key=lambda m: list(BBOX_FILENAMES).index(m.camera))}
+GENERATED_MODALITIES = tuple(m.name for m in IMAGE_MODALITIES.values() if m.generated)
+"""The image modalities the synthetic generators write."""
 
 CLINICAL_FILENAME = "DataMaster_Processed_V12_WithMissing.csv"
-BBOX_FILENAMES = {"thermal": "bounding_box_thermal.csv", "depth": "bounding_box_depth.csv"}
-# Which camera (and so which bounding-box table) each modality comes from.
-MODALITY_CAMERA = {"thermal_map": "thermal", "thermal_rgb": "thermal",
-                   "depth_rgb": "depth", "depth_map": "depth"}
-DEFAULT_IMAGE_DIRS = {"thermal_map": "Thermal_Map_IMG", "thermal_rgb": "Thermal_RGB",
-                      "depth_rgb": "Depth_RGB", "depth_map": "Depth_Map_IMG"}
 
 KEY_COLUMNS = ("Patient#", "Appt#", "DFU#")
 LABEL_COLUMN = "Healing Phase Abs"
