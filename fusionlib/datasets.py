@@ -20,6 +20,7 @@ from typing import Optional
 
 from pydantic import Field, field_validator
 
+from .data import GENERATED_MODALITIES, IMAGE_MODALITIES, MODALITIES
 from .errors import DataError
 from .settings import Settings, fail, one_of
 
@@ -49,7 +50,10 @@ class DataSettings(Settings):
     image_signal: list[float] = Field([0.9, 0.9, 1.3], description=(
         "per-class (I, P, R) signal of the synthetic images for `real_synthetic_images`"))
     modalities: list[str] = Field(["metadata", "thermal_map"], description=(
-        "`metadata` (the clinical-table branch) first, then image modalities"))
+        "`metadata` (the clinical-table branch) first, then image modalities the dataset "
+        f"provides (`synthetic`, `real_synthetic_images`: "
+        f"{', '.join(f'`{m}`' for m in GENERATED_MODALITIES)}; `real`: those whose "
+        "folder holds PNGs), checked before any kernel starts"))
 
     @field_validator("dataset")
     @classmethod
@@ -66,8 +70,6 @@ class DataSettings(Settings):
     @field_validator("modalities")
     @classmethod
     def _modalities(cls, value):
-        from .data import MODALITIES
-
         if not value:
             fail("must name at least one modality")
         for m in value:
@@ -102,6 +104,47 @@ class DataSettings(Settings):
         if self.dataset not in ("real", "real_synthetic_images"):
             return Path(self.data_dir) if self.data_dir else None
         return Path(self.data_dir or os.environ.get(REAL_DATA_ENV) or DEFAULT_REAL_DIR)
+
+    def available_modalities(self) -> list[str]:
+        """The image modalities this dataset can provide, found without loading it.
+
+        ``synthetic`` and ``real_synthetic_images``: those the generators write
+        (:attr:`fusionlib.data.Modality.generated`); ``real``: those whose image folder in the
+        data folder holds at least one PNG (the public DFU folder has none: its images are
+        not published).
+        """
+        if self.dataset != "real":
+            return [name for name, m in IMAGE_MODALITIES.items() if m.generated]
+        folder = self.resolved_data_dir()
+        return [name for name, m in IMAGE_MODALITIES.items() if _has_png(folder / m.folder)]
+
+    def check_available(self) -> None:
+        """ValueError naming the first image modality asked for that the dataset cannot provide,
+        with what it can; checked before any kernel starts, since the experiment would only
+        fail on it after the clinical branch has trained."""
+        available = self.available_modalities()
+        for name in self.modalities:
+            if name == "metadata" or name in available:
+                continue
+            modality = IMAGE_MODALITIES[name]
+            folder = self.resolved_data_dir()
+            if self.dataset == "real" and not folder.is_dir():
+                where = f"the real data folder {folder} does not exist, so it has no {name} images"
+            elif self.dataset == "real":
+                where = (f"the real data folder {folder} has no {name} images "
+                         f"({modality.label}: no PNG files in its {modality.folder}/)")
+            else:
+                where = (f"the {self.dataset} dataset has no {name} images ({modality.label}): "
+                         f"its generator makes {', '.join(available) or 'none'} only")
+            raise ValueError(f"{where}; available: {', '.join(['metadata', *available])}")
+
+
+def _has_png(folder: Path) -> bool:
+    """Whether ``folder`` is a folder holding a ``.png`` file (what the image scan reads)."""
+    try:
+        return any(path.suffix == ".png" for path in folder.iterdir())
+    except OSError:         # absent, not a folder, unreadable: no images from it
+        return False
 
 
 def data_folder(data: DataSettings) -> Path:

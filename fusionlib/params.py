@@ -218,6 +218,16 @@ def validate(raw: dict, source: str | Path = "<params>") -> ExperimentParams:
         params.fusion.check_options(params.data.modalities)
     except ValueError as err:
         _fail(source, "fusion.options", str(err))
+    images = [m for m in params.data.modalities if m != "metadata"]
+    if params.stage2.enabled and ("metadata" not in params.data.modalities or len(images) != 1):
+        # stage2.run_stage2 builds one (clinical probabilities, image) model; it would skip.
+        _fail(source, "stage2.enabled", f"Stage 2 needs the metadata branch and exactly one image "
+                                        f"modality, got data.modalities {params.data.modalities}; "
+                                        "set stage2: {enabled: false} or list one image modality")
+    try:
+        params.data.check_available()       # last: for a real folder it looks at the disk
+    except ValueError as err:
+        _fail(source, "data.modalities", str(err))
     return params
 
 

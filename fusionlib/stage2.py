@@ -19,7 +19,7 @@ class Stage2Settings(Settings):
 
     enabled: bool = Field(False, description=(
         "fine-tune CNNs and head together, kept only if validation QWK improves (docs/protocol.md); "
-        "needs the metadata branch and one image modality"))
+        "needs the metadata branch and exactly one image modality (validation refuses others)"))
     epochs: int = Field(10, ge=1, description="fine-tuning epochs")
     learning_rate: float = Field(1e-4, gt=0, description="fine-tuning learning rate (Adam)")
 
