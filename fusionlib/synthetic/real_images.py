@@ -12,6 +12,7 @@ import numpy as np
 from .._io import atomic_write_bytes, staged_folder
 from ..data import BBOX_FILENAMES, CLINICAL_FILENAME, DEFAULT_IMAGE_DIRS, read_clinical_table
 from ..errors import DataError
+from ..settings import check_seed
 from .latents import _CASE_SD, _case_means
 from .presets import DEFAULT_PRESET, _check_signal, resolve_knobs
 from .rendering import _write_images
@@ -53,8 +54,7 @@ def synthesize_thermal_images(clinical_csv_or_folder: str | Path, out_dir: str |
         source = source / CLINICAL_FILENAME
     signal = _check_signal("image_signal", image_signal)
     knobs = resolve_knobs(DEFAULT_PRESET, image_signal=signal, no_image_fraction=no_image_fraction)
-    if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)) or random_state < 0:
-        raise ValueError(f"random_state must be a non-negative integer, got {random_state!r}")
+    random_state = check_seed(random_state)
     table = read_clinical_table(source)
     first = table.cases[~table.cases["case_id"].str.contains("r", regex=False)]
     cases = first[["patient", "appt", "dfu", "label"]].reset_index(drop=True)

@@ -11,6 +11,7 @@ import numpy as np
 from .._io import atomic_write_bytes, staged_folder
 from ..data import BBOX_FILENAMES, CLINICAL_FILENAME, DEFAULT_IMAGE_DIRS, LABELS
 from ..errors import DataError
+from ..settings import check_seed
 from .latents import _draw_latents
 from .presets import (DEFAULT_KNOBS, DEFAULT_PRESET, DEFAULT_SEED, GENERATOR_VERSION, PRESETS,
                       resolve_knobs)
@@ -49,9 +50,7 @@ def generate_cohort(out_dir: str | Path, preset: str = DEFAULT_PRESET, random_st
     Returns the folder's path.
     """
     knobs = resolve_knobs(preset, n_patients=n_patients, **overrides)
-    if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)) or random_state < 0:
-        raise ValueError(f"random_state must be a non-negative integer, got {random_state!r}")
-    random_state = int(random_state)
+    random_state = check_seed(random_state)
     out_dir = Path(out_dir)
     if out_dir.exists():
         if not out_dir.is_dir():
