@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import LABELS
-
-N_CLASSES = len(LABELS)
+from .data import N_CLASSES
 
 
 def qwk(y_true, y_pred) -> float:
