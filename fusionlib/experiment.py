@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,11 +34,11 @@ from .splits import check_folds, check_phases, patient_folds, subsample_patients
 
 logger = logging.getLogger("fusionlib")
 
-__all__ = ["BranchCache", "ExperimentResult", "FoldResult", "branch_outputs", "build_branches",
-           "decide_sources", "fit_fusion_head", "for_seed", "fuse_per_model", "fuse_with_missing",
-           "head_seed", "load_dataset", "outer_folds", "prefill_branches", "replicate",
-           "run_experiment", "run_fold", "split_training_rows", "subsample", "test_inputs",
-           "validation_proba"]
+__all__ = ["BranchCache", "ExperimentResult", "FoldResult", "Replicate", "branch_outputs",
+           "build_branches", "decide_sources", "fit_fusion_head", "for_seed", "fuse_per_model",
+           "fuse_with_missing", "head_seed", "load_dataset", "outer_folds", "prefill_branches",
+           "replicate", "run_experiment", "run_fold", "split_training_rows", "subsample",
+           "test_inputs", "validation_proba"]
 
 
 # --------------------------------------------------------------------------- the experiment
@@ -56,22 +57,22 @@ def run_experiment(params: ExperimentParams, cohort: Cohort | None = None,
     fingerprint = cohort.fingerprint()
     cache_root = None if cache_dir is None else Path(cache_dir)
     cache = BranchCache(None if cache_root is None else cache_root / "branches")
-    runs = [replicate(cohort, params, seed) for seed in params.protocol.seed_list()]
+    replicates = [replicate(cohort, params, seed) for seed in params.protocol.seed_list()]
     results, cohorts = [], {}
-    bar = _progress(sum(len(r[3]) for r in runs), f"{params.name}: folds", progress)
-    for seeded, rows, used, folds in runs:
-        seed = seeded.protocol.seed
-        cohorts[seed] = used
-        branches = build_branches(seeded, cache_root)
-        for fold in folds:
-            outputs = branch_outputs(branches, used, fold, cache, fingerprint, seeded)
+    bar = _progress(sum(len(rep.folds) for rep in replicates), f"{params.name}: folds", progress)
+    for rep in replicates:
+        seed = rep.params.protocol.seed
+        cohorts[seed] = rep.cohort
+        branches = build_branches(rep.params, cache_root)
+        for fold in rep.folds:
+            outputs = branch_outputs(branches, rep.cohort, fold, cache, fingerprint, rep.params)
             with one_blas_thread():     # small problems: BLAS threads only add contention
-                result = run_fold(used, seeded, fold, outputs, log=log)
+                result = run_fold(rep.cohort, rep.params, fold, outputs, log=log)
             result.seed = seed
             results.append(result)
             bar.update(1)
     bar.close()
-    union = np.unique(np.concatenate([r[1] for r in runs]))
+    union = np.unique(np.concatenate([rep.rows for rep in replicates]))
     provenance = provenance_of(params, cohort.subset(union), fingerprint)
     provenance.update({"seconds": round(time.time() - started, 2),
                        "branch_cache": {"hits": cache.hits, "misses": cache.misses},
@@ -80,13 +81,21 @@ def run_experiment(params: ExperimentParams, cohort: Cohort | None = None,
     return ExperimentResult(params, cohort.subset(union), results, provenance, cohorts=cohorts)
 
 
-def replicate(cohort: Cohort, params: ExperimentParams, seed: int) -> tuple:
-    """One seed's replicate of the protocol: ``(params with that seed, the rows of the cases it
-    keeps, the cohort of those cases, its outer folds)``."""
+class Replicate(NamedTuple):
+    """One seed's replicate of the protocol (what :func:`replicate` returns)."""
+
+    params: ExperimentParams    # the experiment's parameters with that one seed
+    rows: np.ndarray            # positions, in the whole cohort, of the cases it keeps
+    cohort: Cohort              # the cohort of those cases
+    folds: list                 # its outer folds (every repeat), over ``cohort``'s rows
+
+
+def replicate(cohort: Cohort, params: ExperimentParams, seed: int) -> Replicate:
+    """One seed's replicate of the protocol: its parameters, patient subsample and outer folds."""
     seeded = for_seed(params, seed)
     rows = subsample_rows(cohort, seeded)
     used = cohort.subset(rows)
-    return seeded, rows, used, outer_folds(used, seeded)
+    return Replicate(params=seeded, rows=rows, cohort=used, folds=outer_folds(used, seeded))
 
 
 def prefill_branches(params: ExperimentParams, seed: int, cache_dir: str | Path) -> dict:
@@ -98,11 +107,11 @@ def prefill_branches(params: ExperimentParams, seed: int, cache_dir: str | Path)
     """
     cohort = load_dataset(params.data)
     fingerprint = cohort.fingerprint()
-    seeded, _, used, folds = replicate(cohort, params, seed)
+    rep = replicate(cohort, params, seed)
     cache = BranchCache(Path(cache_dir) / "branches")
-    branches = build_branches(seeded, Path(cache_dir))
-    for fold in folds:
-        branch_outputs(branches, used, fold, cache, fingerprint, seeded)
+    branches = build_branches(rep.params, Path(cache_dir))
+    for fold in rep.folds:
+        branch_outputs(branches, rep.cohort, fold, cache, fingerprint, rep.params)
     return {"hits": cache.hits, "misses": cache.misses}
 
 

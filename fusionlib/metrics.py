@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import LABELS
-
-N_CLASSES = len(LABELS)
+from .data import N_CLASSES
 
 
 def qwk(y_true, y_pred) -> float:
@@ -89,16 +87,14 @@ def brier_score(y_true, proba) -> float:
 
 
 def expected_calibration_error(y_true, proba, n_bins: int = 10) -> float:
-    """Top-label ECE with equal-width confidence bins."""
-    proba = np.asarray(proba, dtype=float)
-    confidence = proba.max(axis=1)
-    correct = proba.argmax(axis=1) == np.asarray(y_true)
-    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    """Top-label ECE with equal-width confidence bins: over the bins of
+    :func:`reliability_curve`, ``|accuracy - confidence|`` weighted by the bin's share of the
+    cases."""
+    n_cases = len(proba)
+    curve = reliability_curve(y_true, proba, n_bins=n_bins)
     ece = 0.0
-    for b in range(n_bins):
-        mask = bins == b
-        if mask.any():
-            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    for confidence, accuracy, count in zip(curve["confidence"], curve["accuracy"], curve["count"]):
+        ece += count / n_cases * abs(accuracy - confidence)
     return float(ece)
 
 

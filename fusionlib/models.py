@@ -20,6 +20,7 @@ from numbers import Integral
 
 from . import fusion as _fusion
 from .data import MODALITIES
+from .settings import check_seed
 
 KNOWN_MODALITIES = ("metadata", *MODALITIES)
 """Modalities the builders accept: the RF/clinical branch and the image modalities."""
@@ -42,12 +43,6 @@ METADATA_BRANCHES = ("rf", "dense")
 # ---------------------------------------------------------------------------
 # Validation helpers
 # ---------------------------------------------------------------------------
-
-def _check_seed(random_state) -> int:
-    if isinstance(random_state, bool) or not isinstance(random_state, Integral) or random_state < 0:
-        raise ValueError(f"random_state must be a non-negative int, got {random_state!r}")
-    return int(random_state)
-
 
 def _check_modalities(modalities) -> list[str]:
     if isinstance(modalities, str) or not isinstance(modalities, (list, tuple)):
@@ -138,7 +133,7 @@ def build_image_branch(modality, input_shape, backbone=SMALL_CNN, weights=None, 
     keras = keras()
     modality = _check_image_modality(modality)
     shape = _check_input_shape(input_shape, modality)
-    seed = _check_seed(random_state)
+    seed = check_seed(random_state)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
     if backbone != SMALL_CNN and backbone not in BACKBONES:
@@ -191,7 +186,7 @@ def build_fusion_head(modalities, fusion="trainable", fusion_options=None, rando
     keras = keras()
     modalities = _check_modalities(modalities)
     variant = _fusion.get_fusion(fusion)
-    options = {"random_state": _check_seed(random_state), **_check_fusion_options(fusion_options)}
+    options = {"random_state": check_seed(random_state), **_check_fusion_options(fusion_options)}
     layer = variant.build(modalities, **options)
     inputs = [keras.Input(shape=(3,), name=f"p_{m}") for m in modalities]
     return keras.Model(inputs, layer(inputs), name=f"fusion_head_{variant.name}")
@@ -218,7 +213,7 @@ def build_multimodal_model(modalities, input_shape_dict=None, metadata_dim=None,
 
     keras = keras()
     modalities = _check_modalities(modalities)
-    seed = _check_seed(random_state)
+    seed = check_seed(random_state)
     variant = _fusion.get_fusion(fusion)
     options = {"random_state": seed, **_check_fusion_options(fusion_options)}
     if metadata_branch not in METADATA_BRANCHES:

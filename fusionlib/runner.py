@@ -56,7 +56,7 @@ from .run_folders import (LOCK_PREFIX, OWNER_FILE, TMP_PREFIX, clean_stale, read
                           write_owner)
 from .run_folders import qwk_mean as _qwk_mean
 from .scheduling import (branch_group, branch_sets, error_text, execute_dask, execute_processes,
-                         failed_outcome, one_line, report_outcome, sigterm_raises)
+                         failed_outcome, failure_line, one_line, report_outcome, sigterm_raises)
 
 __all__ = ["PACKAGE_DIR", "DEFAULT_NOTEBOOK", "KERNEL_NAME", "QUIET_KERNEL_ARGS",
            "NOT_EXPERIMENT_CODE", "OLD_PREFIX", "TMP_PREFIX", "LOCK_PREFIX", "OWNER_FILE",
@@ -223,7 +223,7 @@ def _execute_unlocked(task: dict) -> dict:
         tmp.mkdir()
         _execute_in(task, tmp, started, result)
     except OSError as err:      # the runner's own writes: owner file, params.yaml, done.json, swap
-        result.update(status="failed", message=f"run {name} FAILED: {os_error_text(err)}")
+        result.update(status="failed", message=failure_line(name, err))
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -255,20 +255,17 @@ def _execute_in(task: dict, tmp: Path, started: float, result: dict) -> None:
                                 kernel_manager_class=_kernel_manager({NOTES_ENV: str(notes_file)}))
         finally:
             result["notes"] += _note_lines(read_notes(notes_file))
-    except PapermillExecutionError as err:
-        result["message"] = (f"run {name} FAILED in cell {err.cell_index}: {err.ename}: "
-                             f"{_notebook_error(err.evalue)}")
-        _keep_failed_notebook(output_nb, failed_nb, result)
-        return
-    except Exception as err:  # noqa: BLE001 - kernel death, missing kernel, a full disk, ...
-        result["message"] = f"run {name} FAILED: {error_text(err)}"
-        if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
-            # papermill was saving the notebook when the disk filled: it may be cut short, and
-            # the copy would need space too. The notebook's last error is not known.
-            if err.filename is None:
-                result["message"] = f"run {name} FAILED: {os_error_text(err, output_nb)}"
-            return
-        _keep_failed_notebook(output_nb, failed_nb, result)
+    except Exception as err:  # noqa: BLE001 - a cell's error, a dead or missing kernel, a full disk
+        # A full disk outside a cell hit papermill saving the notebook: the file may be cut
+        # short, so it is not kept, and it is the file the error is about if it names none.
+        disk_full = isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS
+        if isinstance(err, PapermillExecutionError):
+            result["message"] = (f"run {name} FAILED in cell {err.cell_index}: {err.ename}: "
+                                 f"{_notebook_error(err.evalue)}")
+        else:
+            result["message"] = failure_line(name, err, output_nb if disk_full else None)
+        if not disk_full:
+            _keep_failed_notebook(output_nb, failed_nb, result)
         return
     missing = [f for f in RESULT_FILES if not (tmp / f).is_file()]
     if missing:

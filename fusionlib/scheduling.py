@@ -27,18 +27,25 @@ def one_line(text) -> str:
     return " ".join(str(text).split())
 
 
-def error_text(err: BaseException) -> str:
+def error_text(err: BaseException, path=None) -> str:
     """One line for an exception: ``<file>: <problem>`` for a failed file operation (a full
-    disk reads ``no space left on device``), else ``<type>: <message>``."""
+    disk reads ``no space left on device``; ``path`` is the file when the error names none),
+    else ``<type>: <message>``."""
     if isinstance(err, OSError) and err.errno is not None:
-        return os_error_text(err)
+        return os_error_text(err, path)
     return f"{type(err).__name__}: {one_line(err)}"
+
+
+def failure_line(name: str, err: BaseException, path=None) -> str:
+    """The line of a run that failed with ``err``, wherever it was caught (the runner's own
+    writes, papermill, a worker process): ``run <name> FAILED: <error_text>``."""
+    return f"run {name} FAILED: {error_text(err, path)}"
 
 
 def failed_outcome(name: str, err: BaseException) -> dict:
     """The outcome of a run whose execution raised instead of returning one."""
     return {"name": name, "status": "failed", "seconds": 0.0, "qwk": None,
-            "message": f"run {name} FAILED: {error_text(err)}"}
+            "message": failure_line(name, err)}
 
 
 # --------------------------------------------------------------------------- signals

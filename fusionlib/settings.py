@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import math
 import reprlib
+from numbers import Integral
 
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic_core import PydanticCustomError
@@ -120,3 +121,11 @@ def fail(message: str, subkey: str | None = None):
     becomes ``section.field.subkey`` (see :func:`fusionlib.params.validate`).
     """
     raise PydanticCustomError("fusionlib", "{message}", {"message": message, "subkey": subkey})
+
+
+def check_seed(value, name: str = "random_state") -> int:
+    """``value`` as a plain int if it is a seed (an integer >= 0, not a bool), else a
+    ValueError naming ``name``: the one seed check of every function taking ``random_state``."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {shown(value)}")
+    return int(value)

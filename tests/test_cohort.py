@@ -16,7 +16,8 @@ from fusionlib.synthetic import (DEFAULT_KNOBS, PRESETS, default_cohort_dir, ens
                                  generate_cohort)
 from fusionlib.synthetic import rendering, storage
 from fusionlib.data import (BBOX_COLUMNS, CATEGORICAL_FEATURES, CLINICAL_FILENAME, FEATURES,
-                            LEAKING_COLUMNS, NUMERIC_FEATURES, load_cohort, parse_image_filename)
+                            LEAKING_COLUMNS, NUMERIC_FEATURES, load_cohort, parse_image_filename,
+                            read_cohort_stamp)
 from fusionlib.errors import DataError
 from fusionlib.truth import (clinical_matrix, image_features, out_of_fold_proba, reference_forest,
                              reference_logistic)
@@ -224,6 +225,31 @@ def test_overwrite_rules(tmp_path):
     with pytest.raises(DataError, match="not a generated cohort"):
         generate_cohort(user, n_patients=4)
     assert (user / "notes.txt").read_text() == "mine"
+
+
+def test_the_cohort_stamp_has_one_reader(tmp_path):
+    """The loader and the generators read cohort.json through read_cohort_stamp: the loader
+    refuses a broken stamp in one line, the generators treat it as no stamp."""
+    folder = generate_cohort(tmp_path / "gen", n_patients=5, random_state=1)
+    stamp = read_cohort_stamp(folder)
+    assert stamp == json.loads((folder / "cohort.json").read_text())
+    assert stamp["random_state"] == 1 and storage.generated_stamp(folder) == stamp
+    loaded = load_cohort(folder)
+    assert {k: loaded.meta[k] for k in stamp} == stamp and loaded.name == stamp["name"]
+    assert read_cohort_stamp(tmp_path) is None and storage.generated_stamp(tmp_path) == {}
+
+    for text, words in (("{not json", "not valid JSON"), ("[1, 2]", "must be a JSON object")):
+        (folder / "cohort.json").write_text(text)
+        with pytest.raises(DataError) as err:
+            load_cohort(folder)
+        assert words in str(err.value) and str(folder / "cohort.json") in str(err.value)
+        assert "\n" not in str(err.value)
+        # Not a generated cohort any more: neither current (a list once crashed the check)
+        # nor overwritten.
+        assert storage.generated_stamp(folder) == {}
+        assert not storage._is_current(folder, "dfu_like", 1, 5)
+        with pytest.raises(DataError, match="not a generated cohort"):
+            generate_cohort(folder, n_patients=5, random_state=1)
 
 
 def test_unknown_preset_or_knob_is_a_value_error(tmp_path):

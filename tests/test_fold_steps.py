@@ -90,3 +90,21 @@ def test_validation_proba_fuses_the_inner_validation_rows(fold_and_outputs):
     np.testing.assert_allclose(val, 0.7 * data.x_val[0] + 0.3 * data.x_val[1], atol=1e-6)
     empty = replace(data, x_val=[p[:0] for p in data.x_val], y_val=data.y_val[:0])
     assert validation_proba(head, empty).shape == (0, 3)
+
+
+def test_replicate_names_its_parts(fold_and_outputs):
+    """``replicate`` is one seed's parameters, subsample and outer folds, by name (it once
+    returned a 4-tuple read as ``r[1]`` and ``r[3]``)."""
+    cohort = fold_and_outputs[0]
+    params = validate({"protocol": {"folds": 2, "seeds": [0, 5], "data_percentage": 50}})
+    rep = experiment.replicate(cohort, params, 5)
+    assert isinstance(rep, experiment.Replicate)
+    assert rep.params.protocol.seed == 5 and rep.params.protocol.seeds is None
+    assert rep.params == experiment.for_seed(params, 5)
+    np.testing.assert_array_equal(rep.rows, experiment.subsample_rows(cohort, rep.params))
+    assert rep.cohort.cases["case_id"].tolist() == \
+        cohort.cases["case_id"].iloc[rep.rows].tolist()
+    assert len(rep.rows) < cohort.n_cases          # half of the patients
+    assert len(rep.folds) == 2 and all(f.test.max() < rep.cohort.n_cases for f in rep.folds)
+    np.testing.assert_array_equal(np.sort(np.concatenate([f.test for f in rep.folds])),
+                                  np.arange(rep.cohort.n_cases))

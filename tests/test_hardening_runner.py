@@ -24,7 +24,7 @@ import nbformat
 import pytest
 import yaml
 
-from fusionlib import _io, runner
+from fusionlib import _io, runner, scheduling
 
 REPO = Path(__file__).resolve().parents[1]
 FUSIONLIB = str(Path(sys.executable).parent / "fusionlib")
@@ -203,6 +203,56 @@ def test_an_error_escaping_one_run_fails_only_that_run(tmp_path, monkeypatch):
     assert lines_with(err, "run first FAILED") == [
         f"run first FAILED: {tmp_path / 'runs'}/.lock-first: no space left on device"]
     assert lines_with(err, "run second: ok in")
+
+
+@pytest.mark.parametrize("err", [OSError(errno.EACCES, "Permission denied", "/somewhere/.owner"),
+                                 OSError(errno.ENOSPC, "No space left on device"),
+                                 OSError("an OSError without errno")], ids=repr)
+def test_the_runners_own_failed_write_is_the_line_of_a_failed_worker(tmp_path, monkeypatch, err):
+    """An OSError of the runner's own writes and one escaping a worker are said by one helper."""
+    def write_owner(folder, started):
+        raise err
+
+    monkeypatch.setattr(runner, "write_owner", write_owner)
+    result = runner._execute_unlocked({"name": "x", "runs_dir": str(tmp_path / "runs")})
+    assert result["status"] == "failed"
+    assert result["message"] == scheduling.failed_outcome("x", err)["message"]
+    assert result["message"] == f"run x FAILED: {scheduling.error_text(err)}"
+    assert list((tmp_path / "runs").iterdir()) == []         # its temporary folder removed
+
+
+@pytest.mark.parametrize("err, kept", [
+    (RuntimeError("Kernel died before replying"), True),
+    (OSError(errno.ENOSPC, "No space left on device"), False),
+    (OSError(errno.ENOSPC, "No space left on device", "/elsewhere/file"), False),
+], ids=["kernel-died", "disk-full-no-file", "disk-full-named-file"])
+def test_a_failed_notebook_is_kept_unless_the_disk_filled_outside_a_cell(tmp_path, monkeypatch,
+                                                                          err, kept):
+    """Papermill failing outside a cell: the executed notebook is kept as <name>.failed.ipynb,
+    except after a full disk (it may be cut short); a full disk naming no file names the
+    notebook papermill was writing."""
+    import papermill
+
+    def execute_notebook(source, output, **kwargs):
+        Path(output).write_text("{}")
+        raise err
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    runs_dir = tmp_path / "runs"
+    task = {"name": "x", "runs_dir": str(runs_dir), "params": {"name": "x"}, "notebook": "nb",
+            "cache_dir": str(tmp_path / "cache"), "cwd": str(tmp_path)}
+    result = runner._execute_unlocked(task)
+    assert result["status"] == "failed"
+    failed_nb = runs_dir / "x.failed.ipynb"
+    assert failed_nb.is_file() == kept and ("failed_notebook" in result) == kept
+    if isinstance(err, RuntimeError):
+        assert result["message"] == "run x FAILED: RuntimeError: Kernel died before replying"
+    elif err.filename is None:
+        assert re.fullmatch(rf"run x FAILED: {re.escape(str(runs_dir))}/\.tmp-x-\w+/"
+                            r"executed\.ipynb: no space left on device", result["message"])
+    else:
+        assert result["message"] == "run x FAILED: /elsewhere/file: no space left on device"
+    assert sorted(p.name for p in runs_dir.iterdir()) == (["x.failed.ipynb"] if kept else [])
 
 
 # --------------------------------------------------------------------------- what the notebook saw

@@ -83,6 +83,38 @@ def test_expected_calibration_error_by_hand():
     assert metrics.expected_calibration_error(y, proba) == pytest.approx(expected)
 
 
+def _ece_with_its_own_binning(y_true, proba, n_bins=10):
+    """The ECE as written before it read reliability_curve's bins (its own copy of them)."""
+    proba = np.asarray(proba, dtype=float)
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == np.asarray(y_true)
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        mask = bins == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(ece)
+
+
+@pytest.mark.parametrize("n_bins", [1, 5, 10, 15])
+def test_ece_reads_the_reliability_bins_and_keeps_its_value(n_bins):
+    """One binning for the ECE and the reliability diagram: the ECE is the bins' weighted gap,
+    bit for bit the value of the former separate computation (metrics.json keeps its bytes)."""
+    rng = np.random.default_rng(3)
+    proba = rng.dirichlet([0.7, 1.0, 1.5], size=157)
+    proba[:6] = [[1, 0, 0], [0.5, 0.5, 0], [0.4, 0.3, 0.3], [0.2, 0.2, 0.6], [0.7, 0.3, 0],
+                 [0.1, 0.9, 0]]                          # bin edges and a confidence of 1
+    y = rng.integers(0, 3, size=len(proba))
+    ece = metrics.expected_calibration_error(y, proba, n_bins=n_bins)
+    assert ece == _ece_with_its_own_binning(y, proba, n_bins)
+    curve = metrics.reliability_curve(y, proba, n_bins=n_bins)
+    assert sum(curve["count"]) == len(proba)
+    assert ece == pytest.approx(sum(c / len(proba) * abs(a - f) for f, a, c in
+                                    zip(curve["confidence"], curve["accuracy"], curve["count"])))
+    assert metrics.expected_calibration_error([], np.empty((0, 3)), n_bins=n_bins) == 0.0
+
+
 def test_mean_ci_matches_scipy():
     values = np.array([0.52, 0.61, 0.55, 0.70, 0.48])
     mean, sd, low, high = metrics.mean_ci(values)

@@ -10,7 +10,11 @@ import pandas as pd
 import pytest
 
 from fusionlib.errors import FusionlibError
+from fusionlib.fusion import get_fusion
+from fusionlib.models import build_fusion_head
 from fusionlib.params import validate
+from fusionlib.settings import check_seed
+from fusionlib.synthetic import generate_cohort, synthesize_thermal_images
 
 TINY = {"protocol": {"folds": 2, "data_percentage": 50},
         "image": {"epochs": 2, "inner_folds": 2, "size": 16},
@@ -36,6 +40,38 @@ def test_seed_list_and_validation():
         _params("a", seed=3, seeds=[1, 2])
     # The notebook's parameters cell keeps seed: 0 when only seeds is edited there.
     assert _params("a", seed=0, seeds=[0, 1, 2]).protocol.seed_list() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("bad, shown", [(-1, "-1"), (True, "True"), (1.5, "1.5"), ("3", "'3'"),
+                                         (None, "None")])
+def test_one_seed_check_and_one_message_from_every_entry_point(bad, shown, tmp_path):
+    """The generator, the real-table image synthesiser, the Keras builders and a fusion
+    variant's option check refuse a bad seed with the same words (they once had four
+    checks, two of them saying "int" and two "integer")."""
+    expected = f"random_state must be a non-negative integer, got {shown}"
+    calls = {"check_seed": lambda: check_seed(bad),
+             "generate_cohort": lambda: generate_cohort(tmp_path / "g", n_patients=5,
+                                                        random_state=bad),
+             "synthesize_thermal_images": lambda: synthesize_thermal_images(
+                 tmp_path / "table.csv", tmp_path / "s", random_state=bad),
+             "build_fusion_head": lambda: build_fusion_head(["metadata", "thermal_map"],
+                                                            random_state=bad)}
+    for name, call in calls.items():
+        with pytest.raises(ValueError) as err:
+            call()
+        assert str(err.value) == expected, name
+    # A fusion option says which variant it belongs to, then the same words.
+    with pytest.raises(ValueError) as err:
+        get_fusion("trainable").check(["metadata", "thermal_map"], {"random_state": bad})
+    assert str(err.value) == f"fusion 'trainable': {expected}"
+    assert not (tmp_path / "g").exists() and not (tmp_path / "s").exists()
+
+
+def test_check_seed_accepts_numpy_integers_as_plain_ints():
+    seed = check_seed(np.int64(7))
+    assert seed == 7 and type(seed) is int
+    assert get_fusion("fixed").check(["metadata", "thermal_map"],
+                                     {"random_state": np.uint8(3)})[1]["random_state"] == 3
 
 
 @pytest.fixture(scope="module")

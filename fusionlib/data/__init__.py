@@ -15,18 +15,19 @@ from .model import (BBOX_COLUMNS, BBOX_FILENAMES, CATEGORICAL_FEATURES, CLINICAL
                     DEFAULT_IMAGE_DIRS, FEATURES, FILENAME_PATTERN, FREE_TEXT_COLUMNS,
                     GENERATED_MODALITIES, IDENTIFIER_COLUMNS, IMAGE_COLUMNS, IMAGE_MODALITIES,
                     KEY_COLUMNS, LABEL_COLUMN, LABELS, LEAKING_COLUMNS, MODALITIES,
-                    MODALITY_CAMERA, NUMERIC_FEATURES, Cohort, Modality, case_id, file_digest,
-                    image_filename, parse_image_filename)
+                    MODALITY_CAMERA, N_CLASSES, NUMERIC_FEATURES, Cohort, Modality, case_id,
+                    file_digest, image_filename, parse_image_filename)
 from .problems import DROPPED_KINDS, PROBLEM_KINDS, FolderProblems, dropped_images
-from .readers import (load_cohort, read_bounding_boxes, read_clinical_table, read_csv_checked,
-                      scan_images)
+from .readers import (COHORT_FILE, load_cohort, read_bounding_boxes, read_clinical_table,
+                      read_cohort_stamp, read_csv_checked, scan_images)
 
 __all__ = [
-    "BBOX_COLUMNS", "BBOX_FILENAMES", "CATEGORICAL_FEATURES", "CLINICAL_FILENAME",
+    "BBOX_COLUMNS", "BBOX_FILENAMES", "CATEGORICAL_FEATURES", "CLINICAL_FILENAME", "COHORT_FILE",
     "DEFAULT_IMAGE_DIRS", "DROPPED_KINDS", "FEATURES", "FILENAME_PATTERN", "FREE_TEXT_COLUMNS",
     "GENERATED_MODALITIES", "IDENTIFIER_COLUMNS", "IMAGE_COLUMNS", "IMAGE_MODALITIES",
     "KEY_COLUMNS", "LABEL_COLUMN", "LABELS", "LEAKING_COLUMNS", "MODALITIES", "MODALITY_CAMERA",
-    "NUMERIC_FEATURES", "PROBLEM_KINDS", "Cohort", "FolderProblems", "Modality", "case_id", "dropped_images", "file_digest", "image_filename",
+    "N_CLASSES", "NUMERIC_FEATURES", "PROBLEM_KINDS", "Cohort", "FolderProblems", "Modality",
+    "case_id", "dropped_images", "file_digest", "image_filename",
     "load_cohort", "parse_image_filename", "read_bounding_boxes", "read_clinical_table",
-    "read_csv_checked", "scan_images",
+    "read_cohort_stamp", "read_csv_checked", "scan_images",
 ]

@@ -31,6 +31,8 @@ from .problems import FolderProblems
 
 LABELS = ("I", "P", "R")
 """Healing phases in ordinal order; a label's integer code is its index here."""
+N_CLASSES = len(LABELS)
+"""The number of phases: the width of every probability array."""
 
 
 @dataclass(frozen=True)

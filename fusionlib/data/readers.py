@@ -244,6 +244,34 @@ def read_bounding_boxes(path: str | Path) -> pd.DataFrame:
     return out
 
 
+COHORT_FILE = "cohort.json"
+"""A generated cohort's stamp: how the folder was made (preset or source table, seed,
+generator version), its name and summary lines. Real data folders have none."""
+
+
+def read_cohort_stamp(folder: str | Path) -> dict | None:
+    """The folder's :data:`COHORT_FILE` as a dict, or None when it has none; a DataError
+    naming the file when it cannot be read or holds no JSON object.
+
+    The one reader of the stamp: the loader takes its name and summary, the generators
+    (:mod:`fusionlib.synthetic`) whether a folder is theirs and still current."""
+    path = Path(folder) / COHORT_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read the cohort stamp: {getattr(err, 'strerror', None) or err}",
+                        path) from None
+    try:
+        stamp = json.loads(text)
+    except ValueError as err:
+        raise DataError(f"the cohort stamp is not valid JSON ({err})", path) from None
+    if not isinstance(stamp, dict):
+        raise DataError(f"the cohort stamp must be a JSON object, got a {type(stamp).__name__}",
+                        path)
+    return stamp
+
 
 def load_cohort(root: str | Path, *, clinical: str = CLINICAL_FILENAME,
                 image_dirs: dict[str, str] | None = None, features: str | list[str] = "auto",
@@ -269,10 +297,10 @@ def load_cohort(root: str | Path, *, clinical: str = CLINICAL_FILENAME,
         raise DataError("cohort folder not found", root)
     cohort = read_clinical_table(root / clinical, features=features, name=name or root.name)
     cohort.root = root
-    meta_file = root / "cohort.json"
-    if meta_file.exists():
-        cohort.meta = json.loads(meta_file.read_text())
-        cohort.name = name or cohort.meta.get("name", cohort.name)
+    stamp = read_cohort_stamp(root)
+    if stamp is not None:
+        cohort.meta = stamp
+        cohort.name = name or stamp.get("name", cohort.name)
     problems = FolderProblems(root=str(root))
     cohort.images = scan_images(root, cohort.cases, image_dirs or DEFAULT_IMAGE_DIRS, problems)
     if problems:

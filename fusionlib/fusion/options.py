@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from numbers import Real
 
+from ..settings import check_seed
+
 FIXED_CLINICAL_WEIGHT = 0.70
 """The old study's fixed share of the clinical-table (Random-Forest) probabilities."""
 
@@ -104,10 +106,7 @@ def positive_int(value, modalities, fusion: str, option: str = "hidden_units") -
 
 
 def seed(value, modalities, fusion: str, option: str = "random_state") -> int:
-    if isinstance(value, bool) or not _is_int(value) or value < 0:
-        raise ValueError(f"fusion {fusion!r}: {option} must be a non-negative int, "
-                         f"got {value!r}")
-    return int(value)
+    return check_seed(value, f"fusion {fusion!r}: {option}")
 
 
 def _is_int(value) -> bool:

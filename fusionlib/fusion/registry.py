@@ -12,10 +12,9 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from ..data import N_CLASSES
 from . import options as opt
 from . import views
-
-N_CLASSES = 3
 
 
 @dataclass(frozen=True)

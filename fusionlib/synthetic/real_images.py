@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_write_bytes, staged_folder
-from ..data import BBOX_FILENAMES, CLINICAL_FILENAME, DEFAULT_IMAGE_DIRS, read_clinical_table
+from ..data import (BBOX_FILENAMES, CLINICAL_FILENAME, COHORT_FILE, DEFAULT_IMAGE_DIRS,
+                    read_clinical_table)
 from ..errors import DataError
+from ..settings import check_seed
 from .latents import _CASE_SD, _case_means
 from .presets import DEFAULT_PRESET, _check_signal, resolve_knobs
 from .rendering import _write_images
-from .storage import _data_root, _is_generated
+from .storage import _data_root, _is_generated, generated_stamp
 
 REAL_SYNTHETIC_VERSION = 2
 """Bumped whenever :func:`synthesize_thermal_images` output changes (stale folders are rebuilt)."""
@@ -53,8 +55,7 @@ def synthesize_thermal_images(clinical_csv_or_folder: str | Path, out_dir: str |
         source = source / CLINICAL_FILENAME
     signal = _check_signal("image_signal", image_signal)
     knobs = resolve_knobs(DEFAULT_PRESET, image_signal=signal, no_image_fraction=no_image_fraction)
-    if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)) or random_state < 0:
-        raise ValueError(f"random_state must be a non-negative integer, got {random_state!r}")
+    random_state = check_seed(random_state)
     table = read_clinical_table(source)
     first = table.cases[~table.cases["case_id"].str.contains("r", regex=False)]
     cases = first[["patient", "appt", "dfu", "label"]].reset_index(drop=True)
@@ -105,7 +106,7 @@ def synthesize_thermal_images(clinical_csv_or_folder: str | Path, out_dir: str |
                              f"{with_image} of {len(cases)} case keys",
             },
         }
-        atomic_write_bytes(tmp / "cohort.json", (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+        atomic_write_bytes(tmp / COHORT_FILE, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
     return out_dir
 
 
@@ -114,11 +115,7 @@ def _file_sha256(path: Path) -> str:
 
 
 def _is_real_synthetic(folder: Path) -> bool:
-    try:
-        meta = json.loads((folder / "cohort.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("name") == REAL_SYNTHETIC_NAME
+    return generated_stamp(folder).get("name") == REAL_SYNTHETIC_NAME
 
 
 def real_synthetic_dir(image_signal=(0.9, 0.9, 1.3), random_state: int = 0) -> Path:
@@ -144,10 +141,7 @@ def ensure_real_synthetic_cohort(data_dir: str | Path, image_signal=(0.9, 0.9, 1
     folder = real_synthetic_dir(signal, random_state)
 
     def current() -> bool:
-        try:
-            meta = json.loads((folder / "cohort.json").read_text())
-        except (OSError, ValueError):
-            return False
+        meta = generated_stamp(folder)
         return (meta.get("name") == REAL_SYNTHETIC_NAME
                 and meta.get("version") == REAL_SYNTHETIC_VERSION
                 and meta.get("image_signal") == list(signal)

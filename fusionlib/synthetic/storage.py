@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_write_bytes, staged_folder
-from ..data import BBOX_FILENAMES, CLINICAL_FILENAME, DEFAULT_IMAGE_DIRS, LABELS
+from ..data import (BBOX_FILENAMES, CLINICAL_FILENAME, COHORT_FILE, DEFAULT_IMAGE_DIRS, LABELS,
+                    read_cohort_stamp)
 from ..errors import DataError
+from ..settings import check_seed
 from .latents import _draw_latents
 from .presets import (DEFAULT_KNOBS, DEFAULT_PRESET, DEFAULT_SEED, GENERATOR_VERSION, PRESETS,
                       resolve_knobs)
@@ -20,12 +22,19 @@ from .table import _clinical_table, _format_table
 # --------------------------------------------------------------------------- writing
 
 
-def _is_generated(folder: Path) -> bool:
+def generated_stamp(folder: Path) -> dict:
+    """The folder's cohort stamp (:func:`fusionlib.data.read_cohort_stamp`), or ``{}`` when it
+    has none or an unreadable one: then the folder is not a generated cohort (never
+    overwritten) or not a current one (rebuilt)."""
     try:
-        meta = json.loads((folder / "cohort.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and "preset" in meta and "knobs" in meta
+        return read_cohort_stamp(folder) or {}
+    except DataError:
+        return {}
+
+
+def _is_generated(folder: Path) -> bool:
+    meta = generated_stamp(folder)
+    return "preset" in meta and "knobs" in meta
 
 
 def generate_cohort(out_dir: str | Path, preset: str = DEFAULT_PRESET, random_state: int = DEFAULT_SEED,
@@ -49,9 +58,7 @@ def generate_cohort(out_dir: str | Path, preset: str = DEFAULT_PRESET, random_st
     Returns the folder's path.
     """
     knobs = resolve_knobs(preset, n_patients=n_patients, **overrides)
-    if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)) or random_state < 0:
-        raise ValueError(f"random_state must be a non-negative integer, got {random_state!r}")
-    random_state = int(random_state)
+    random_state = check_seed(random_state)
     out_dir = Path(out_dir)
     if out_dir.exists():
         if not out_dir.is_dir():
@@ -92,7 +99,7 @@ def generate_cohort(out_dir: str | Path, preset: str = DEFAULT_PRESET, random_st
             },
             "counts": {lab: int(c) for lab, c in zip(LABELS, counts)},
         }
-        atomic_write_bytes(tmp / "cohort.json", (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+        atomic_write_bytes(tmp / COHORT_FILE, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
     return out_dir
 
 
@@ -164,10 +171,7 @@ def _generator_digest() -> str:
 
 
 def _is_current(folder: Path, preset: str, random_state: int, n_patients: int) -> bool:
-    try:
-        meta = json.loads((folder / "cohort.json").read_text())
-    except (OSError, ValueError):
-        return False
+    meta = generated_stamp(folder)
     return (meta.get("preset") == preset and meta.get("random_state") == int(random_state)
             and meta.get("generator_version") == GENERATOR_VERSION
             and meta.get("generator_digest") == _generator_digest()
