@@ -24,6 +24,7 @@ from .branches.cache import BranchCache
 from .data import Cohort
 from .datasets import load_dataset
 from .explain import explain_weights, image_branch_gap
+from .fusion.options import CLINICAL
 from .head_objectives import one_blas_thread
 from .fusing import (FoldData, _complete, _per_model_inputs, fuse_per_model, fuse_with_missing,
                      split_training_rows)
@@ -143,7 +144,7 @@ def build_branches(params: ExperimentParams, cache_root: Path | None = None) -> 
     protocol = params.protocol
     out = {}
     for modality in params.data.modalities:
-        if modality == "metadata":
+        if modality == CLINICAL:
             out[modality] = ClinicalBranch.from_settings(params.clinical, protocol.sampling,
                                                          protocol.seed)
         else:
@@ -283,7 +284,7 @@ def stage1_scores(head, history: dict, n_params: int, data: FoldData, val_proba,
 def _image_val_qwk(outputs: dict, modalities: list) -> dict:
     return {f"{m}_val_qwk": float(np.mean([h["best_val_qwk"] for h in
                                            outputs[m].info.get("history", [])] or [np.nan]))
-            for m in modalities if m != "metadata"}
+            for m in modalities if m != CLINICAL}
 
 
 def decide_sources(decision: str, sources: dict, data: FoldData) -> tuple[dict, dict]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .fusion.options import CLINICAL
 from .fusing import FoldData
 
 
@@ -30,7 +31,7 @@ def explain_weights(params, head, start_head, data: FoldData, history: dict,
     # The rows the head meets at test time: the complete cases, one block per inner model.
     stacks = [np.stack([inputs[i] for inputs in test_inputs]) for i in range(len(modalities))]
     complete = ~np.isnan(np.stack(stacks)).any(axis=(0, 1, 3))
-    if "metadata" not in modalities or len(modalities) < 2 or not complete.any():
+    if CLINICAL not in modalities or len(modalities) < 2 or not complete.any():
         return weights
     n_models = len(test_inputs)
     probs = {m: st[:, complete].reshape(-1, 3) for m, st in zip(modalities, stacks)}
@@ -84,7 +85,7 @@ def image_branch_gap(outputs: dict, modalities: list, y_train, y_test) -> dict:
 
     out = {}
     for m in modalities:
-        if m == "metadata":
+        if m == CLINICAL:
             continue
         branch = outputs[m]
         train_ok = branch.train_mask

@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import Field
 
 from ._tf import keras, set_seed
+from .fusion.options import CLINICAL
 from .metrics import qwk
 from .settings import Settings
 
@@ -118,17 +119,17 @@ def run_stage2(cohort, params, fold, head, outputs: dict, fit_rows, val_rows, te
     """
     from .images import cohort_image_arrays
 
-    images_only = [m for m in params.data.modalities if m != "metadata"]
+    images_only = [m for m in params.data.modalities if m != CLINICAL]
     models = outputs[images_only[0]].models if len(images_only) == 1 else []
-    if "metadata" not in params.data.modalities or len(images_only) != 1 or not models:
+    if CLINICAL not in params.data.modalities or len(images_only) != 1 or not models:
         log("Stage 2 skipped: it needs the metadata branch, one image modality and its CNNs")
         return {"kept": False, "scores": {"stage2_val_qwk": None, "stage2_kept": False}}
     modality = images_only[0]
     images, image_case = cohort_image_arrays(cohort, modality, size=params.image.size,
                                              margin=params.image.crop_margin)
-    rf = outputs["metadata"]
-    meta = {int(r): p for r, p in zip(rf.train_index, rf.train_proba)}
-    meta.update({int(r): p for r, p in zip(rf.test_index, rf.test_proba)})
+    clinical = outputs[CLINICAL]
+    meta = {int(r): p for r, p in zip(clinical.train_index, clinical.train_proba)}
+    meta.update({int(r): p for r, p in zip(clinical.test_index, clinical.test_proba)})
     cnns = [m.get() if hasattr(m, "get") else m for m in models]
     model, tuned_head, history = fine_tune_end_to_end(
         head, cnns, images, image_case, meta, cohort.y, fit_rows, val_rows, modality,

@@ -127,9 +127,9 @@ def _shares(overall_norm: dict, class_norm: dict, n_rows: int) -> dict:
             per_class = np.where(class_total > 0, class_norm[m] / class_total, np.nan)
             per_modality[m] = {"overall": float(overall),
                                "per_class": [float(v) for v in per_class]}
-    rf = per_modality.get("metadata")
-    return {"overall": rf["overall"] if rf else None,
-            "per_class": list(rf["per_class"]) if rf else None,
+    clinical = per_modality.get(_fusion.CLINICAL)
+    return {"overall": clinical["overall"] if clinical else None,
+            "per_class": list(clinical["per_class"]) if clinical else None,
             "per_modality": per_modality, "modalities": modalities, "n_rows": int(n_rows)}
 
 

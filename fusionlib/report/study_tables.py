@@ -14,9 +14,10 @@ import pandas as pd
 
 from ..data import LABELS
 from ..decision import DECISIONS, DEFAULT_DECISION
+from ..fusion.options import CLINICAL
 from ..metrics import qwk
 
-BASELINES = ("stacking", "metadata_only", "thermal_map_only")
+BASELINES = ("stacking", f"{CLINICAL}_only", "thermal_map_only")
 """Baselines every ``fixed`` run scores on its own folds (columns ``<name>_p_*``, ``<name>_pred_*``)."""
 
 PROBA = [f"p_{label}" for label in LABELS]

@@ -20,6 +20,7 @@ import pandas as pd
 from ..metrics import (case_log_loss, corrected_resampled_t, patients_and_seeds_interval, qwk,
                        seed_averaged_bootstrap)
 from ..data import LABELS
+from ..fusion.options import CLINICAL, FIXED_CLINICAL_WEIGHT
 from ..results import FIXED, PROBA_COLUMNS, Run
 from .conclusions import (BETTER, DEFAULT_SETTINGS, EQUIVALENT, INCONCLUSIVE, WORSE,
                           ConclusionSettings, decision_agreement, detectable_difference,
@@ -121,15 +122,13 @@ def compare_over_seeds(joined: pd.DataFrame, pred_a: str, pred_b: str, proba_a: 
 def fixed_clinical_weight(run: Run) -> float | None:
     """The clinical table's weight in a ``fixed`` run's mix (its ``fusion.options.weights``,
     else the default 0.70); None without a clinical branch."""
-    from ..fusion.options import FIXED_CLINICAL_WEIGHT
-
-    modalities = run.setting("data", "modalities") or ["metadata", "thermal_map"]
-    if "metadata" not in modalities:
+    modalities = run.setting("data", "modalities") or [CLINICAL, "thermal_map"]
+    if CLINICAL not in modalities:
         return None
     weights = (run.setting("fusion", "options") or {}).get("weights")
     if weights is None:
         return FIXED_CLINICAL_WEIGHT if len(modalities) > 1 else 1.0
-    return float(weights) if np.isscalar(weights) else float(weights[modalities.index("metadata")])
+    return float(weights) if np.isscalar(weights) else float(weights[modalities.index(CLINICAL)])
 
 
 def influence_over_seeds(run: Run, seeds=None) -> dict | None:

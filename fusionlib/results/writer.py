@@ -17,6 +17,7 @@ import pandas as pd
 
 from .._io import atomic_write_text
 from ..data import LABELS
+from ..fusion.options import CLINICAL
 from ..metrics import mean_ci
 from .files import METRICS_FILE, PREDICTIONS_FILE, PROBA_COLUMNS, PROVENANCE_FILE, WEIGHTS_FILE
 from .registry import METRICS, classification_scores, metrics_in, summarised_metrics
@@ -120,7 +121,7 @@ class ExperimentResult:
 
     def _modality_combos(self, cohort) -> pd.Series:
         modalities = self.params.data.modalities
-        present = {m: (np.ones(cohort.n_cases, bool) if m == "metadata"
+        present = {m: (np.ones(cohort.n_cases, bool) if m == CLINICAL
                        else cohort.has_modality(m)) for m in modalities}
         combos = ["+".join(m for m in modalities if present[m][i]) or "none"
                   for i in range(cohort.n_cases)]
