@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .baselines import fit_baselines
-from .branches import ClinicalBranch, ImageBranch
+from .branches import CLINICAL_MODELS, ClinicalBranch, ImageBranch
 from .branches.cache import BranchCache
 from .data import Cohort
 from .datasets import load_dataset
@@ -225,7 +225,8 @@ def fit_fusion_head(params: ExperimentParams, data: FoldData, seed: int, log) ->
     start_head = new_head()
     n_params = fusion_parameter_count(start_head)
     if fusion.variant != "fixed":
-        log(f"Using {fusion.variant} fusion layer (adaptive RF/Image weighting)")
+        clinical = CLINICAL_MODELS[params.clinical.model].short
+        log(f"Using {fusion.variant} fusion layer (adaptive {clinical}/Image weighting)")
     log(f"Stage 1 trainable parameters: {n_params}")
     head, history = fit_head_with_penalty_search(params.head, data, new_head, seed)
     return head, start_head, history, n_params

@@ -256,8 +256,9 @@ def share_columns(folds: pd.DataFrame) -> list[str]:
 def weight_metrics(weights: dict) -> dict:
     """The metrics of :data:`~fusionlib.results.registry.METRICS` read from one fold's weight
     analysis (:func:`fusionlib.explain.explain_weights`), by name in list order: the columns
-    :meth:`ExperimentResult.fold_table` gives a fold after its scores (``rf_share``,
-    ``rf_share_I``, ..., ``influence_rf_share``, ...; None where the analysis has no value)."""
+    :meth:`ExperimentResult.fold_table` gives a fold after its scores (``clinical_share``,
+    ``clinical_share_I``, ..., ``influence_clinical_share``, ...; None where the analysis has
+    no value)."""
     return {m.name: m.read(weights) for m in METRICS.values() if not m.scored}
 
 
