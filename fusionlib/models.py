@@ -22,7 +22,7 @@ from . import fusion as _fusion
 from .data import MODALITIES
 
 KNOWN_MODALITIES = (_fusion.CLINICAL, *MODALITIES)
-"""Modalities the builders accept: the RF/clinical branch and the image modalities."""
+"""Modalities the builders accept: the clinical branch and the image modalities."""
 
 # keras.applications backbones: name -> (constructor in keras.applications, minimum side).
 BACKBONES = {
@@ -203,8 +203,8 @@ def build_multimodal_model(modalities, input_shape_dict=None, metadata_dim=None,
     """Branches and fusion in one Keras model.
 
     * ``"metadata"`` with ``metadata_branch="rf"`` (default): input ``metadata_input`` of
-      shape (3,) takes the Random Forest's class probabilities; ``metadata_dim`` (the number
-      of clinical features the RF was trained on) is then only validated.  With
+      shape (3,) takes the clinical model's class probabilities; ``metadata_dim`` (the number
+      of clinical features the clinical model was trained on) is then only validated.  With
       ``metadata_branch="dense"``: input ``metadata_input`` of shape (metadata_dim,) ->
       Dense(32, relu) -> Dense(3, softmax) named ``metadata_probs``; ``metadata_dim`` required.
     * each image modality: input ``{modality}_input`` of shape ``input_shape_dict[modality]``

@@ -40,7 +40,8 @@ def refresh_normalization(model) -> None:
 
 
 def build_end_to_end(head, cnn_models, image_shape, image_modality: str):
-    """Functional model: (RF probabilities, image) -> each inner CNN -> the fusion head -> mean.
+    """Functional model: (clinical probabilities, image) -> each inner CNN -> the fusion head ->
+    mean.
 
     The inner CNNs are cloned with their weights, so fine-tuning never changes
     the cached Stage-1 models.
@@ -69,7 +70,7 @@ def fine_tune_end_to_end(head, cnn_models, images, image_case, meta_proba: dict,
                          batch_size: int = 32, random_state: int = 0):
     """Stage 2: fine-tune CNNs and fusion head together at a low learning rate.
 
-    ``meta_proba`` maps a case position to its (out-of-fold) RF probabilities.
+    ``meta_proba`` maps a case position to its (out-of-fold) clinical probabilities.
     Every image of a fit case is one training row. Returns the end-to-end model,
     its fused head, and case-level validation QWK per epoch (epoch 0 = Stage 1),
     so the caller keeps Stage 2 only if validation QWK improves.
