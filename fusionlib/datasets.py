@@ -22,6 +22,7 @@ from pydantic import Field, field_validator
 
 from .data import GENERATED_MODALITIES, IMAGE_MODALITIES, MODALITIES
 from .errors import DataError
+from .fusion.options import CLINICAL
 from .settings import Settings, fail, one_of
 
 DATASETS = ("synthetic", "real", "real_synthetic_images")
@@ -49,7 +50,7 @@ class DataSettings(Settings):
         f"real data folder; else `${REAL_DATA_ENV}`, else `{DEFAULT_REAL_DIR}`"))
     image_signal: list[float] = Field([0.9, 0.9, 1.3], description=(
         "per-class (I, P, R) signal of the synthetic images for `real_synthetic_images`"))
-    modalities: list[str] = Field(["metadata", "thermal_map"], description=(
+    modalities: list[str] = Field([CLINICAL, "thermal_map"], description=(
         "`metadata` (the clinical-table branch) first, then image modalities the dataset "
         f"provides (`synthetic`, `real_synthetic_images`: "
         f"{', '.join(f'`{m}`' for m in GENERATED_MODALITIES)}; `real`: those whose "
@@ -73,11 +74,11 @@ class DataSettings(Settings):
         if not value:
             fail("must name at least one modality")
         for m in value:
-            one_of(m, ["metadata", *MODALITIES])
+            one_of(m, [CLINICAL, *MODALITIES])
         if len(set(value)) != len(value):
             fail(f"lists a modality twice: {value}")
-        if value[0] != "metadata" and "metadata" in value:
-            fail("'metadata' must come first when present")
+        if value[0] != CLINICAL and CLINICAL in value:
+            fail(f"{CLINICAL!r} must come first when present")
         return value
 
     @field_validator("n_patients")

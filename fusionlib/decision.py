@@ -13,7 +13,7 @@ baseline of a run into predictions:
 ``balanced``
     argmax of the probabilities divided by the training prevalence. For a source
     fitted to the prevalence (a learned head, the CNN) this equalises the phases'
-    priors; a source whose prior is already balanced (the RF, fitted with balanced
+    priors; a source whose prior is already balanced (the clinical model, fitted with balanced
     class weights, and so the fixed mix) is corrected twice, towards the rare phases.
 ``ordinal``
     the phase ``k`` that minimises the expected quadratic cost

@@ -20,11 +20,12 @@ from typing import NamedTuple
 import numpy as np
 
 from .baselines import fit_baselines
-from .branches import ClinicalBranch, ImageBranch
+from .branches import CLINICAL_MODELS, ClinicalBranch, ImageBranch
 from .branches.cache import BranchCache
 from .data import Cohort
 from .datasets import load_dataset
 from .explain import explain_weights, image_branch_gap
+from .fusion.options import CLINICAL
 from .head_objectives import one_blas_thread
 from .fusing import (FoldData, _complete, _per_model_inputs, fuse_per_model, fuse_with_missing,
                      split_training_rows)
@@ -152,7 +153,7 @@ def build_branches(params: ExperimentParams, cache_root: Path | None = None) -> 
     protocol = params.protocol
     out = {}
     for modality in params.data.modalities:
-        if modality == "metadata":
+        if modality == CLINICAL:
             out[modality] = ClinicalBranch.from_settings(params.clinical, protocol.sampling,
                                                          protocol.seed)
         else:
@@ -233,7 +234,8 @@ def fit_fusion_head(params: ExperimentParams, data: FoldData, seed: int, log) ->
     start_head = new_head()
     n_params = fusion_parameter_count(start_head)
     if fusion.variant != "fixed":
-        log(f"Using {fusion.variant} fusion layer (adaptive RF/Image weighting)")
+        clinical = CLINICAL_MODELS[params.clinical.model].short
+        log(f"Using {fusion.variant} fusion layer (adaptive {clinical}/Image weighting)")
     log(f"Stage 1 trainable parameters: {n_params}")
     head, history = fit_head_with_penalty_search(params.head, data, new_head, seed)
     return head, start_head, history, n_params
@@ -292,7 +294,7 @@ def stage1_scores(head, history: dict, n_params: int, data: FoldData, val_proba,
 def _image_val_qwk(outputs: dict, modalities: list) -> dict:
     return {f"{m}_val_qwk": float(np.mean([h["best_val_qwk"] for h in
                                            outputs[m].info.get("history", [])] or [np.nan]))
-            for m in modalities if m != "metadata"}
+            for m in modalities if m != CLINICAL}
 
 
 def decide_sources(decision: str, sources: dict, data: FoldData) -> tuple[dict, dict]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .fusion.options import CLINICAL
 from .fusing import FoldData
 
 
@@ -22,7 +23,8 @@ def explain_weights(params, head, start_head, data: FoldData, history: dict,
     reused, not fitted again (gap 0, ``converged_fit`` from its history)."""
     from .head import fit_head_converged, head_objective
     from .models import build_fusion_head
-    from .weights import effective_rf_share, influence_share, modality_jacobians, raw_fusion_weights
+    from .weights import (effective_clinical_share, influence_share, modality_jacobians,
+                          raw_fusion_weights)
 
     modalities, fusion = params.data.modalities, params.fusion
     weights = {"fusion": fusion.variant, "raw": raw_fusion_weights(head, fusion.variant),
@@ -30,18 +32,19 @@ def explain_weights(params, head, start_head, data: FoldData, history: dict,
     # The rows the head meets at test time: the complete cases, one block per inner model.
     stacks = [np.stack([inputs[i] for inputs in test_inputs]) for i in range(len(modalities))]
     complete = ~np.isnan(np.stack(stacks)).any(axis=(0, 1, 3))
-    if "metadata" not in modalities or len(modalities) < 2 or not complete.any():
+    if CLINICAL not in modalities or len(modalities) < 2 or not complete.any():
         return weights
     n_models = len(test_inputs)
     probs = {m: st[:, complete].reshape(-1, 3) for m, st in zip(modalities, stacks)}
 
     def shares(model, prefix):
         jac = modality_jacobians(model, probs)
-        sens = effective_rf_share(model, probs, jac)
+        sens = effective_clinical_share(model, probs, jac)
         infl = influence_share(model, probs, jac, n_models=n_models)
-        out = {f"{prefix}rf_share": sens["overall"], f"{prefix}rf_share_per_class": sens["per_class"],
-               f"{prefix}influence_rf_share": infl["overall"],
-               f"{prefix}influence_rf_share_per_class": infl["per_class"]}
+        out = {f"{prefix}clinical_share": sens["overall"],
+               f"{prefix}clinical_share_per_class": sens["per_class"],
+               f"{prefix}influence_clinical_share": infl["overall"],
+               f"{prefix}influence_clinical_share_per_class": infl["per_class"]}
         if not prefix:  # every modality's share, for the deployed head only (as before)
             out["modality_share"] = sens["per_modality"]
         return out
@@ -58,7 +61,7 @@ def explain_weights(params, head, start_head, data: FoldData, history: dict,
                "iterations": history.get("best_epoch", 0), "grad_max": history.get("grad_max"),
                "converged": history.get("stopped") == "converged", "reused": True}
         weights.update({f"converged_{k}": v for k, v in weights.items() if k.startswith(
-            ("rf_share", "influence_rf_share"))})
+            ("clinical_share", "influence_clinical_share"))})
     else:
         converged = build_fusion_head(modalities, fusion=fusion.variant,
                                       fusion_options=fusion.options)
@@ -84,7 +87,7 @@ def image_branch_gap(outputs: dict, modalities: list, y_train, y_test) -> dict:
 
     out = {}
     for m in modalities:
-        if m == "metadata":
+        if m == CLINICAL:
             continue
         branch = outputs[m]
         train_ok = branch.train_mask

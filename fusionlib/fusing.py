@@ -50,7 +50,7 @@ def fuse_per_model(head, probs_per_model: list[list[np.ndarray]]) -> np.ndarray:
 def _per_model_inputs(outputs: dict, modalities: list, keep: np.ndarray) -> list[list[np.ndarray]]:
     """Test inputs per inner model: ``[[p_m of model k for m in modalities] for k]``.
 
-    A single-model branch (the RF) gives the same array to every ``k``.
+    A single-model branch (the clinical one) gives the same array to every ``k``.
     """
     stacks = {m: outputs[m].test_proba_per_model()[:, keep] for m in modalities}
     n_models = max(len(v) for v in stacks.values())

@@ -22,8 +22,8 @@ from . import fusion as _fusion
 from .data import MODALITIES
 from .settings import check_seed
 
-KNOWN_MODALITIES = ("metadata", *MODALITIES)
-"""Modalities the builders accept: the RF/clinical branch and the image modalities."""
+KNOWN_MODALITIES = (_fusion.CLINICAL, *MODALITIES)
+"""Modalities the builders accept: the clinical branch and the image modalities."""
 
 # keras.applications backbones: name -> (constructor in keras.applications, minimum side).
 BACKBONES = {
@@ -47,7 +47,7 @@ METADATA_BRANCHES = ("rf", "dense")
 def _check_modalities(modalities) -> list[str]:
     if isinstance(modalities, str) or not isinstance(modalities, (list, tuple)):
         raise ValueError(f"modalities must be a list of modality names such as "
-                         f"['metadata', 'thermal_map'], got {modalities!r}")
+                         f"[{_fusion.CLINICAL!r}, 'thermal_map'], got {modalities!r}")
     modalities = list(modalities)
     if not modalities:
         raise ValueError("modalities is empty; expected at least one of "
@@ -59,9 +59,9 @@ def _check_modalities(modalities) -> list[str]:
     dups = sorted({m for m in modalities if modalities.count(m) > 1})
     if dups:
         raise ValueError(f"modalities must be distinct, got {modalities} (repeated: {dups})")
-    if "metadata" in modalities and modalities[0] != "metadata":
-        fixed = ["metadata", *[m for m in modalities if m != "metadata"]]
-        raise ValueError(f"'metadata' must come first when present, got {modalities}; "
+    if _fusion.CLINICAL in modalities and modalities[0] != _fusion.CLINICAL:
+        fixed = [_fusion.CLINICAL, *[m for m in modalities if m != _fusion.CLINICAL]]
+        raise ValueError(f"{_fusion.CLINICAL!r} must come first when present, got {modalities}; "
                          f"pass {fixed}")
     return modalities
 
@@ -198,8 +198,8 @@ def build_multimodal_model(modalities, input_shape_dict=None, metadata_dim=None,
     """Branches and fusion in one Keras model.
 
     * ``"metadata"`` with ``metadata_branch="rf"`` (default): input ``metadata_input`` of
-      shape (3,) takes the Random Forest's class probabilities; ``metadata_dim`` (the number
-      of clinical features the RF was trained on) is then only validated.  With
+      shape (3,) takes the clinical model's class probabilities; ``metadata_dim`` (the number
+      of clinical features the clinical model was trained on) is then only validated.  With
       ``metadata_branch="dense"``: input ``metadata_input`` of shape (metadata_dim,) ->
       Dense(32, relu) -> Dense(3, softmax) named ``metadata_probs``; ``metadata_dim`` required.
     * each image modality: input ``{modality}_input`` of shape ``input_shape_dict[modality]``
@@ -222,7 +222,7 @@ def build_multimodal_model(modalities, input_shape_dict=None, metadata_dim=None,
     if metadata_dim is not None and (isinstance(metadata_dim, bool) or
                                      not isinstance(metadata_dim, Integral) or metadata_dim < 1):
         raise ValueError(f"metadata_dim must be a positive int or None, got {metadata_dim!r}")
-    if "metadata" in modalities and metadata_branch == "dense" and metadata_dim is None:
+    if _fusion.CLINICAL in modalities and metadata_branch == "dense" and metadata_dim is None:
         raise ValueError("metadata_branch='dense' needs metadata_dim (the number of clinical "
                          "features), got None")
     if input_shape_dict is None:
@@ -232,10 +232,10 @@ def build_multimodal_model(modalities, input_shape_dict=None, metadata_dim=None,
                          f"channels)}} or None, got {input_shape_dict!r}")
     stray = sorted(k for k in input_shape_dict if k not in MODALITIES)
     if stray:
-        hint = " (the metadata input size is metadata_dim)" if "metadata" in stray else ""
+        hint = " (the metadata input size is metadata_dim)" if _fusion.CLINICAL in stray else ""
         raise ValueError(f"input_shape_dict has keys that are not image modalities: {stray}; "
                          f"expected some of {', '.join(MODALITIES)}{hint}")
-    images = [m for m in modalities if m != "metadata"]
+    images = [m for m in modalities if m != _fusion.CLINICAL]
     missing = [m for m in images if m not in input_shape_dict]
     if missing:
         raise ValueError(f"no input shape for image modalit{'y' if len(missing) == 1 else 'ies'} "
@@ -245,7 +245,7 @@ def build_multimodal_model(modalities, input_shape_dict=None, metadata_dim=None,
 
     inputs, probs = [], []
     for i, m in enumerate(modalities):
-        if m == "metadata":
+        if m == _fusion.CLINICAL:
             if metadata_branch == "rf":
                 inp = keras.Input(shape=(3,), name="metadata_input")
                 p = inp

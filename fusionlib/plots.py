@@ -24,14 +24,14 @@ from .figures import empty_figure as _empty
 from .figures import figure_html, show_figure, to_base64_png  # noqa: F401 - plots.show_figure, ...
 from .figures import finite_values as _finite
 from .figures import new_figure as _figure
-from .weight_plots import (FIXED_RF_SHARE, fusion_weight_heatmaps,  # noqa: F401
-                           influence_summary, rf_share, training_curve)
+from .weight_plots import (FIXED_CLINICAL_SHARE, clinical_share,  # noqa: F401
+                           fusion_weight_heatmaps, influence_summary, training_curve)
 
 __all__ = ["confusion_matrix", "confusion_matrices", "qwk_comparison", "paired_differences",
            "verdict_intervals", "influence_summary",
            "reliability_diagram", "class_mix", "sample_thermal_maps", "fusion_weight_heatmaps",
-           "rf_share", "training_curve", "FIXED_RF_SHARE", "to_base64_png", "figure_html",
-           "show_figure"]
+           "clinical_share", "training_curve", "FIXED_CLINICAL_SHARE", "to_base64_png",
+           "figure_html", "show_figure"]
 
 
 # --------------------------------------------------------------------------- confusion matrix

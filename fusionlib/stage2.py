@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import Field
 
 from ._tf import keras, set_seed
+from .fusion.options import CLINICAL
 from .metrics import qwk
 from .settings import Settings
 
@@ -39,7 +40,8 @@ def refresh_normalization(model) -> None:
 
 
 def build_end_to_end(head, cnn_models, image_shape, image_modality: str):
-    """Functional model: (RF probabilities, image) -> each inner CNN -> the fusion head -> mean.
+    """Functional model: (clinical probabilities, image) -> each inner CNN -> the fusion head ->
+    mean.
 
     The inner CNNs are cloned with their weights, so fine-tuning never changes
     the cached Stage-1 models.
@@ -68,7 +70,7 @@ def fine_tune_end_to_end(head, cnn_models, images, image_case, meta_proba: dict,
                          batch_size: int = 32, random_state: int = 0):
     """Stage 2: fine-tune CNNs and fusion head together at a low learning rate.
 
-    ``meta_proba`` maps a case position to its (out-of-fold) RF probabilities.
+    ``meta_proba`` maps a case position to its (out-of-fold) clinical probabilities.
     Every image of a fit case is one training row. Returns the end-to-end model,
     its fused head, and case-level validation QWK per epoch (epoch 0 = Stage 1),
     so the caller keeps Stage 2 only if validation QWK improves.
@@ -118,17 +120,17 @@ def run_stage2(cohort, params, fold, head, outputs: dict, fit_rows, val_rows, te
     """
     from .images import cohort_image_arrays
 
-    images_only = [m for m in params.data.modalities if m != "metadata"]
+    images_only = [m for m in params.data.modalities if m != CLINICAL]
     models = outputs[images_only[0]].models if len(images_only) == 1 else []
-    if "metadata" not in params.data.modalities or len(images_only) != 1 or not models:
+    if CLINICAL not in params.data.modalities or len(images_only) != 1 or not models:
         log("Stage 2 skipped: it needs the metadata branch, one image modality and its CNNs")
         return {"kept": False, "scores": {"stage2_val_qwk": None, "stage2_kept": False}}
     modality = images_only[0]
     images, image_case = cohort_image_arrays(cohort, modality, size=params.image.size,
                                              margin=params.image.crop_margin)
-    rf = outputs["metadata"]
-    meta = {int(r): p for r, p in zip(rf.train_index, rf.train_proba)}
-    meta.update({int(r): p for r, p in zip(rf.test_index, rf.test_proba)})
+    clinical = outputs[CLINICAL]
+    meta = {int(r): p for r, p in zip(clinical.train_index, clinical.train_proba)}
+    meta.update({int(r): p for r, p in zip(clinical.test_index, clinical.test_proba)})
     cnns = [m.get() if hasattr(m, "get") else m for m in models]
     model, tuned_head, history = fine_tune_end_to_end(
         head, cnns, images, image_case, meta, cohort.y, fit_rows, val_rows, modality,

@@ -167,11 +167,14 @@ def answers(table: pd.DataFrame, weights: pd.DataFrame, rule: str = DEFAULT_DECI
         weights = weights.assign(_q=~weights["variant"].str.startswith("trainable"),
                                  _pct=weights["data %"].astype(float)).sort_values(
             ["_q", "_pct"], ascending=[True, False], kind="stable")
+    models = weights.attrs.get("clinical") or {}
     for _, r in weights.iterrows():
         fixed_share = r.get("fixed mix's influence, same cases", "–")
+        # A clinical model other than the default is named: "clinical (gradient boosting) ...".
+        named = models[r["run"]].named if r.get("run") in models else ""
         if "influence (mean ± SD over seeds)" in r and fixed_share != "–":
             lines.append(f"- Weighting learned by {r['variant']} at {r['data %']} % ({r['run']}): "
-                         f"clinical influence share (overall, I / P / R) "
+                         f"clinical{named} influence share (overall, I / P / R) "
                          f"{r['influence (mean ± SD over seeds)']}, against "
                          f"{fixed_share} for the fixed mix on the "
                          f"same cases.")

@@ -1,9 +1,11 @@
 """Figures of what the fusion head learned: the raw fusion weights per fold, the effective
-RF share, and the head's training curve.
+clinical share, and the head's training curve.
 
 Inputs are what an experiment writes (``weights.json`` entries, ``metrics.json`` fold rows,
 the head's history); each fusion variant's Keras-free view (:mod:`fusionlib.fusion.views`)
-says how to draw its weights. Re-exported by :mod:`fusionlib.plots`.
+says how to draw its weights. ``clinical`` is the clinical model's short label
+(:attr:`fusionlib.results.ClinicalNames.short`: "RF" for the default random forest), which
+labels the clinical branch's weights and shares. Re-exported by :mod:`fusionlib.plots`.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from .figures import RF_COLOR as _RF_COLOR
 from .figures import empty_figure as _empty
 from .figures import finite_values as _finite
 from .figures import new_figure as _figure
-from .fusion import FIXED_CLINICAL_WEIGHT, FUSIONS
+from .fusion import CLINICAL, FIXED_CLINICAL_WEIGHT, FUSIONS
 
-FIXED_RF_SHARE = FIXED_CLINICAL_WEIGHT
-"""The old study's fixed RF share, drawn as the dashed reference line."""
+FIXED_CLINICAL_SHARE = FIXED_CLINICAL_WEIGHT
+"""The old study's fixed clinical share, drawn as the dashed reference line."""
 
 
 # --------------------------------------------------------------------------- fusion weights
@@ -37,14 +39,16 @@ def fold_label(entry: Mapping, i: int) -> str:
     return f"fold {i}"
 
 
-def weight_view(entry: Mapping):
+def weight_view(entry: Mapping, clinical: str = "clinical"):
     """The variant's own view of one fold's raw weights (``fusionlib.fusion.views``; no
-    Keras), or None for a variant this version does not know."""
+    Keras), its clinical rows labelled ``clinical``, or None for a variant this version does
+    not know."""
     name = entry.get("fusion") or entry["raw"].get("fusion")
-    return FUSIONS[name].heatmap(entry["raw"]) if name in FUSIONS else None
+    return FUSIONS[name].heatmap(entry["raw"], {CLINICAL: clinical}) if name in FUSIONS else None
 
 
-def fusion_weight_heatmaps(weights: Sequence[Mapping], title: str | None = None, ncols: int = 5):
+def fusion_weight_heatmaps(weights: Sequence[Mapping], title: str | None = None, ncols: int = 5,
+                           clinical: str = "clinical"):
     """The raw learned fusion weights of every fold.
 
     ``weights`` is the list in ``weights.json`` (one entry per fold with ``fusion``
@@ -62,7 +66,7 @@ def fusion_weight_heatmaps(weights: Sequence[Mapping], title: str | None = None,
     raws = [w["raw"] for w in weights]
     labels = [fold_label(w, i) for i, w in enumerate(weights)]
 
-    views = [weight_view(w) for w in weights]
+    views = [weight_view(w, clinical) for w in weights]
     if any(v is None for v in views):
         return _empty(f"no view of the fusion weights of {fusion!r}")
     if all(v.kind == "kernel" for v in views):
@@ -107,12 +111,12 @@ def fusion_weight_heatmaps(weights: Sequence[Mapping], title: str | None = None,
         for c in range(a_c.shape[1]):
             ax.bar(x + (c - (a_c.shape[1] - 1) / 2) * width, a_c[:, c], width,
                    label=f"a_{LABELS[c]}")
-        ax.set_ylabel("RF weight a_c")
+        ax.set_ylabel(f"{clinical} weight a_c")
     else:
         a = [float(np.mean(v.matrix[0])) for v in views]
-        ax.bar(x, a, 0.6, color=_RF_COLOR, label="a (RF weight)")
-        ax.set_ylabel("RF weight a")
-    ax.axhline(FIXED_RF_SHARE, ls="--", color="k", lw=1, label="fixed 0.70")
+        ax.bar(x, a, 0.6, color=_RF_COLOR, label=f"a ({clinical} weight)")
+        ax.set_ylabel(f"{clinical} weight a")
+    ax.axhline(FIXED_CLINICAL_SHARE, ls="--", color="k", lw=1, label="fixed 0.70")
     ax.set_ylim(0, 1)
     ax.set_xticks(x, labels, fontsize=8, rotation=30 if len(x) > 6 else 0)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
@@ -121,8 +125,9 @@ def fusion_weight_heatmaps(weights: Sequence[Mapping], title: str | None = None,
     return fig
 
 
-def rf_share(fold_rows: Mapping[str, Sequence[Mapping]] | Sequence[Mapping], title: str | None = None):
-    """Effective RF share, overall and per class, with its spread over folds/repeats.
+def clinical_share(fold_rows: Mapping[str, Sequence[Mapping]] | Sequence[Mapping],
+                   title: str | None = None, clinical: str = "clinical"):
+    """Effective clinical share, overall and per class, with its spread over folds/repeats.
 
     ``fold_rows`` is one run's fold rows (``metrics.json["folds"]``) or a mapping
     ``{run name: fold rows}``. Each run gets a bar at the mean with the fold values as
@@ -131,14 +136,14 @@ def rf_share(fold_rows: Mapping[str, Sequence[Mapping]] | Sequence[Mapping], tit
     """
     if not isinstance(fold_rows, Mapping):
         fold_rows = {"run": fold_rows}
-    keys = [("rf_share", "overall"), *[(f"rf_share_{c}", c) for c in LABELS]]
+    keys = [("clinical_share", "overall"), *[(f"clinical_share_{c}", c) for c in LABELS]]
     runs = {}
     for name, rows in fold_rows.items():
         values = [_finite([r.get(k) for r in rows]) for k, _ in keys]
         if any(len(v) for v in values):
             runs[name] = values
     if not runs:
-        return _empty("no effective RF share (single-modality runs)")
+        return _empty(f"no effective {clinical} share (single-modality runs)")
     import matplotlib
 
     fig, axes = _figure(min(11.0, 5.0 + 0.9 * len(runs)), 3.4)
@@ -155,11 +160,11 @@ def rf_share(fold_rows: Mapping[str, Sequence[Mapping]] | Sequence[Mapping], tit
         for c, v in zip(centers, values):
             ax.scatter(c + rng.uniform(-width * 0.2, width * 0.2, len(v)), v, s=12,
                        color=colors(k % 10), edgecolor="k", linewidth=0.4, zorder=3)
-    ax.axhline(FIXED_RF_SHARE, ls="--", color="k", lw=1.2, label="fixed 70% RF")
+    ax.axhline(FIXED_CLINICAL_SHARE, ls="--", color="k", lw=1.2, label=f"fixed 70% {clinical}")
     ax.set_xticks(range(len(keys)), [label for _, label in keys])
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("effective RF share")
-    ax.set_title(title or "Effective RF share (mean, ±SD, folds as dots)", fontsize=10)
+    ax.set_ylabel(f"effective {clinical} share")
+    ax.set_title(title or f"Effective {clinical} share (mean, ±SD, folds as dots)", fontsize=10)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     return fig

@@ -1,4 +1,4 @@
-"""The learned-weight analysis: raw fusion weights, the sensitivity (effective RF) share and
+"""The learned-weight analysis: raw fusion weights, the sensitivity (effective clinical) share and
 the influence share.
 
 Raw weights (:func:`raw_fusion_weights`) are not comparable across variants --
@@ -18,8 +18,9 @@ added to all logits, or to a modality's kernel rows.  Then
     share_m = mean_rows ||Jt_m||_F / sum_m' mean_rows ||Jt_m'||_F
 
 and per class ``c`` the same with the L2 norm of row ``c`` of ``Jt_m`` (how much
-fused class ``c`` moves with modality ``m``).  The RF share is the share of
-``"metadata"``.  For ``fixed`` with weights ``w`` this is exactly ``w_m``
+fused class ``c`` moves with modality ``m``).  The clinical share is the share of
+``"metadata"`` (:data:`fusionlib.fusion.CLINICAL`).  For ``fixed`` with weights ``w`` this is
+exactly ``w_m``
 (``Jt_m = w_m P``), for ``convex`` it is the learned ``a``, and a head that
 ignores the images reads 1.0.  Jacobians come from ``tf.GradientTape.batch_jacobian``
 (vectorised), so a few thousand rows take well under a second.
@@ -127,16 +128,16 @@ def _shares(overall_norm: dict, class_norm: dict, n_rows: int) -> dict:
             per_class = np.where(class_total > 0, class_norm[m] / class_total, np.nan)
             per_modality[m] = {"overall": float(overall),
                                "per_class": [float(v) for v in per_class]}
-    rf = per_modality.get("metadata")
-    return {"overall": rf["overall"] if rf else None,
-            "per_class": list(rf["per_class"]) if rf else None,
+    clinical = per_modality.get(_fusion.CLINICAL)
+    return {"overall": clinical["overall"] if clinical else None,
+            "per_class": list(clinical["per_class"]) if clinical else None,
             "per_modality": per_modality, "modalities": modalities, "n_rows": int(n_rows)}
 
 
 def influence_share(head, probs: dict, jacobians: dict | None = None, n_models: int = 1) -> dict:
     """How much of the fused output's variation across the given rows comes from each modality.
 
-    The sensitivity share (:func:`effective_rf_share`) is a derivative per unit of
+    The sensitivity share (:func:`effective_clinical_share`) is a derivative per unit of
     probability; a branch whose probabilities barely vary from case to case moves the
     output little however large its derivative. The influence share weighs the derivative
     by how far each row's branch probabilities are from their mean over the rows:
@@ -147,7 +148,7 @@ def influence_share(head, probs: dict, jacobians: dict | None = None, n_models: 
 
     (per class: ``|c_m,i[c]|``). A branch that is constant over the rows has influence 0;
     ``fixed`` 70/30 reads 0.70 only when both branches vary equally. Same return shape as
-    :func:`effective_rf_share`.
+    :func:`effective_clinical_share`.
 
     ``n_models > 1``: the rows are ``n_models`` blocks of the same cases, one per inner model
     of a branch (model-major), whose fused outputs are averaged at test time. The
@@ -168,13 +169,13 @@ def influence_share(head, probs: dict, jacobians: dict | None = None, n_models: 
     return _shares(overall_norm, class_norm, next(iter(jac.values())).shape[0] // n_models)
 
 
-def effective_rf_share(head, probs: dict, jacobians: dict | None = None) -> dict:
+def effective_clinical_share(head, probs: dict, jacobians: dict | None = None) -> dict:
     """The effective share of each modality in ``head``'s fused output (module docstring).
 
     ``head`` is a fusion head (or a multimodal model, whose fusion block is read through
     :func:`fusionlib.models.extract_fusion_head`); ``probs`` maps each of its modalities to
     an (n, 3) probability array.  Returns ``overall`` and ``per_class`` (3 floats) for the
-    RF (``"metadata"``) -- None for heads without metadata -- plus ``per_modality``
+    clinical branch (``"metadata"``) -- None for heads without it -- plus ``per_modality``
     ``{m: {"overall", "per_class"}}``, ``modalities`` and ``n_rows``.  A modality's share
     is NaN where no modality moves the output at all.
     """

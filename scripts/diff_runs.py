@@ -1,6 +1,6 @@
 """Compare the result files of two runs folders, run by run.
 
-    python scripts/diff_runs.py OLD_RUNS NEW_RUNS [--only RUN ...]
+    python scripts/diff_runs.py OLD_RUNS NEW_RUNS [--only RUN ...] [--legacy-keys]
 
 For every run folder in either tree, ``metrics.json``, ``predictions.csv`` and
 ``weights.json`` are compared: byte for byte first; where the bytes differ, the
@@ -8,6 +8,12 @@ JSON values (or CSV columns) that differ are listed with the largest absolute
 difference, so a refactoring that changes a number, a key or a column shows
 where. ``provenance.json`` (timings, dates, commit) is not compared. Exits 1 when
 any file differs or a run is missing on one side, 0 when all are identical.
+
+``--legacy-keys``: OLD_RUNS were written before a rename of result keys
+(``rf_share`` -> ``clinical_share``). The OLD side's JSON files are first upgraded by
+the library's own reader (:func:`fusionlib.results.upgrade_legacy_keys`) and written
+back as the writer writes them, so a file that differs only by the rename reads
+"identical after upgrading legacy keys" and any other difference is listed as usual.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from fusionlib.results import upgrade_legacy_keys
 
 FILES = ("metrics.json", "predictions.csv", "weights.json")
 
@@ -35,8 +43,15 @@ def _walk(old, new, path="$"):
         yield path, old, new
 
 
-def _json_diff(old: Path, new: Path) -> list[str]:
-    diffs = list(_walk(json.loads(old.read_text()), json.loads(new.read_text())))
+def _upgraded(old: Path) -> bytes:
+    """``old``'s JSON with legacy keys renamed, in the writer's layout (``indent=2``)."""
+    return json.dumps(upgrade_legacy_keys(json.loads(old.read_text())), indent=2).encode()
+
+
+def _json_diff(old: Path, new: Path, legacy_keys: bool = False) -> list[str]:
+    before = json.loads(old.read_text())
+    diffs = list(_walk(upgrade_legacy_keys(before) if legacy_keys else before,
+                       json.loads(new.read_text())))
     return [f"{p}: {a!r} -> {b!r}" for p, a, b in diffs[:10]] + \
         ([f"... {len(diffs) - 10} more"] if len(diffs) > 10 else [])
 
@@ -63,7 +78,8 @@ def _csv_diff(old: Path, new: Path) -> list[str]:
     return lines or ["bytes differ (formatting only)"]
 
 
-def compare(old_root: Path, new_root: Path, only: list[str] | None = None) -> int:
+def compare(old_root: Path, new_root: Path, only: list[str] | None = None,
+            legacy_keys: bool = False) -> int:
     old_runs = {p.name for p in old_root.iterdir() if (p / "metrics.json").exists()}
     new_runs = {p.name for p in new_root.iterdir() if (p / "metrics.json").exists()}
     if only:
@@ -79,8 +95,13 @@ def compare(old_root: Path, new_root: Path, only: list[str] | None = None) -> in
             if old.read_bytes() == new.read_bytes():
                 print(f"{run}/{name}: identical ({len(old.read_bytes()):,} bytes)")
                 continue
+            json_file = name.endswith(".json")
+            if legacy_keys and json_file and _upgraded(old) == new.read_bytes():
+                print(f"{run}/{name}: identical after upgrading legacy keys "
+                      f"({len(new.read_bytes()):,} bytes)")
+                continue
             differing += 1
-            details = _csv_diff(old, new) if name.endswith(".csv") else _json_diff(old, new)
+            details = (_json_diff(old, new, legacy_keys) if json_file else _csv_diff(old, new))
             print(f"{run}/{name}: DIFFERS")
             for line in details:
                 print(f"    {line}")
@@ -93,12 +114,17 @@ def main(argv=None) -> int:
     parser.add_argument("old", type=Path)
     parser.add_argument("new", type=Path)
     parser.add_argument("--only", nargs="+", metavar="RUN", help="compare these runs only")
+    parser.add_argument("--legacy-keys", action="store_true",
+                        help="upgrade the old side's legacy keys (rf_share -> clinical_share) "
+                             "before comparing, as the report's reader does")
     args = parser.parse_args(argv)
     for root in (args.old, args.new):
         if not root.is_dir():
             print(f"{root}: not a folder", file=sys.stderr)
             return 2
-    return compare(args.old, args.new, args.only)
+    if args.legacy_keys:
+        print(f"{args.old}: legacy keys upgraded before comparing (rf_share -> clinical_share)")
+    return compare(args.old, args.new, args.only, args.legacy_keys)
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def test_one_standard_error_rule_on_a_hand_computed_example():
 
 def test_influence_share_of_a_constant_branch_is_zero_for_fixed():
     from fusionlib.models import build_fusion_head
-    from fusionlib.weights import effective_rf_share, influence_share
+    from fusionlib.weights import effective_clinical_share, influence_share
 
     rng = np.random.default_rng(3)
     y = rng.choice(3, 200)
@@ -138,7 +138,7 @@ def test_influence_share_of_a_constant_branch_is_zero_for_fixed():
     assert influence["overall"] == pytest.approx(0.0, abs=1e-6)
     assert influence["per_modality"]["thermal_map"]["overall"] == pytest.approx(1.0)
     # The sensitivity share is still the fixed weight: it ignores how much a branch varies.
-    assert effective_rf_share(head, probs)["overall"] == pytest.approx(0.7, abs=1e-6)
+    assert effective_clinical_share(head, probs)["overall"] == pytest.approx(0.7, abs=1e-6)
     # Both branches varying alike: fixed's influence share is its weight.
     same = random_probabilities(rng, y, 1.5)
     assert influence_share(head, {"metadata": same, "thermal_map": same})["overall"] == \

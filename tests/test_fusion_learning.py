@@ -80,30 +80,30 @@ def test_images_without_signal_make_the_head_trust_the_rf(tmp_path_factory):
     # 300 patients: with fewer, one fold's validation split is too small to tell noise from signal.
     result = _experiment(tmp_path_factory, "images_uninformative", "trainable", n_patients=300)
     table = result.fold_table()
-    print("RF share per fold, sensitivity:", table["rf_share"].round(3).tolist(),
-          "influence:", table["influence_rf_share"].round(3).tolist())
+    print("clinical share per fold, sensitivity:", table["clinical_share"].round(3).tolist(),
+          "influence:", table["influence_clinical_share"].round(3).tolist())
     # The influence share is the headline "what weighting did it learn" (docs/protocol.md).
-    assert table["influence_rf_share"].mean() > 0.9
+    assert table["influence_clinical_share"].mean() > 0.9
 
 
 @pytest.mark.slow
 def test_clinical_table_without_signal_makes_the_head_trust_the_images(tmp_path_factory):
     result = _experiment(tmp_path_factory, "clinical_uninformative", "trainable", n_patients=300)
     table = result.fold_table()
-    print("RF share per fold, sensitivity:", table["rf_share"].round(3).tolist(),
-          "influence:", table["influence_rf_share"].round(3).tolist())
+    print("clinical share per fold, sensitivity:", table["clinical_share"].round(3).tolist(),
+          "influence:", table["influence_clinical_share"].round(3).tolist())
     # Influence, not sensitivity: the blind RF's probabilities barely vary, so the weights that
     # fit their noise are large per unit of probability yet move the output little.
-    assert table["influence_rf_share"].mean() < 0.1
+    assert table["influence_clinical_share"].mean() < 0.1
 
 
 @pytest.mark.slow
-def test_clinical_features_weak_for_r_lower_the_rf_share_for_r(tmp_path_factory):
+def test_clinical_features_weak_for_r_lower_the_clinical_share_for_r(tmp_path_factory):
     table = _experiment(tmp_path_factory, "clinical_weak_for_R", "trainable").fold_table()
-    means = table[["rf_share_I", "rf_share_P", "rf_share_R"]].mean()
-    print("per-class RF share:", means.round(3).to_dict())
-    assert means["rf_share_R"] < means["rf_share_I"] - 0.1
-    assert means["rf_share_R"] < means["rf_share_P"] - 0.1
+    means = table[["clinical_share_I", "clinical_share_P", "clinical_share_R"]].mean()
+    print("per-class clinical share:", means.round(3).to_dict())
+    assert means["clinical_share_R"] < means["clinical_share_I"] - 0.1
+    assert means["clinical_share_R"] < means["clinical_share_P"] - 0.1
 
 
 @pytest.mark.slow
@@ -118,7 +118,7 @@ def test_trainable_has_lower_log_loss_than_fixed_in_every_fold_where_70_30_is_th
     assert trainable.provenance["branch_cache"]["misses"] == 0   # same cached branches
     a, b = fixed.fold_table()["log_loss"], trainable.fold_table()["log_loss"]
     print("fixed log-loss per fold:", a.round(3).tolist(), "trainable:", b.round(3).tolist())
-    assert fixed.fold_table()["rf_share"].round(6).eq(0.7).all()
+    assert fixed.fold_table()["clinical_share"].round(6).eq(0.7).all()
     assert (b < a - LOG_LOSS_MARGIN).all()
 
 

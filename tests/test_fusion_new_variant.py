@@ -18,7 +18,7 @@ from fusionlib.fusion import FusionSpec, views
 from fusionlib.fusion import options as opt
 from fusionlib.fusion.base import FusionLayer, keras, ops
 from fusionlib.models import build_fusion_head, fusion_parameter_count, load_model
-from fusionlib.weights import effective_rf_share, raw_fusion_weights
+from fusionlib.weights import effective_clinical_share, raw_fusion_weights
 
 TWO = ["metadata", "thermal_map"]
 
@@ -114,7 +114,7 @@ def test_a_variant_added_by_one_class_and_one_registry_line(registered, tmp_path
         assert raw_fusion_weights(loaded) == raw
 
     # The weight analysis reads it like any built-in variant: equal weights, share 0.5.
-    share = effective_rf_share(head, dict(zip(TWO, xs)))
+    share = effective_clinical_share(head, dict(zip(TWO, xs)))
     assert share["overall"] == pytest.approx(0.5, abs=1e-6)
 
 

@@ -63,7 +63,8 @@ def _result(seed: int) -> ExperimentResult:
         folds.append(FoldResult(
             k, 0, rows, y, proba, {"metadata": rng.dirichlet([1, 1, 1], n), "thermal_map": thermal},
             {"stacking": stacking}, classification_scores(y, proba, pred),
-            {"stage1_val_qwk": 0.5}, {"rf_share": 0.7, "rf_share_per_class": [0.7, 0.7, 0.7]},
+            {"stage1_val_qwk": 0.5},
+            {"clinical_share": 0.7, "clinical_share_per_class": [0.7, 0.7, 0.7]},
             preds=preds))
     return ExperimentResult(params, _cohort(N_CASES), folds, {"trainable_fusion_params": 0})
 

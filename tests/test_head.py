@@ -213,8 +213,8 @@ def test_explain_reuses_the_lbfgs_head_as_its_converged_head():
     reused = weights["lbfgs"]
     assert reused["train_objective_gap"] == 0.0 and reused["converged_fit"]["reused"]
     assert reused["converged_fit"]["converged"] and reused["converged_fit"]["iterations"] > 0
-    assert reused["converged_rf_share"] == reused["rf_share"]
-    assert reused["converged_influence_rf_share"] == reused["influence_rf_share"]
+    assert reused["converged_clinical_share"] == reused["clinical_share"]
+    assert reused["converged_influence_clinical_share"] == reused["influence_clinical_share"]
     assert reused["converged_raw"] == reused["raw"]
     # An early-stopped head is still compared with a freshly converged one.
     fitted = weights["sgd"]

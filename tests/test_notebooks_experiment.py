@@ -86,7 +86,7 @@ def test_direct_papermill_from_the_notebooks_folder(tmp_path):
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["summary"]["name"] == "nb_tiny" and metrics["summary"]["n_folds"] == 2
     assert metrics["summary"]["fusion"] == "convex"
-    assert {"rf_share", "rf_share_I"} <= set(metrics["folds"][0])
+    assert {"clinical_share", "clinical_share_I"} <= set(metrics["folds"][0])
     assert (tmp_path / "cache" / "branches").is_dir()
 
 

@@ -311,8 +311,9 @@ def test_plots_smoke():
         plots.reliability_diagram({"a": (y, proba)}),
         plots.class_mix({"I": 3, "P": 5, "R": 1}),
         plots.class_mix(y),
-        plots.rf_share([{"rf_share": 0.6, "rf_share_I": 0.5, "rf_share_P": 0.7, "rf_share_R": 0.8}]),
-        plots.rf_share([{"rf_share": None}]),
+        plots.clinical_share([{"clinical_share": 0.6, "clinical_share_I": 0.5,
+                               "clinical_share_P": 0.7, "clinical_share_R": 0.8}]),
+        plots.clinical_share([{"clinical_share": None}]),
         plots.fusion_weight_heatmaps([{"fold": 0, "fusion": "convex", "raw": {"a": 0.4}}]),
         plots.fusion_weight_heatmaps([{"fold": 0, "fusion": "per_class_convex",
                                        "raw": {"a_c": [0.2, 0.5, 0.9]}}]),
@@ -335,6 +336,95 @@ def test_plots_smoke():
     ]
     for fig in figs:
         assert len(plots.to_base64_png(fig, dpi=40)) > 100
+
+
+# --------------------------------------------------------------------------- another clinical model
+
+GB = {"clinical": {"model": "hist_gradient_boosting", "options": {"max_iter": 20},
+                   "inner_folds": 2}}
+
+
+@pytest.fixture(scope="module")
+def gb_runs(runs_dir):
+    """The same two runs with gradient boosting as the clinical model: their image branches
+    come from ``runs_dir``'s branch cache (the image branch does not depend on the clinical
+    model), so only the boosting and the heads are fitted."""
+    from fusionlib.experiment import run_experiment
+    from fusionlib.params import validate
+
+    runs = runs_dir.parent / "gb_runs"
+    for fusion in ("fixed", "trainable"):
+        params = validate({"name": f"{fusion}_30", "fusion": {"variant": fusion}, **TINY, **GB})
+        result = run_experiment(params, cache_dir=runs_dir.parent / "cache", progress=False)
+        assert result.provenance["branch_cache"]["hits"] >= 2     # each fold's image branch
+        result.save(runs / params.name)
+        _executed_notebook(runs / params.name / "executed.ipynb")
+        (runs / params.name / "done.json").write_text(json.dumps({"ok": True}))
+    return runs
+
+
+def _words(text: str) -> str:
+    """The page's text without its embedded images (base64 can spell anything)."""
+    return re.sub(r"base64,[A-Za-z0-9+/=]+", "", text)
+
+
+def test_a_gradient_boosting_report_names_its_model_and_never_rf(gb_runs, tmp_path):
+    from fusionlib.report.html import weight_tables_html
+
+    runs = report.load_runs(gb_runs)
+    assert [r.clinical.long for r in runs] == ["gradient boosting"] * 2
+    # the verdict's words: the weighting sentence names the model
+    table = report.verdict_table(runs, n_boot=200)
+    sentences = report.verdict_sentences(table)
+    weighting = [s for s in sentences if s.startswith("What weighting")]
+    assert weighting and "the clinical (gradient boosting) branch's share" in weighting[0]
+    assert not any(re.search(r"\bRF\b", s) for s in sentences)
+    # the runs table's share columns and the raw weights' rows carry the model's label
+    columns = report.runs_table_columns(runs)
+    assert {"GB share", "GB influence"} <= set(columns) and not any("RF" in c for c in columns)
+    assert {"GB share", "GB influence"} <= set(report.runs_table(runs).columns)
+    trainable = next(r for r in runs if r.fusion == "trainable")
+    heat = weight_tables_html(trainable.weights, trainable.clinical.short)
+    assert "<th>GB:I</th>" in heat and "RF" not in heat
+    # the whole page
+    page = _words(report.build_report(gb_runs, tmp_path / "reports", n_boot=200)
+                  .read_text(encoding="utf-8"))
+    assert "The clinical branch is gradient boosting" in page and "clinical" in page
+    assert "<th>GB influence</th>" in page
+    assert not re.search(r"\bRF\b", page), re.search(r".{80}\bRF\b.{80}", page, re.S)
+
+
+def test_the_default_forest_keeps_its_rf_labels(runs_dir):
+    runs = report.load_runs(runs_dir)
+    assert {r.clinical.short for r in runs} == {"RF"}
+    assert {"RF share", "RF influence"} <= set(report.runs_table_columns(runs))
+    page = report.report_content(runs, n_boot=50)
+    assert "The clinical branch is" not in page.header
+    assert not any("(random forest)" in s for s in page.answers)
+
+
+def test_runs_of_two_clinical_models_share_neutral_labels(runs_dir, gb_runs):
+    from fusionlib.report.page import clinical_model_note
+
+    forest, boosted = report.load_runs(runs_dir)[0], report.load_runs(gb_runs)[0]
+    assert set(report.runs_table([forest, boosted]).columns) >= {"clinical share",
+                                                                   "clinical influence"}
+    note = clinical_model_note([forest, boosted])
+    assert "random forest (fixed_30); gradient boosting (fixed_30)" in note
+
+
+def test_figures_label_the_clinical_model_they_are_given():
+    from fusionlib import plots
+
+    shares = plots.clinical_share([{"clinical_share": 0.6}], clinical="GB")
+    assert shares.axes[0].get_ylabel() == "effective GB share"
+    assert "fixed 70% GB" in [t.get_text() for t in shares.axes[0].get_legend().get_texts()]
+    mix = plots.fusion_weight_heatmaps([{"fold": 0, "fusion": "convex",
+                                         "raw": {"modalities": ["metadata", "thermal_map"],
+                                                 "a": 0.4}}], clinical="GB")
+    assert mix.axes[0].get_ylabel() == "GB weight a"
+    default = plots.clinical_share([{"clinical_share": 0.6}])
+    assert default.axes[0].get_ylabel() == "effective clinical share"
 
 
 # --------------------------------------------------------------------------- hand-made run folders

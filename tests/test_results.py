@@ -45,7 +45,8 @@ def _result(n_folds: int = 3, per_fold: int = 12) -> ExperimentResult:
         folds.append(FoldResult(
             k, 0, rows, y, proba, {"metadata": proba, "thermal_map": proba}, {},
             classification_scores(y, proba, pred), {"stage1_val_qwk": 0.5},
-            {"rf_share": 0.7, "rf_share_per_class": [0.7, 0.7, 0.7], "toy_weight": 0.1 * k},
+            {"clinical_share": 0.7, "clinical_share_per_class": [0.7, 0.7, 0.7],
+             "toy_weight": 0.1 * k},
             preds={"fused": {params.decision.rule: pred}}))
     return ExperimentResult(params, _cohort(n_folds * per_fold), folds,
                             {"trainable_fusion_params": 0})
@@ -96,7 +97,7 @@ def test_a_metric_added_in_one_place_reaches_metrics_json_notebook_and_report(to
     assert "balanced accuracy" in report.runs_table_columns()
     html = report.html_table(table[report.runs_table_columns()], "kappa-table")
     assert "<th>balanced accuracy</th>" in html
-    assert report.rf_share_table(runs)["toy weight"].tolist() == pytest.approx([0.1])
+    assert report.clinical_share_table(runs)["toy weight"].tolist() == pytest.approx([0.1])
     from fusionlib.report.page import runs_section
 
     assert "<th>balanced accuracy</th>" in runs_section(runs).body
@@ -106,7 +107,8 @@ def test_the_built_in_list_reproduces_the_metrics_json_layout():
     """The summary keys and the fold columns in the order metrics.json has (``seed`` first
     since several seeds run inside one run)."""
     shares = [f"{p}{k}{s}" for p in ("", "converged_", "start_")
-              for k in ("rf_share", "influence_rf_share") for s in ("", "_I", "_P", "_R")]
+              for k in ("clinical_share", "influence_clinical_share")
+              for s in ("", "_I", "_P", "_R")]
     assert summarised_metrics() == ["qwk", "accuracy", "macro_f1", "f1_I", "f1_P", "f1_R",
                                     "log_loss", "brier", "ece", *shares, "train_objective_gap",
                                     "moved_from_start"]
@@ -115,7 +117,7 @@ def test_the_built_in_list_reproduces_the_metrics_json_layout():
     table = _result().fold_table()
     assert list(table.columns[:13]) == ["seed", "repeat", "fold", "qwk", "accuracy", "macro_f1",
                                         "f1_I", "f1_P", "f1_R", "log_loss", "brier", "ece", "n"]
-    assert list(table.columns[13:16]) == ["stage1_val_qwk", "decision", "rf_share"]
+    assert list(table.columns[13:16]) == ["stage1_val_qwk", "decision", "clinical_share"]
     assert [m.name for m in metrics_in("calibration")] == ["brier", "ece"]
 
 
@@ -206,11 +208,11 @@ def test_weight_metrics_are_the_fold_tables_weight_columns():
     result = _result()
     row = weight_metrics(result.folds[1].weights)
     assert list(row) == [m.name for m in METRICS.values() if not m.scored]
-    assert row["rf_share"] == 0.7 and row["rf_share_P"] == 0.7
-    assert row["influence_rf_share"] is None and row["influence_rf_share_I"] is None
+    assert row["clinical_share"] == 0.7 and row["clinical_share_P"] == 0.7
+    assert row["influence_clinical_share"] is None and row["influence_clinical_share_I"] is None
     table = result.fold_table()
     assert list(table.columns[-len(row):]) == list(row)
-    assert table.loc[1, "rf_share_P"] == 0.7
+    assert table.loc[1, "clinical_share_P"] == 0.7
 
 
 def test_the_experiment_notebook_builds_no_table_itself():
@@ -222,3 +224,89 @@ def test_the_experiment_notebook_builds_no_table_itself():
     for call in ("raw_weight_table(result.weights())", "summary_table(summary)",
                  "by_seed_table(summary)"):
         assert call in source, call
+
+
+# --------------------------------------------------------------------------- run folders before the rename
+
+
+def _two_sweeps(tmp_path):
+    """The same toy run saved twice: ``old/`` rewritten as runs were written before the
+    clinical share's keys were renamed (``rf_share...``), ``new/`` as written now."""
+    result = _result()
+    for side in ("old", "new"):
+        result.save(tmp_path / side / "toy_100")
+        (tmp_path / side / "toy_100" / "done.json").write_text("{}")
+    for name in ("metrics.json", "weights.json"):
+        path = tmp_path / "old" / "toy_100" / name
+        path.write_text(path.read_text().replace("clinical_share", "rf_share"))
+    return tmp_path / "old", tmp_path / "new"
+
+
+def test_a_run_folder_written_before_the_rename_is_read_under_the_new_keys(tmp_path):
+    old, new = _two_sweeps(tmp_path)
+    written = json.loads((old / "toy_100" / "metrics.json").read_text())
+    assert "rf_share_P" in written["folds"][0] and "rf_share" in written["summary"]
+    (legacy,), (current,) = load_runs(old), load_runs(new)
+    assert legacy.metrics == current.metrics and legacy.weights == current.weights
+    assert legacy.folds["clinical_share_P"].tolist() == pytest.approx([0.7] * 3)
+    assert legacy.weights[0]["clinical_share_per_class"] == [0.7, 0.7, 0.7]
+    assert not [c for c in legacy.folds if "rf_share" in c]
+    # what the report reads from it: the default model's labels, as before
+    assert report.runs_table([legacy])["RF share"].tolist() == pytest.approx([0.7])
+    assert report.clinical_share_table([legacy]).equals(report.clinical_share_table([current]))
+
+
+def test_upgrade_legacy_keys_renames_keys_only_at_any_depth():
+    from fusionlib.results import upgrade_legacy_keys
+
+    old = {"summary": {"influence_rf_share": {"mean": 0.5}, "note": "rf_share"},
+           "folds": [{"converged_rf_share_per_class": [1, 2, 3], "qwk": 0.4}]}
+    assert upgrade_legacy_keys(old) == {
+        "summary": {"influence_clinical_share": {"mean": 0.5}, "note": "rf_share"},
+        "folds": [{"converged_clinical_share_per_class": [1, 2, 3], "qwk": 0.4}]}
+    assert list(upgrade_legacy_keys({"b": 1, "rf_share": 2, "a": 3})) == ["b", "clinical_share", "a"]
+
+
+def _diff_runs():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("diff_runs", REPO / "scripts" / "diff_runs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_diff_runs_compares_an_old_sweep_after_the_readers_upgrade(tmp_path, capsys):
+    old, new = _two_sweeps(tmp_path)
+    diff_runs = _diff_runs()
+    assert diff_runs.main([str(old), str(new)]) == 1
+    assert "toy_100/metrics.json: DIFFERS" in capsys.readouterr().out
+
+    assert diff_runs.main([str(old), str(new), "--legacy-keys"]) == 0
+    out = capsys.readouterr().out
+    assert f"{old}: legacy keys upgraded before comparing" in out
+    assert "toy_100/metrics.json: identical after upgrading legacy keys" in out
+    assert "toy_100/weights.json: identical after upgrading legacy keys" in out
+    assert "toy_100/predictions.csv: identical" in out
+
+    # A value that differs besides the rename is still listed, under its new name.
+    path = old / "toy_100" / "metrics.json"
+    changed = json.loads(path.read_text())
+    changed["folds"][1]["rf_share"] = 0.5
+    path.write_text(json.dumps(changed, indent=2))
+    assert diff_runs.main([str(old), str(new), "--legacy-keys"]) == 1
+    assert "$.folds[1].clinical_share: 0.5 -> 0.7" in capsys.readouterr().out
+
+
+def test_every_clinical_model_has_its_own_names():
+    from fusionlib.branches.clinical import CLINICAL_MODELS
+    from fusionlib.results import clinical_names
+
+    names = {m: clinical_names(m) for m in CLINICAL_MODELS}
+    assert (names["random_forest"].short, names["random_forest"].long) == ("RF", "random forest")
+    assert (names["hist_gradient_boosting"].short,
+            names["hist_gradient_boosting"].long) == ("GB", "gradient boosting")
+    assert len({n.short for n in names.values()}) == len(names)
+    assert all(n.short != "clinical" and n.long != "clinical model" for n in names.values())
+    assert clinical_names(None) == names["random_forest"]          # runs saved before the section
+    assert clinical_names("my_model").long == "my model"             # one this version lacks

@@ -26,16 +26,20 @@ from .base import CrossFittedBranch
 
 @dataclass(frozen=True)
 class TabularModel:
-    """A registered clinical model: its estimator class, default options and input encoding.
+    """A registered clinical model: its estimator class, default options, input encoding and
+    the names reports give it.
 
     ``encoding`` is ``"ordinal"`` for trees (median imputation, ordinal categories: what
     the forest always had) or ``"scaled"`` for linear models (median imputation and
-    standardisation, one-hot categories).
+    standardisation, one-hot categories). ``short`` labels table columns, figure axes and
+    weight rows ("RF share", "RF:I"); ``long`` names the model in sentences ("random forest").
     """
 
     estimator: str          # "module:ClassName", imported only when used
     defaults: dict = field(default_factory=dict)
     encoding: str = "ordinal"
+    short: str = "clinical"
+    long: str = "clinical model"
 
     def estimator_class(self):
         module, name = self.estimator.split(":")
@@ -47,15 +51,18 @@ _TREE_DEFAULTS = {"n_estimators": 200, "min_samples_leaf": 10, "max_features": "
 CLINICAL_MODELS = {
     # The forest exactly as before the registry: 200 trees (the old rf_trees default), leaves of
     # at least 10 visits so a tree cannot memorise single patients, balanced class weights.
-    "random_forest": TabularModel("sklearn.ensemble:RandomForestClassifier", _TREE_DEFAULTS),
-    "extra_trees": TabularModel("sklearn.ensemble:ExtraTreesClassifier", _TREE_DEFAULTS),
+    "random_forest": TabularModel("sklearn.ensemble:RandomForestClassifier", _TREE_DEFAULTS,
+                                  short="RF", long="random forest"),
+    "extra_trees": TabularModel("sklearn.ensemble:ExtraTreesClassifier", _TREE_DEFAULTS,
+                                short="ET", long="extra trees"),
     "hist_gradient_boosting": TabularModel(
         "sklearn.ensemble:HistGradientBoostingClassifier",
         {"max_iter": 200, "learning_rate": 0.05, "min_samples_leaf": 10,
-         "class_weight": "balanced", "early_stopping": False}),
+         "class_weight": "balanced", "early_stopping": False},
+        short="GB", long="gradient boosting"),
     "logistic_regression": TabularModel("sklearn.linear_model:LogisticRegression",
                                         {"C": 1.0, "class_weight": "balanced", "max_iter": 2000},
-                                        encoding="scaled"),
+                                        encoding="scaled", short="LR", long="logistic regression"),
 }
 """Clinical model name -> :class:`TabularModel`. Another model = one line here."""
 

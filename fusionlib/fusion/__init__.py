@@ -37,6 +37,7 @@ __all__ = ["CLINICAL", "FIXED_CLINICAL_WEIGHT", "FIXED_RF_WEIGHT", "FUSIONS", "N
            "model_modalities", "register", "register_layers"]
 
 
-def heatmap(raw) -> Heatmap:
-    """The matrix figures show for one ``"raw"`` entry of ``weights.json`` (no Keras)."""
-    return get_fusion(raw["fusion"]).heatmap(raw)
+def heatmap(raw, names=None) -> Heatmap:
+    """The matrix figures show for one ``"raw"`` entry of ``weights.json`` (no Keras);
+    ``names``: row labels of modalities, e.g. the clinical model's (:mod:`.views`)."""
+    return get_fusion(raw["fusion"]).heatmap(raw, names)

@@ -118,6 +118,7 @@ class FusionLayer(keras.layers.Layer):
         variant's own keys (the ``"raw"`` entry of ``weights.json``)."""
         return {"fusion": self.variant, "modalities": list(self.modalities), **self._raw()}
 
-    def heatmap(self):
-        """The :class:`~fusionlib.fusion.views.Heatmap` figures show for these weights."""
-        return get_fusion(self.variant).heatmap(self.raw_weights())
+    def heatmap(self, names=None):
+        """The :class:`~fusionlib.fusion.views.Heatmap` figures show for these weights;
+        ``names``: row labels of modalities, e.g. the clinical model's (``{"metadata": "RF"}``)."""
+        return get_fusion(self.variant).heatmap(self.raw_weights(), names)

@@ -62,9 +62,11 @@ class FusionSpec:
         modalities, resolved = self.check(modalities, options)
         return self.layer_class()(modalities=modalities, **resolved)
 
-    def heatmap(self, raw) -> views.Heatmap:
-        """The matrix figures show for raw weights of this variant (no Keras needed)."""
-        return self.view(raw)
+    def heatmap(self, raw, names: Mapping | None = None) -> views.Heatmap:
+        """The matrix figures show for raw weights of this variant (no Keras needed);
+        ``names`` (``{modality: row label}``, e.g. the clinical model's ``{"metadata": "RF"}``)
+        reach the view as ``raw["names"]`` (:mod:`.views`)."""
+        return self.view({**raw, "names": dict(names)} if names else raw)
 
 
 _SEED = (0, opt.seed)

@@ -12,6 +12,12 @@ Two kinds:
   modality x input class, columns the layer's outputs (drawn as a heatmap).
 * ``"mix"``: the clinical table's share in a convex mix, one column (overall) or one
   per class (drawn as bars against the fixed 0.70 line).
+
+Rows are labelled by :func:`short` modality names. The clinical branch's label is its
+model's ("RF", "GB"), which the raw weights do not record: a caller that knows it passes
+``names`` to :meth:`~fusionlib.fusion.registry.FusionSpec.heatmap`, which hands the view
+a copy of ``raw`` with ``raw["names"]`` (``{modality: label}``); without it the row reads
+"clinical".
 """
 
 from __future__ import annotations
@@ -20,8 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SHORT_NAMES = {"metadata": "RF", "thermal_map": "therm"}
-"""Short modality names for row labels ("RF": the default clinical model, as in the figures)."""
+from .options import CLINICAL
+
+SHORT_NAMES = {CLINICAL: "clinical", "thermal_map": "therm"}
+"""Short modality names for row labels; the clinical one stands in where the clinical model's
+own label (``raw["names"]``) is not given."""
 
 
 @dataclass(frozen=True)
@@ -42,13 +51,16 @@ def _labels() -> tuple[str, ...]:
     return tuple(LABELS)
 
 
-def short(modality: str) -> str:
-    return SHORT_NAMES.get(modality, modality[:6])
+def short(modality: str, names=None) -> str:
+    """The row label of ``modality``: ``names[modality]`` when given, else :data:`SHORT_NAMES`'
+    or its first six letters."""
+    return (names or {}).get(modality) or SHORT_NAMES.get(modality, modality[:6])
 
 
 def _input_rows(raw, n_rows: int) -> list[str]:
     """Row labels ``modality:class`` for a kernel fed the concatenated probabilities."""
-    rows = [f"{short(m)}:{c}" for m in raw.get("modalities") or [] for c in _labels()]
+    names = raw.get("names")
+    rows = [f"{short(m, names)}:{c}" for m in raw.get("modalities") or [] for c in _labels()]
     return rows if len(rows) == n_rows else [str(i) for i in range(n_rows)]
 
 
@@ -85,7 +97,7 @@ def mix_view(raw) -> Heatmap:
     """The first modality's (the clinical table's) weight: ``a_c`` per class when the raw
     weights have it (per-class mixes), else the single weight ``a`` (or ``weights[0]``)."""
     modalities = list(raw.get("modalities") or [])
-    first = short(modalities[0]) if modalities else "0"
+    first = short(modalities[0], raw.get("names")) if modalities else "0"
     if "a_c" in raw:
         values = np.asarray(raw["a_c"], dtype=float)
     elif "a" in raw:

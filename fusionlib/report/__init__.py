@@ -21,9 +21,9 @@ from ..results import (FIXED, PROBA_COLUMNS, Run, dropped_images_count, dropped_
 from .html import (REPORT_CSS, REPORT_NOTEBOOK, BuiltReport, build_report, figure_html,
                    head_warning_banner, html_exporter, html_table, left_out_html,
                    notebook_to_html, run_links, synthetic_banner, write_report)
-from .tables import (PAIRED_COLUMNS, SHARE_NOT_BETTER, calibration_table, fmt,
-                     paired_comparisons, paired_side_by_side, provenance_table, rf_share_table,
-                     runs_table, runs_table_columns)
+from .tables import (PAIRED_COLUMNS, SHARE_NOT_BETTER, calibration_table, clinical_share_table,
+                     fmt, paired_comparisons, paired_side_by_side, provenance_table, runs_table,
+                     runs_table_columns)
 from .conclusions import AGREEMENT_NOTE, ConclusionSettings
 from .verdict import (VERDICT_COLUMNS, plan_display, verdict_compact, verdict_display,
                       verdict_sentences, verdict_table, weighting_sentences)
@@ -33,8 +33,8 @@ __all__ = ["verdict_text", "FIXED", "PROBA_COLUMNS", "Run", "dropped_images_coun
            "dropped_images_line", "load_runs", "REPORT_CSS", "REPORT_NOTEBOOK", "build_report",
            "figure_html", "head_warning_banner", "html_exporter", "html_table", "left_out_html",
            "notebook_to_html", "run_links", "synthetic_banner", "PAIRED_COLUMNS",
-           "SHARE_NOT_BETTER", "calibration_table", "fmt", "paired_comparisons",
-           "paired_side_by_side", "provenance_table", "rf_share_table", "runs_table",
+           "SHARE_NOT_BETTER", "calibration_table", "clinical_share_table", "fmt",
+           "paired_comparisons", "paired_side_by_side", "provenance_table", "runs_table",
            "runs_table_columns", "VERDICT_COLUMNS", "verdict_sentences", "verdict_table",
            "verdict_display", "plan_display", "AGREEMENT_NOTE", "ConclusionSettings",
            "BuiltReport", "write_report", "verdict_compact", "weighting_sentences",

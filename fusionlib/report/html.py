@@ -115,15 +115,16 @@ def heatmap_html(matrix: np.ndarray, rows: list[str], cols: list[str], caption: 
             f"<thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
-def weight_tables_html(weights: list) -> str:
+def weight_tables_html(weights: list, clinical: str = "clinical") -> str:
     """Every fold's raw fusion weights, one coloured table per fold on one colour scale (each
-    variant's Keras-free view says what the rows and columns are)."""
+    variant's Keras-free view says what the rows and columns are; ``clinical``, the clinical
+    model's short label, heads the clinical branch's rows)."""
     from ..weight_plots import fold_label, weight_view
 
     entries = [w for w in weights if isinstance(w, dict) and w.get("raw")]
     # A variant this version does not know has no view and is left out.
     views = [(fold_label(w, i), view) for i, w in enumerate(entries)
-             if (view := weight_view(w)) is not None]
+             if (view := weight_view(w, clinical)) is not None]
     if not views:
         return '<p class="fl-note">No fusion weights recorded.</p>'
     limit = max(float(np.nanmax(np.abs(v.matrix))) for _, v in views) or 1.0

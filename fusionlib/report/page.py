@@ -25,12 +25,14 @@ import pandas as pd
 from .. import plots
 from ..figures import figure_html
 from ..weight_plots import SHARE_KEYS
-from ..results import PROBA_COLUMNS, Run, load_runs
+from ..results import (DEFAULT_CLINICAL_MODEL, PROBA_COLUMNS, Run, common_clinical_names,
+                       load_runs)
+from ..results.registry import CLINICAL_PLACEHOLDER
 from .conclusions import AGREEMENT_NOTE, DEFAULT_SETTINGS, ConclusionSettings
 from .html import (REPORT_CSS, confusion_tables_html, head_warning_banner, html_table,
                    left_out_html, run_links, synthetic_banner, table_with_more, weight_tables_html)
-from .tables import (calibration_table, fmt, paired_comparisons, provenance_table, rf_share_table,
-                     runs_table, runs_table_columns)
+from .tables import (calibration_table, clinical_share_table, fmt, paired_comparisons,
+                     provenance_table, runs_table, runs_table_columns)
 from .verdict import (INFLUENCE_COLUMNS, plan_display, verdict_compact, verdict_details,
                       verdict_sentences, verdict_table, weighting_sentences)
 
@@ -165,7 +167,26 @@ def planner_section(verdict: pd.DataFrame) -> Section:
 # --------------------------------------------------------------------------- runs and pairs
 
 _RUNS_MAIN = ["name", "fusion", "data %", "QWK", "QWK over seeds", "accuracy", "macro-F1",
-              "log-loss", "Brier", "RF influence", "cases", "dropped images"]
+              "log-loss", "Brier", f"{CLINICAL_PLACEHOLDER} influence", "cases", "dropped images"]
+
+
+def clinical_model_note(runs: list[Run]) -> str:
+    """One sentence naming the clinical model when it is not the default random forest (the
+    report has always read without one for it): "The clinical branch is gradient boosting
+    (clinical.model: hist_gradient_boosting).", or each model's runs when they differ."""
+    by_model: dict[str, list[Run]] = {}
+    for run in runs:
+        by_model.setdefault(run.clinical_model, []).append(run)
+    if set(by_model) <= {DEFAULT_CLINICAL_MODEL}:
+        return ""
+    if len(by_model) == 1:
+        (model, same), = by_model.items()
+        return (f" The clinical branch is {html.escape(same[0].clinical.long)} "
+                f"(<code>clinical.model: {html.escape(model)}</code>).")
+    listed = "; ".join(f"{html.escape(of[0].clinical.long)} "
+                       f"({html.escape(', '.join(r.name for r in of))})"
+                       for of in by_model.values())
+    return f" The clinical branch differs between runs: {listed}."
 
 
 def runs_section(runs: list[Run]) -> Section:
@@ -173,14 +194,16 @@ def runs_section(runs: list[Run]) -> Section:
     shown = table.assign(**{"data %": table["data %"].map(_pct),
                             "data": [d + (" (SYNTHETIC)" if s else "")
                                      for d, s in zip(table["data"], table["synthetic"])]})
-    shown = shown[runs_table_columns()]
+    shown = shown[runs_table_columns(runs)]
+    clinical = common_clinical_names(runs).short
+    main = [c.replace(CLINICAL_PLACEHOLDER, clinical) for c in _RUNS_MAIN]
     body = (_p("Every finished run: QWK as mean ± SD over the outer folds (of one seed, averaged "
                "over the seeds of a several-seed run; it treats the trained models as fixed), its "
                "spread over seeds, the proper scores (log-loss, Brier: lower is better, "
                "independent of the decision rule) and the clinical branch's influence share "
                "(1.0: only the clinical branch matters). The other columns are below the table.")
             + table_with_more(shown, "kappa-table", "Scores per run",
-                              [c for c in _RUNS_MAIN if c in shown], ["name"])
+                              [c for c in main if c in shown], ["name"])
             + _figure(plots.qwk_comparison(table),
                       "QWK per run with its 95% t-interval over folds (trained models held fixed)")
             + run_links(runs))
@@ -227,7 +250,7 @@ def paired_section(runs: list[Run], n_boot: int) -> Section:
 
 def _shares(run: Run, seeds=None) -> dict | None:
     frame = run.folds
-    if frame is None or "influence_rf_share" not in frame:
+    if frame is None or "influence_clinical_share" not in frame:
         return None
     if seeds is not None and "seed" in frame:
         frame = frame[frame["seed"].isin(list(seeds))]
@@ -256,10 +279,11 @@ def weights_section(runs: list[Run], verdict: pd.DataFrame) -> Section:
     summary = _figure(plots.influence_summary(panels),
                       "weights: what each variant learned -- clinical influence share (mean ± SD "
                       "over folds and seeds) beside the fixed mix's on the same cases")
-    shares = rf_share_table(runs)
+    shares = clinical_share_table(runs)
     shares = shares.assign(**{"data %": shares["data %"].map(_pct)})
     intro = _p(
-        "Two shares answer \"how much does the fused output follow the clinical branch?\". The "
+        "Two shares answer \"how much does the fused output follow the clinical branch"
+        f"{html.escape(common_clinical_names(runs).named)}?\". The "
         "<strong>influence share</strong> is how much of the fused output's actual variation "
         "across test cases comes from the clinical branch: it answers \"what weighting did it "
         "learn\" for these data. The <strong>sensitivity share</strong> is how strongly the "
@@ -272,7 +296,7 @@ def weights_section(runs: list[Run], verdict: pd.DataFrame) -> Section:
             continue
         per_fold.append(f'<details class="fl-weights-run" id="weights-{html.escape(run.name)}">'
                         f"<summary>{html.escape(run.name)}: raw weights of every fold</summary>"
-                        f"{weight_tables_html(run.weights)}</details>")
+                        f"{weight_tables_html(run.weights, run.clinical.short)}</details>")
     folded = ('<h3>Raw learned weights per fold</h3>' + "".join(per_fold)) if per_fold else ""
     body = (intro + listing + summary
             + table_with_more(shares, "rf-share-table",
@@ -349,7 +373,7 @@ def report_content(runs: list[Run], left_out: list | None = None, runs_dir: str 
                    f"the fixed 70/30 mix, and what weighting does it learn? {len(runs)} runs at "
                    f"{', '.join(_pct(p) for p in percents)} of the patients from "
                    f"<code>{html.escape(str(runs_dir))}</code>; headline metric quadratic-weighted "
-                   f"kappa (QWK).", "fl-lede")
+                   f"kappa (QWK).{clinical_model_note(runs)}", "fl-lede")
               + synthetic_banner(runs) + head_warning_banner(runs) + left_out_html(left_out or []))
     sections = [answers_section(verdict, answers), planner_section(verdict), runs_section(runs),
                 weights_section(runs, verdict), paired_section(runs, n_boot),

@@ -14,9 +14,10 @@ import pandas as pd
 
 from ..data import LABELS
 from ..decision import DECISIONS, DEFAULT_DECISION
+from ..fusion.options import CLINICAL
 from ..metrics import qwk
 
-BASELINES = ("stacking", "metadata_only", "thermal_map_only")
+BASELINES = ("stacking", f"{CLINICAL}_only", "thermal_map_only")
 """Baselines every ``fixed`` run scores on its own folds (columns ``<name>_p_*``, ``<name>_pred_*``)."""
 
 PROBA = [f"p_{label}" for label in LABELS]
@@ -139,14 +140,15 @@ def weights_table(runs: list) -> pd.DataFrame:
     """Learned weighting per run, mean over seeds and folds: sensitivity and influence
     clinical share (overall and per class) of the deployed head, the converged head and the
     start; beside them the influence share of the fixed mix on the same cases (its paired
-    ``fixed`` run), mean ± SD over seeds."""
+    ``fixed`` run), mean ± SD over seeds. ``attrs["clinical"]`` maps each run's name to its
+    clinical model (:class:`~fusionlib.results.ClinicalNames`)."""
     from .verdict import share_text, influence_over_seeds
 
     fixed_of = {id(run): fixed for _, run, fixed in _pairs(runs)}
     rows = []
     for run in runs:
         frame = run.folds
-        if run.fusion == "fixed" or "rf_share" not in frame:
+        if run.fusion == "fixed" or "clinical_share" not in frame:
             continue
         fixed = fixed_of.get(id(run))
         row = {"data %": f"{run.data_percentage:g}", "variant": run.fusion, "run": run.name,
@@ -154,7 +156,7 @@ def weights_table(runs: list) -> pd.DataFrame:
                "fixed mix's influence, same cases": (
                    share_text(influence_over_seeds(fixed, run.seeds)) if fixed else "–")}
         for prefix, label in (("", "deployed"), ("converged_", "converged"), ("start_", "start")):
-            for kind, short in (("rf_share", "sens"), ("influence_rf_share", "infl")):
+            for kind, short in (("clinical_share", "sens"), ("influence_clinical_share", "infl")):
                 cols = [f"{prefix}{kind}", *[f"{prefix}{kind}_{c}" for c in LABELS]]
                 if all(c in frame for c in cols):
                     row[f"{label} {short}"] = " / ".join(f"{frame[c].mean():.2f}" for c in cols)
@@ -163,7 +165,9 @@ def weights_table(runs: list) -> pd.DataFrame:
             if col in frame:
                 row[label] = frame[col].mean()
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["clinical"] = {run.name: run.clinical for run in runs}
+    return table
 
 
 def rule_qwk_table(runs: list) -> pd.DataFrame:

@@ -13,8 +13,8 @@ import pandas as pd
 
 from ..data import LABELS
 from ..metrics import case_log_loss, paired_comparison
-from ..results import (FIXED, HEADLINE, METRICS, PROBA_COLUMNS, Run, dropped_images_count,
-                       metrics_in)
+from ..results import (FIXED, HEADLINE, METRICS, PROBA_COLUMNS, Run, common_clinical_names,
+                       dropped_images_count, metrics_in)
 
 
 def _stat(summary: dict, key: str, part: str = "mean"):
@@ -50,10 +50,10 @@ def _runs_frame_metrics(scored: bool) -> list:
             and {"runs", "calibration"} & set(m.tables)]
 
 
-def _metric_columns(summary: dict, metrics: list) -> dict:
+def _metric_columns(summary: dict, metrics: list, clinical: str) -> dict:
     out = {}
     for m in metrics:
-        label = m.label_in("runs")
+        label = m.label_in("runs", clinical)
         out[label] = _stat(summary, m.name)
         for part in m.extra:
             if part == "sd":
@@ -66,9 +66,12 @@ def _metric_columns(summary: dict, metrics: list) -> dict:
 def runs_table(runs: list[Run]) -> pd.DataFrame:
     """One row per run: the headline (QWK) mean, SD and 95% CI over folds, pooled and on the
     complete cases; every metric of the runs and calibration tables (mean over folds, plus
-    its SD or pooled value where the metric asks for it); the trainable fusion parameters."""
+    its SD or pooled value where the metric asks for it); the trainable fusion parameters.
+    Share columns name the runs' clinical model ("RF share"; "clinical share" for runs of
+    different models)."""
     head = METRICS[HEADLINE].label
     scores, shares = _runs_frame_metrics(True), _runs_frame_metrics(False)
+    clinical = common_clinical_names(runs).short
     rows = []
     for run in runs:
         s = run.summary
@@ -89,9 +92,9 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
             "cases by modality": ", ".join(f"{k} {v}" for k, v in
                                            (s.get("modality_counts") or {}).items()) or "–",
             f"{head} complete cases": (s.get("scores_complete_cases") or {}).get(HEADLINE, np.nan),
-            **_metric_columns(s, scores),
+            **_metric_columns(s, scores, clinical),
             "trainable fusion params": np.nan if params is None else int(params),
-            **_metric_columns(s, shares),
+            **_metric_columns(s, shares, clinical),
             # Images the loader could not use (absent in runs made before it was recorded).
             "dropped images": dropped_images_count(s),
             "folds": s.get("n_folds", len(run.metrics.get("folds", []))),
@@ -111,15 +114,18 @@ def _over_seeds(summary: dict) -> str:
     return f"{fmt(by_seed['mean'])} ± {fmt(by_seed['sd'])} ({len(per_seed)} seeds)"
 
 
-def runs_table_columns() -> list[str]:
+def runs_table_columns(runs: list[Run] | None = None) -> list[str]:
     """The columns of :func:`runs_table` the report shows, in order: the metrics of the
-    ``runs`` table of :data:`fusionlib.results.METRICS` between the headline and the counts."""
+    ``runs`` table of :data:`fusionlib.results.METRICS` between the headline and the counts,
+    labelled for ``runs``' clinical model (none given: the default model's)."""
     head = METRICS[HEADLINE].label
     shown = metrics_in("runs")
+    clinical = common_clinical_names(runs or []).short
     return ["name", "fusion", "data %", "decision", head, f"{head} fold t-interval",
             f"{head} over seeds",
-            f"pooled {head}", *[m.label_in("runs") for m in shown if m.scored],
-            "trainable fusion params", *[m.label_in("runs") for m in shown if not m.scored],
+            f"pooled {head}", *[m.label_in("runs", clinical) for m in shown if m.scored],
+            "trainable fusion params",
+            *[m.label_in("runs", clinical) for m in shown if not m.scored],
             "folds", "cases", "dropped images", "cases by modality", f"{head} complete cases", "data"]
 
 
@@ -198,7 +204,7 @@ def paired_comparisons(runs: list[Run], n_boot: int = 2000, random_state: int = 
     QWK(variant) - QWK(fixed) on the pooled joined cases, with a 95% bootstrap CI
     that resamples patients (:func:`fusionlib.metrics.paired_bootstrap_qwk`);
     ``per-fold diffs`` are the same difference within each (seed, repeat, fold).
-    With ``baselines``, the fixed run's own baselines (RF only, image only,
+    With ``baselines``, the fixed run's own baselines (clinical only, image only,
     stacking; from its ``predictions.csv``) are compared with it too (``kind`` =
     ``baseline``).
     """
@@ -285,7 +291,7 @@ def calibration_table(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def rf_share_table(runs: list[Run]) -> pd.DataFrame:
+def clinical_share_table(runs: list[Run]) -> pd.DataFrame:
     """The learned-weight table's metrics per run: each share as ``mean ± SD (I / P / R)``
     over folds (sensitivity and influence of the deployed head, of the same head converged at
     the same penalty, the start's sensitivity), the others (training-objective gap of the

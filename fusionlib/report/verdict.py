@@ -20,6 +20,7 @@ import pandas as pd
 from ..metrics import (case_log_loss, corrected_resampled_t, patients_and_seeds_interval, qwk,
                        seed_averaged_bootstrap)
 from ..data import LABELS
+from ..fusion.options import CLINICAL, FIXED_CLINICAL_WEIGHT
 from ..results import FIXED, PROBA_COLUMNS, Run
 from .conclusions import (BETTER, DEFAULT_SETTINGS, EQUIVALENT, INCONCLUSIVE, WORSE,
                           ConclusionSettings, decision_agreement, detectable_difference,
@@ -35,7 +36,8 @@ VERDICT_COLUMNS = ["data %", "variant", "run", "vs", "seeds", "ΔQWK", "ΔQWK pe
                    "clinical influence share", "fixed's clinical influence share"]
 
 
-INFLUENCE_COLUMNS = ("influence_rf_share", *[f"influence_rf_share_{c}" for c in LABELS])
+INFLUENCE_COLUMNS = ("influence_clinical_share",
+                     *[f"influence_clinical_share_{c}" for c in LABELS])
 """The fold columns of the clinical influence share: overall, then per class (I, P, R)."""
 
 
@@ -121,15 +123,13 @@ def compare_over_seeds(joined: pd.DataFrame, pred_a: str, pred_b: str, proba_a: 
 def fixed_clinical_weight(run: Run) -> float | None:
     """The clinical table's weight in a ``fixed`` run's mix (its ``fusion.options.weights``,
     else the default 0.70); None without a clinical branch."""
-    from ..fusion.options import FIXED_CLINICAL_WEIGHT
-
-    modalities = run.setting("data", "modalities") or ["metadata", "thermal_map"]
-    if "metadata" not in modalities:
+    modalities = run.setting("data", "modalities") or [CLINICAL, "thermal_map"]
+    if CLINICAL not in modalities:
         return None
     weights = (run.setting("fusion", "options") or {}).get("weights")
     if weights is None:
         return FIXED_CLINICAL_WEIGHT if len(modalities) > 1 else 1.0
-    return float(weights) if np.isscalar(weights) else float(weights[modalities.index("metadata")])
+    return float(weights) if np.isscalar(weights) else float(weights[modalities.index(CLINICAL)])
 
 
 def influence_over_seeds(run: Run, seeds=None) -> dict | None:
@@ -137,7 +137,8 @@ def influence_over_seeds(run: Run, seeds=None) -> dict | None:
     its folds, then mean and SD over ``seeds`` (default: all of the run's), overall and per
     class (I, P, R); None when the run logged none."""
     frame = run.folds
-    if "influence_rf_share" not in frame or not frame["influence_rf_share"].notna().any():
+    if ("influence_clinical_share" not in frame
+            or not frame["influence_clinical_share"].notna().any()):
         return None
     if "seed" not in frame:
         frame = frame.assign(seed=run.seeds[0])
@@ -148,8 +149,8 @@ def influence_over_seeds(run: Run, seeds=None) -> dict | None:
     if not len(per_seed):
         return None
     sd = per_seed.std(ddof=1) if len(per_seed) > 1 else per_seed.iloc[0] * 0.0
-    return {"mean": float(per_seed["influence_rf_share"].mean()),
-            "sd": float(sd["influence_rf_share"]),
+    return {"mean": float(per_seed["influence_clinical_share"].mean()),
+            "sd": float(sd["influence_clinical_share"]),
             "per_class": [float(per_seed[c].mean()) if c in per_seed else float("nan")
                           for c in cols[1:]],
             "seeds": int(len(per_seed))}
@@ -198,6 +199,7 @@ def verdict_row(run: Run, fixed: Run, n_boot: int = 2000, random_state: int = 0,
         "fixed's clinical influence share": share_text(influence_over_seeds(fixed, common)),
         "_compare": c, "_fixed_weight": fixed_clinical_weight(fixed),
         "_influence": (influence_over_seeds(run, common), influence_over_seeds(fixed, common)),
+        "_clinical": run.clinical,
     }
 
 
@@ -207,8 +209,9 @@ def verdict_table(runs: list[Run], n_boot: int = 2000, random_state: int = 0,
     percentage (seeds, folds and data alike when there is one), largest percentage first,
     the trainable family first within it. Rows are keyed by what a run is -- its fusion
     variant and data percentage -- never by its name. ``table.attrs["compare"]`` holds each
-    row's :func:`compare_over_seeds` result and ``attrs["fixed_weight"]`` the fixed mix's
-    clinical weight, in row order."""
+    row's :func:`compare_over_seeds` result, ``attrs["fixed_weight"]`` the fixed mix's
+    clinical weight and ``attrs["clinical"]`` the variant's clinical model
+    (:class:`~fusionlib.results.ClinicalNames`), in row order."""
     rows = []
     by_pct: dict[float, list[Run]] = {}
     for run in runs:
@@ -228,6 +231,7 @@ def verdict_table(runs: list[Run], n_boot: int = 2000, random_state: int = 0,
     table.attrs["compare"] = [r["_compare"] for r in rows]
     table.attrs["fixed_weight"] = [r["_fixed_weight"] for r in rows]
     table.attrs["influence"] = [r["_influence"] for r in rows]
+    table.attrs["clinical"] = [r["_clinical"] for r in rows]
     table.attrs["settings"] = settings
     return table
 
@@ -271,19 +275,22 @@ def beat_sentences(table: pd.DataFrame) -> list[str]:
 def weighting_sentences(table: pd.DataFrame) -> list[str]:
     """For every row at the largest data percentage with logged shares: what weighting the
     variant learns -- its clinical influence share set against the fixed mix's on the same
-    cases (not against the fixed mix's nominal weight)."""
+    cases (not against the fixed mix's nominal weight). A clinical model other than the
+    default is named: "the clinical (gradient boosting) branch's share"."""
     out = []
     if not len(table):
         return out
     weights = table.attrs.get("fixed_weight") or [None] * len(table)
+    models = table.attrs.get("clinical") or [None] * len(table)
     top = table["data %"].max()
-    for (_, row), w in zip(table.iterrows(), weights):
+    for (_, row), w, model in zip(table.iterrows(), weights, models):
         if row["data %"] != top or row["clinical influence share"] == "–":
             continue
         setting = f" (its setting: clinical weight {w:.2f})" if w is not None else ""
         fixed_share = row["fixed's clinical influence share"]
         out.append(f"What weighting does {_variant_phrase(row['variant'])} (run {row['run']}) "
-                   f"learn? At {row['data %']:g} %, the clinical branch's share of the fused "
+                   f"learn? At {row['data %']:g} %, the clinical{model.named if model else ''} "
+                   f"branch's share of the fused "
                    f"output's variation across test cases (influence, mean ± SD over seeds) is "
                    f"{row['clinical influence share']}, against {fixed_share} for the fixed mix "
                    f"on the same cases{setting}.")

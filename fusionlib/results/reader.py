@@ -22,7 +22,10 @@ the old one deleted) while it is read:
 - every row of ``predictions.csv`` has every column, with whole numbers for the ids, labels
   and predictions and probabilities (missing only for a whole branch) elsewhere;
 - the folder list is read again after the runs are: a run first missed (its folder set aside
-  by a swap, ``.old-<name>-*`` without ``<name>``) is read when it is back.
+  by a swap, ``.old-<name>-*`` without ``<name>``) is read when it is back;
+- keys written before the clinical share was named for the clinical branch (``rf_share``,
+  ``influence_rf_share_per_class``, ...) are read under their current names
+  (:func:`upgrade_legacy_keys`).
 """
 
 from __future__ import annotations
@@ -53,6 +56,69 @@ logger = logging.getLogger("fusionlib")
 FIXED = "fixed"
 """The fusion every other run is compared with (and listed after)."""
 
+DEFAULT_CLINICAL_MODEL = "random_forest"
+"""The clinical model of runs whose parameters name none (saved before ``clinical.model``)."""
+
+LEGACY_SHARE_KEY, SHARE_KEY = "rf_share", "clinical_share"
+"""The clinical branch's share under its old name (it was a Random Forest's) and its name now."""
+
+
+def upgrade_legacy_keys(value):
+    """``value`` (a run file's JSON) with every key written under the old share name renamed:
+    ``rf_share`` -> ``clinical_share`` wherever it appears in a key (``influence_rf_share_I``,
+    ``converged_rf_share_per_class``, ...), at any depth, in the same order; everything else
+    as it was. Current files come back equal."""
+    if isinstance(value, dict):
+        return {(k.replace(LEGACY_SHARE_KEY, SHARE_KEY) if isinstance(k, str) else k):
+                upgrade_legacy_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [upgrade_legacy_keys(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class ClinicalNames:
+    """What reports call a clinical model: ``short`` in column, axis and row labels ("RF
+    share", "RF:I"), ``long`` in sentences ("random forest"); ``model`` is its registry name
+    ("" for several models at once)."""
+
+    model: str
+    short: str
+    long: str
+
+    @property
+    def named(self) -> str:
+        """" (gradient boosting)" to follow "the clinical branch" in a sentence; "" for the
+        default model (whose sentences have always read without it) and for several models."""
+        return "" if self.model in ("", DEFAULT_CLINICAL_MODEL) else f" ({self.long})"
+
+
+MIXED_CLINICAL = ClinicalNames("", "clinical", "clinical model")
+"""The names for runs of different clinical models shown together."""
+
+
+def clinical_names(model: str | None) -> ClinicalNames:
+    """The names of clinical model ``model`` (:data:`fusionlib.branches.clinical.CLINICAL_MODELS`'
+    ``short`` and ``long``; None: the default model); a name this version does not know is
+    shown as it is, with spaces for underscores."""
+    # Imported here: the registry brings scikit-learn, which the report needs only now.
+    from ..branches.clinical import CLINICAL_MODELS
+
+    model = model or DEFAULT_CLINICAL_MODEL
+    if model in CLINICAL_MODELS:
+        spec = CLINICAL_MODELS[model]
+        return ClinicalNames(model, spec.short, spec.long)
+    return ClinicalNames(model, model, model.replace("_", " "))
+
+
+def common_clinical_names(runs) -> ClinicalNames:
+    """The names of the clinical model every run in ``runs`` used (the default model for no
+    runs); :data:`MIXED_CLINICAL` when they used different ones."""
+    models = {run.clinical_model for run in runs}
+    if len(models) > 1:
+        return MIXED_CLINICAL
+    return clinical_names(next(iter(models), None))
+
 
 @dataclass
 class Run:
@@ -82,6 +148,17 @@ class Run:
         """One of the run's saved parameters, ``params[section][key]`` (``default`` if absent)."""
         values = self.params.get(section)
         return values.get(key, default) if isinstance(values, dict) else default
+
+    @property
+    def clinical_model(self) -> str:
+        """The clinical model's registry name (``clinical.model``; runs saved before the
+        section: :data:`DEFAULT_CLINICAL_MODEL`)."""
+        return str(self.setting("clinical", "model") or DEFAULT_CLINICAL_MODEL)
+
+    @property
+    def clinical(self) -> ClinicalNames:
+        """What reports call the run's clinical model (:func:`clinical_names`)."""
+        return clinical_names(self.clinical_model)
 
     @property
     def seeds(self) -> list[int]:
@@ -492,8 +569,8 @@ def _read_run_files(dir_fd: int, folder: Path) -> Run:
     missing = [f for f in (DONE_FILE, METRICS_FILE) if not _exists(dir_fd, f)]
     if missing:
         raise _Unusable(f"no {' and no '.join(missing)} (unfinished or not a run folder)")
-    metrics = _read_json(dir_fd, METRICS_FILE, None, dict)
-    weights = _read_json(dir_fd, WEIGHTS_FILE, [], list) or []
+    metrics = upgrade_legacy_keys(_read_json(dir_fd, METRICS_FILE, None, dict))
+    weights = upgrade_legacy_keys(_read_json(dir_fd, WEIGHTS_FILE, [], list) or [])
     provenance = _read_json(dir_fd, PROVENANCE_FILE, {}, dict) or {}
     done = _read_json(dir_fd, DONE_FILE, None, dict)
     predictions = _read_predictions(dir_fd, PREDICTIONS_FILE)

@@ -28,9 +28,12 @@ TABLES = {
     "fold_shares": "the experiment notebook's per-fold learned-weight table",
     "runs": "the report's runs table (kappa-table)",
     "calibration": "the report's calibration table",
-    "shares": "the report's learned-weight table (rf-share-table)",
+    "shares": "the report's learned-weight table (its HTML id: rf-share-table)",
 }
 """Where a metric can be shown: table name -> what it is."""
+
+CLINICAL_PLACEHOLDER = "{clinical}"
+"""In a metric's label: the clinical model's short label ("RF"), filled in per report."""
 
 HEADLINE = "qwk"
 """The headline metric: the report's runs table gives it mean ± SD, t-interval and pooled value."""
@@ -41,7 +44,9 @@ class Metric:
     """One per-fold metric.
 
     ``label`` heads its column in the report's tables (``table_labels`` overrides it for
-    one table); ``higher_is_better`` is None for descriptions (counts, shares);
+    one table); :data:`CLINICAL_PLACEHOLDER` in it stands for the run's clinical model
+    (:meth:`label_in` fills it in: "RF share", "GB share"); ``higher_is_better`` is None
+    for descriptions (counts, shares);
     ``summarised``: mean, SD and t-interval over folds in ``metrics.json``'s summary;
     ``tables``: the tables of :data:`TABLES` that show it; ``extra``: further columns of
     the report's runs frame (``"sd"``: the SD over folds, ``"pooled"``: its value on the
@@ -74,8 +79,10 @@ class Metric:
         """True when computed from the test cases (else read from the weight analysis)."""
         return self.compute is not None
 
-    def label_in(self, table: str) -> str:
-        return self.table_labels.get(table, self.label)
+    def label_in(self, table: str, clinical: str = "clinical") -> str:
+        """The label in ``table``, with ``clinical`` (the clinical model's short label, e.g.
+        ``ClinicalNames.short``) for :data:`CLINICAL_PLACEHOLDER`."""
+        return self.table_labels.get(table, self.label).replace(CLINICAL_PLACEHOLDER, clinical)
 
 
 METRICS: dict[str, Metric] = {}
@@ -152,19 +159,22 @@ def _builtin() -> list[Metric]:
                compute=lambda y, p, d: int(len(y)), summarised=False),
     ]
     # The learned-weight shares of the deployed head (no prefix), of the same head converged at
-    # the same penalty and of its start; sensitivity (rf_share) and influence, overall and per
-    # class. Which of them each table shows is historical: keep the tables as they were.
+    # the same penalty and of its start; sensitivity (clinical_share) and influence, overall and
+    # per class. Which of them each table shows is historical: keep the tables as they were.
+    # Labels name the run's clinical model ("RF share" for the default random forest).
     shares = []
     heads = {"": "", "converged_": "converged ", "start_": "start "}
-    kinds = {"rf_share": ("RF share", "sensitivity", "how strongly the fused output responds to "
-                          "the RF probabilities, per unit (fixed: 0.70)"),
-             "influence_rf_share": ("RF influence", "influence", "share of the fused output's "
-                                    "variation across test cases that comes from the RF")}
-    shown = {("", "rf_share"): (("fold_shares", "runs", "shares"), ("sd",)),
-             ("", "influence_rf_share"): (("fold_shares", "runs", "shares"), ()),
-             ("converged_", "rf_share"): (("fold_shares", "shares"), ()),
-             ("converged_", "influence_rf_share"): (("fold_shares", "shares"), ()),
-             ("start_", "rf_share"): (("fold_shares", "shares"), ())}
+    kinds = {"clinical_share": (f"{CLINICAL_PLACEHOLDER} share", "sensitivity",
+                                "how strongly the fused output responds to the clinical "
+                                "branch's probabilities, per unit (fixed: 0.70)"),
+             "influence_clinical_share": (f"{CLINICAL_PLACEHOLDER} influence", "influence",
+                                          "share of the fused output's variation across test "
+                                          "cases that comes from the clinical branch")}
+    shown = {("", "clinical_share"): (("fold_shares", "runs", "shares"), ("sd",)),
+             ("", "influence_clinical_share"): (("fold_shares", "runs", "shares"), ()),
+             ("converged_", "clinical_share"): (("fold_shares", "shares"), ()),
+             ("converged_", "influence_clinical_share"): (("fold_shares", "shares"), ()),
+             ("start_", "clinical_share"): (("fold_shares", "shares"), ())}
     for prefix, head in heads.items():
         for kind, (label, share_label, text) in kinds.items():
             name = f"{prefix}{kind}"

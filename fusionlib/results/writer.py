@@ -17,6 +17,7 @@ import pandas as pd
 
 from .._io import atomic_write_text
 from ..data import LABELS
+from ..fusion.options import CLINICAL
 from ..metrics import mean_ci
 from .files import METRICS_FILE, PREDICTIONS_FILE, PROBA_COLUMNS, PROVENANCE_FILE, WEIGHTS_FILE
 from .registry import METRICS, classification_scores, metrics_in, summarised_metrics
@@ -120,7 +121,7 @@ class ExperimentResult:
 
     def _modality_combos(self, cohort) -> pd.Series:
         modalities = self.params.data.modalities
-        present = {m: (np.ones(cohort.n_cases, bool) if m == "metadata"
+        present = {m: (np.ones(cohort.n_cases, bool) if m == CLINICAL
                        else cohort.has_modality(m)) for m in modalities}
         combos = ["+".join(m for m in modalities if present[m][i]) or "none"
                   for i in range(cohort.n_cases)]
@@ -255,8 +256,9 @@ def share_columns(folds: pd.DataFrame) -> list[str]:
 def weight_metrics(weights: dict) -> dict:
     """The metrics of :data:`~fusionlib.results.registry.METRICS` read from one fold's weight
     analysis (:func:`fusionlib.explain.explain_weights`), by name in list order: the columns
-    :meth:`ExperimentResult.fold_table` gives a fold after its scores (``rf_share``,
-    ``rf_share_I``, ..., ``influence_rf_share``, ...; None where the analysis has no value)."""
+    :meth:`ExperimentResult.fold_table` gives a fold after its scores (``clinical_share``,
+    ``clinical_share_I``, ..., ``influence_clinical_share``, ...; None where the analysis has
+    no value)."""
     return {m.name: m.read(weights) for m in METRICS.values() if not m.scored}
 
 
