@@ -125,7 +125,7 @@ class DataSettings(Settings):
         fail on it after the clinical branch has trained."""
         available = self.available_modalities()
         for name in self.modalities:
-            if name == "metadata" or name in available:
+            if name == CLINICAL or name in available:
                 continue
             modality = IMAGE_MODALITIES[name]
             folder = self.resolved_data_dir()

@@ -37,6 +37,7 @@ from .branches.image import ImageSettings
 from .datasets import DataSettings
 from .decision import DecisionSettings
 from .errors import ParamsError
+from .fusion.options import CLINICAL
 from .fusion.settings import FusionSettings
 from .head import HeadSettings
 from .settings import Settings, clip, did_you_mean, shown
@@ -218,8 +219,8 @@ def validate(raw: dict, source: str | Path = "<params>") -> ExperimentParams:
         params.fusion.check_options(params.data.modalities)
     except ValueError as err:
         _fail(source, "fusion.options", str(err))
-    images = [m for m in params.data.modalities if m != "metadata"]
-    if params.stage2.enabled and ("metadata" not in params.data.modalities or len(images) != 1):
+    images = [m for m in params.data.modalities if m != CLINICAL]
+    if params.stage2.enabled and (CLINICAL not in params.data.modalities or len(images) != 1):
         # stage2.run_stage2 builds one (clinical probabilities, image) model; it would skip.
         _fail(source, "stage2.enabled", f"Stage 2 needs the metadata branch and exactly one image "
                                         f"modality, got data.modalities {params.data.modalities}; "
