@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from ..baselines import baseline_sources
 from ..data import LABELS
 from ..metrics import paired_comparison
 from ..results import (FIXED, HEADLINE, METRICS, PROBA_COLUMNS, Metric, Run, dropped_images_count,
@@ -260,8 +261,10 @@ def paired_comparisons(runs: list[Run], n_boot: int = 2000, random_state: int = 
         if baselines:
             fixed = fixed_runs[0]
             frame = fixed.predictions
+            sources = baseline_sources(fixed.setting("data", "modalities")
+                                       or ["metadata", "thermal_map"])
             for source in sorted({c[: -len("_p_I")] for c in frame.columns if c.endswith("_p_I")}):
-                if not (source.endswith("_only") or source == "stacking"):
+                if source not in sources:
                     continue
                 cols = [f"{source}_p_{label}" for label in LABELS]
                 proba = frame[cols].to_numpy(dtype=float)
