@@ -42,6 +42,7 @@ def _cmd_metadata_cv(args) -> int:
     from .data import CLINICAL_FILENAME, read_clinical_table
     from .metrics import mean_ci
     from .report.study_tables import clinical_cv_scores
+    from .results import metrics_in
 
     from .splits import check_folds, check_phases, patient_folds
 
@@ -65,16 +66,17 @@ def _cmd_metadata_cv(args) -> int:
           f"({cohort.n_cases} cases, {cohort.cases['patient'].nunique()} patients, "
           f"{cohort.features.shape[1]} features)")
     rows = []
+    shown = metrics_in("metadata_cv")      # the list of metrics decides what is printed
     for seed in args.seeds:
         # The same computation as docs/results.md's table of tabular models.
         s = clinical_cv_scores(cohort, args.model, seed, args.folds, args.jobs)
         rows.append(s)
-        print(f"  seed {seed}: pooled out-of-fold QWK {s['qwk']:.3f}  accuracy {s['accuracy']:.3f}  "
-              f"macro-F1 {s['macro_f1']:.3f}  F1 I/P/R {s['f1_I']:.2f}/{s['f1_P']:.2f}/{s['f1_R']:.2f}")
+        print(f"  seed {seed}: pooled out-of-fold "
+              + "  ".join(f"{m.label} {s[m.name]:.3f}" for m in shown))
     if len(rows) > 1:
-        for metric in ("qwk", "accuracy", "macro_f1"):
-            mean, sd, lo, hi = mean_ci(np.array([r[metric] for r in rows]))
-            print(f"  {metric} over {len(rows)} seeds: {mean:.3f} +/- {sd:.3f} (95% CI {lo:.3f}..{hi:.3f})")
+        for m in shown:
+            mean, sd, lo, hi = mean_ci(np.array([r[m.name] for r in rows]))
+            print(f"  {m.name} over {len(rows)} seeds: {mean:.3f} +/- {sd:.3f} (95% CI {lo:.3f}..{hi:.3f})")
     return 0
 
 

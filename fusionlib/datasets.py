@@ -15,17 +15,19 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 from pydantic import Field, field_validator
 
 from .data import GENERATED_MODALITIES, IMAGE_MODALITIES, MODALITIES
 from .errors import DataError
 from .fusion.options import CLINICAL
-from .settings import Settings, fail, one_of
+from .registry import Registry
+from .settings import Settings, choice, fail, one_of
 
-DATASETS = ("synthetic", "real", "real_synthetic_images")
 REAL_DATA_ENV = "FUSIONLIB_DFU_DIR"
 """Environment variable naming the real data folder when ``data.data_dir`` is not given."""
 DEFAULT_REAL_DIR = "../shared/data/dfu"
@@ -33,13 +35,58 @@ _RACY_NS = 2_000_000_000
 """Files changed this recently (ns) are hashed by :func:`data_fingerprint`, not listed by stat."""
 
 
+@dataclass(frozen=True)
+class Dataset:
+    """One dataset ``data.dataset`` can name.
+
+    ``folder(data)`` is the folder its cohort is read from (generating it first where it is
+    generated); ``generated``: identified by the ``cohort.json`` stamp the generator writes
+    (else by its files, see :func:`data_fingerprint`); ``real_table``: it reads the real
+    clinical table (``data.data_dir``, ``$FUSIONLIB_DFU_DIR``, ``../shared/data/dfu``);
+    ``cohort_name``: the loaded cohort's name (default: the folder's); ``options``: the
+    ``data`` keys only this dataset reads (the others refuse ``n_patients``, and check the
+    ``preset`` only where it is read).
+    """
+
+    name: str
+    summary: str
+    folder: Callable
+    generated: bool = True
+    real_table: bool = False
+    cohort_name: str | None = None
+    options: frozenset = frozenset()
+
+
+def _synthetic_folder(data) -> Path:
+    from .synthetic import ensure_default_cohort   # lazy: the generator is needed only here
+
+    return ensure_default_cohort(preset=data.preset, random_state=data.cohort_seed,
+                                 n_patients=data.n_patients)
+
+
+def _real_synthetic_folder(data) -> Path:
+    # The real clinical table and labels; thermal maps rendered from the true labels.
+    from .synthetic import ensure_real_synthetic_cohort   # lazy, as above
+
+    return ensure_real_synthetic_cohort(data.resolved_data_dir(), data.image_signal,
+                                        data.cohort_seed)
+
+
+DATASETS: Registry[Dataset] = Registry("dataset", [
+    Dataset("synthetic", "generated preset", _synthetic_folder,
+            options=frozenset({"preset", "n_patients"})),
+    Dataset("real", "a folder in the study's layout", lambda data: data.resolved_data_dir(),
+            generated=False, real_table=True, cohort_name="real:dfu"),
+    Dataset("real_synthetic_images", "the real clinical table with SYNTHETIC thermal maps "
+            "rendered from each case's true phase", _real_synthetic_folder, real_table=True),
+])
+"""Dataset name -> :class:`Dataset`. Another dataset: ``DATASETS.register(Dataset(...))``."""
+
+
 class DataSettings(Settings):
     """Section ``data``: which cohort and which of its modalities the experiment uses."""
 
-    dataset: str = Field("synthetic", description=(
-        "`synthetic` (generated preset), `real` (a folder in the study's layout), or "
-        "`real_synthetic_images` (the real clinical table with SYNTHETIC thermal maps rendered "
-        "from each case's true phase)"))
+    dataset: Annotated[str, choice(DATASETS)] = Field("synthetic", description=DATASETS.describe())
     preset: str = Field("dfu_like", description="synthetic preset (`fusionlib.synthetic.PRESETS`)")
     cohort_seed: int = Field(0, ge=0, description="generator seed of the synthetic data")
     n_patients: Optional[int] = Field(None, ge=20, le=999, description=(
@@ -55,11 +102,6 @@ class DataSettings(Settings):
         f"provides (`synthetic`, `real_synthetic_images`: "
         f"{', '.join(f'`{m}`' for m in GENERATED_MODALITIES)}; `real`: those whose "
         "folder holds PNGs), checked before any kernel starts"))
-
-    @field_validator("dataset")
-    @classmethod
-    def _dataset(cls, value):
-        return one_of(value, DATASETS)
 
     @field_validator("image_signal")
     @classmethod
@@ -84,14 +126,16 @@ class DataSettings(Settings):
     @field_validator("n_patients")
     @classmethod
     def _n_patients(cls, value, info):
-        if value is not None and info.data.get("dataset") != "synthetic":
-            fail(f"applies to the `synthetic` dataset only, not {info.data.get('dataset')!r}")
+        dataset = info.data.get("dataset")
+        if value is not None and "n_patients" not in _options_of(dataset):
+            takers = [f"`{d.name}`" for d in DATASETS.values() if "n_patients" in d.options]
+            fail(f"applies to the {', '.join(takers)} dataset only, not {dataset!r}")
         return value
 
     @field_validator("preset")
     @classmethod
     def _preset(cls, value, info):
-        if info.data.get("dataset") == "synthetic":
+        if "preset" in _options_of(info.data.get("dataset")):
             from .synthetic import PRESETS
 
             one_of(value, list(PRESETS))
@@ -102,7 +146,7 @@ class DataSettings(Settings):
 
         For ``real_synthetic_images`` this is where the real clinical table is read from.
         """
-        if self.dataset not in ("real", "real_synthetic_images"):
+        if not DATASETS[self.dataset].real_table:
             return Path(self.data_dir) if self.data_dir else None
         return Path(self.data_dir or os.environ.get(REAL_DATA_ENV) or DEFAULT_REAL_DIR)
 
@@ -148,28 +192,22 @@ def _has_png(folder: Path) -> bool:
         return False
 
 
+def _options_of(dataset) -> frozenset:
+    entry = DATASETS.get(dataset)
+    return entry.options if entry is not None else frozenset()
+
+
 def data_folder(data: DataSettings) -> Path:
-    """The folder the experiment's cohort is read from, generated first when synthetic."""
-    if data.dataset == "synthetic":
-        from .synthetic import ensure_default_cohort
-
-        return ensure_default_cohort(preset=data.preset, random_state=data.cohort_seed,
-                                     n_patients=data.n_patients)
-    if data.dataset == "real_synthetic_images":
-        # The real clinical table and labels; thermal maps rendered from the true labels.
-        from .synthetic import ensure_real_synthetic_cohort
-
-        return ensure_real_synthetic_cohort(data.resolved_data_dir(), data.image_signal,
-                                            data.cohort_seed)
-    return data.resolved_data_dir()
+    """The folder the experiment's cohort is read from, generated first when generated."""
+    return Path(DATASETS[data.dataset].folder(data))
 
 
 def load_dataset(data: DataSettings):
     """The experiment's cohort: the generated synthetic one, or the real folder."""
     from .data import load_cohort
 
-    folder = data_folder(data)
-    return load_cohort(folder, name="real:dfu") if data.dataset == "real" else load_cohort(folder)
+    name = DATASETS[data.dataset].cohort_name
+    return load_cohort(data_folder(data), **({"name": name} if name else {}))
 
 
 def data_fingerprint(data: DataSettings) -> str:
@@ -182,9 +220,9 @@ def data_fingerprint(data: DataSettings) -> str:
     modification time, inode, status-change time) of everything below; files changed in the
     last two seconds are hashed instead (their timestamps may not have ticked yet).
     """
-    folder = Path(data_folder(data))
+    folder = data_folder(data)
     digest = hashlib.sha256(data.dataset.encode() + b"\0")
-    if data.dataset != "real":
+    if DATASETS[data.dataset].generated:
         digest.update((folder / "cohort.json").read_bytes())
         return digest.hexdigest()[:16]
     from .data import CLINICAL_FILENAME

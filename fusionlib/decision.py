@@ -26,17 +26,21 @@ baseline of a run into predictions:
 
 Every rule has the same two methods, ``fit(y_train, proba_val, y_val)`` and
 ``predict(proba)``, so the experiment treats them alike. Adding a rule is one
-class and one entry in :data:`DECISIONS`.
+class (with ``name`` and ``summary``) and one ``DECISIONS.register(...)`` call (or one entry
+in :data:`DECISIONS`).
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from .metrics import N_CLASSES, qwk
-from .settings import Settings, one_of
+from .registry import Registry
+from .settings import Settings, choice
 
 _QUADRATIC_COST = (np.arange(N_CLASSES)[:, None] - np.arange(N_CLASSES)[None, :]) ** 2.0
 
@@ -45,6 +49,7 @@ class DecisionRule:
     """Base class: ``fit`` learns what the rule needs from training data; ``predict`` decides."""
 
     name = "base"
+    summary = ""
 
     def fit(self, y_train, proba_val=None, y_val=None) -> DecisionRule:
         return self
@@ -59,6 +64,7 @@ class DecisionRule:
 
 class Argmax(DecisionRule):
     name = "argmax"
+    summary = ""
 
     def predict(self, proba):
         return np.asarray(proba, dtype=float).argmax(axis=1)
@@ -68,6 +74,7 @@ class Balanced(DecisionRule):
     """Argmax after dividing by the training prevalence (the same division for every source)."""
 
     name = "balanced"
+    summary = "argmax after dividing by the training prevalence"
 
     def __init__(self):
         self.prevalence_ = None
@@ -90,6 +97,7 @@ class Ordinal(DecisionRule):
     """The phase with the smallest expected quadratic cost ``sum_c p_c (k - c)^2``."""
 
     name = "ordinal"
+    summary = "least expected quadratic cost"
 
     def predict(self, proba):
         return (np.asarray(proba, dtype=float) @ _QUADRATIC_COST).argmin(axis=1)
@@ -99,6 +107,7 @@ class Tuned(DecisionRule):
     """The candidate rule with the best validation QWK (ties: the earlier candidate)."""
 
     name = "tuned"
+    summary = "the best of the three on the inner-validation patients"
     candidates = ("argmax", "balanced", "ordinal")
 
     def __init__(self):
@@ -128,31 +137,25 @@ class Tuned(DecisionRule):
         return f"tuned:{self.chosen_.name}" if self.chosen_ is not None else "tuned"
 
 
-DECISIONS = {rule.name: rule for rule in (Argmax, Balanced, Ordinal, Tuned)}
-"""Every decision rule by name; ``decision.rule`` must be one of these keys."""
+DECISIONS: Registry[type[DecisionRule]] = Registry(
+    "decision rule", [Argmax, Balanced, Ordinal, Tuned])
+"""Every decision rule (a :class:`DecisionRule` subclass) by name; ``decision.rule`` must be
+one of these. Another rule: ``DECISIONS.register(MyRule)``."""
 
 DEFAULT_DECISION = "argmax"
+"""The default rule; docs/protocol.md gives the measurements behind the choice."""
 
 
 class DecisionSettings(Settings):
     """Section ``decision``: how probabilities become predictions."""
 
-    rule: str = Field(DEFAULT_DECISION, description=(
-        "the same rule for the fused output and every baseline: `argmax`, `balanced` (argmax "
-        "after dividing by the training prevalence), `ordinal` (least expected quadratic cost), "
-        "`tuned` (the best of the three on the inner-validation patients); docs/protocol.md"))
-
-    @field_validator("rule")
-    @classmethod
-    def _rule(cls, value):
-        return one_of(value, list(DECISIONS))
-"""The default rule; docs/protocol.md gives the measurements behind the choice."""
+    rule: Annotated[str, choice(DECISIONS)] = Field(
+        DEFAULT_DECISION, description=DECISIONS.describe(
+            "the same rule for the fused output and every baseline: {choices}; docs/protocol.md"))
 
 
 def get_decision(name: str) -> DecisionRule:
     """A new, unfitted rule by name (ValueError naming the choices for an unknown one)."""
-    if name not in DECISIONS:
-        raise ValueError(f"unknown decision rule {name!r}; expected one of {', '.join(DECISIONS)}")
     return DECISIONS[name]()
 
 

@@ -6,6 +6,9 @@ Which scores a run reports, and in which tables, is :data:`fusionlib.results.MET
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
 import numpy as np
 
 from .data import N_CLASSES
@@ -144,6 +147,31 @@ def _qwk_from_confusion(conf: np.ndarray) -> np.ndarray:
     return np.where(single | ~np.isfinite(value), 0.0, value)
 
 
+@dataclass(frozen=True)
+class Paired:
+    """One metric of a paired comparison (variant a minus baseline b), as the bootstraps
+    resample it: a metric of the decided classes gives ``score(y_true, pred)`` and
+    ``of_confusion``, the same score of flattened 3x3 confusion counts vectorised
+    ``(..., 9) -> (...)``; any other is the mean of per-case values the caller passes.
+    :attr:`fusionlib.results.Metric.paired` builds one from a registered metric."""
+
+    name: str
+    label: str
+    higher_is_better: bool = True
+    score: Callable | None = None
+    of_confusion: Callable | None = None
+
+    @property
+    def decided(self) -> bool:
+        return self.of_confusion is not None
+
+
+QWK = Paired("qwk", "QWK", True, qwk, _qwk_from_confusion)
+LOG_LOSS = Paired("log_loss", "log-loss", False)
+DEFAULT_PAIRED = (QWK, LOG_LOSS)
+"""QWK and log-loss: what the paired statistics compare when not told otherwise."""
+
+
 def interval_verdict(low: float, high: float, lower_is_better: bool = False) -> str:
     """"better" / "worse" / "no detectable difference" from a 95 % interval of variant − baseline
     ("?" when the interval is not finite). ``lower_is_better`` for losses."""
@@ -168,14 +196,15 @@ def patient_draws(n_patients: int, n_boot: int, random_state: int = 0) -> np.nda
 
 
 def paired_bootstrap_qwk(y_true, pred_a, pred_b, groups, n_boot: int = 2000,
-                         random_state: int = 0, level: float = 0.95) -> dict:
+                         random_state: int = 0, level: float = 0.95, metric: Paired = QWK) -> dict:
     """QWK(a) - QWK(b) on the same cases, with a bootstrap CI that resamples patients.
 
     Patients (not rows) are drawn with replacement, keeping every visit of a drawn
     patient, because visits of one patient are not independent.  Resample ``b`` draws
     ``rng.integers(0, n_patients, n_patients)`` with ``rng = default_rng(random_state)``.
     Each resample's QWKs come from the per-patient confusion counts weighted by how often
-    each patient was drawn, so thousands of resamples take milliseconds.
+    each patient was drawn, so thousands of resamples take milliseconds. ``metric``: another
+    score of the decided classes (:class:`Paired` with ``of_confusion``) in QWK's place.
     """
     y_true = np.asarray(y_true, dtype=int)
     pred_a = np.asarray(pred_a, dtype=int)
@@ -187,26 +216,28 @@ def paired_bootstrap_qwk(y_true, pred_a, pred_b, groups, n_boot: int = 2000,
     np.add.at(conf_a, (inverse, y_true * N_CLASSES + pred_a), 1)
     np.add.at(conf_b, (inverse, y_true * N_CLASSES + pred_b), 1)
     draws = patient_draws(n_pat, n_boot, random_state)
-    deltas = _qwk_from_confusion(draws @ conf_a) - _qwk_from_confusion(draws @ conf_b)
+    deltas = metric.of_confusion(draws @ conf_a) - metric.of_confusion(draws @ conf_b)
     alpha = (1 - level) / 2
     return {
-        "delta": qwk(y_true, pred_a) - qwk(y_true, pred_b),
+        "delta": metric.score(y_true, pred_a) - metric.score(y_true, pred_b),
         "ci_low": float(np.quantile(deltas, alpha)),
         "ci_high": float(np.quantile(deltas, 1 - alpha)),
         # Not a p-value: the share of bootstrap resamples in which a is not better than b.
-        "share_not_better": float(np.mean(deltas <= 0)),
+        "share_not_better": float(np.mean(deltas <= 0 if metric.higher_is_better
+                                          else deltas >= 0)),
         "n_boot": int(n_boot),
         "n_patients": int(n_pat),
     }
 
 
 def paired_bootstrap_loss(loss_a, loss_b, groups, n_boot: int = 2000, random_state: int = 0,
-                          level: float = 0.95) -> dict:
+                          level: float = 0.95, higher_is_better: bool = False) -> dict:
     """Mean per-case loss of a minus that of b (e.g. log-loss, Brier), with a patient bootstrap CI.
 
     The same resampling as :func:`paired_bootstrap_qwk` (patients drawn with replacement, same
     ``random_state`` -> same draws), so QWK and proper-score intervals of one comparison
-    come from the same resamples. Negative = a has the lower (better) loss.
+    come from the same resamples. Negative = a has the lower (better) loss. Any other mean of
+    per-case values likewise (``higher_is_better`` for a score, where "not better" is ≤ 0).
     """
     diff = np.asarray(loss_a, dtype=float) - np.asarray(loss_b, dtype=float)
     patients, inverse = np.unique(np.asarray(groups), return_inverse=True)
@@ -218,50 +249,60 @@ def paired_bootstrap_loss(loss_a, loss_b, groups, n_boot: int = 2000, random_sta
     alpha = (1 - level) / 2
     return {"delta": float(diff.mean()), "ci_low": float(np.quantile(deltas, alpha)),
             "ci_high": float(np.quantile(deltas, 1 - alpha)),
-            "share_not_better": float(np.mean(deltas >= 0)), "n_boot": int(n_boot),
+            "share_not_better": float(np.mean(deltas <= 0 if higher_is_better else deltas >= 0)),
+            "n_boot": int(n_boot),
             "n_patients": int(n_pat)}
 
 
 def seed_averaged_bootstrap(seeds: list[dict], n_boot: int = 2000, random_state: int = 0,
-                            level: float = 0.95) -> dict:
+                            level: float = 0.95, metrics: Sequence[Paired] = DEFAULT_PAIRED) -> dict:
     """Variant minus baseline, averaged over seeds, with a bootstrap over patients.
 
     Each element of ``seeds`` is one seed's paired test predictions of the same cases:
-    ``{"y", "pred_a", "pred_b", "loss_a", "loss_b", "groups"}`` (``loss_*`` per-case
-    log-loss). A resample draws patients with replacement from the union of all seeds'
-    patients (a patient absent from a seed, e.g. at 50 % of the data, contributes nothing
-    there) and recomputes every seed's QWK and mean-loss difference on it; the statistic is
-    the mean over seeds. The interval so covers the sampling of patients and, through the
-    average, the seeds' own spread around it; seed-to-seed variation enters as measured,
-    not modelled (docs/protocol.md).
+    ``{"y", "pred_a", "pred_b", "groups"}`` and, for every metric of ``metrics`` that is a
+    mean of per-case values, ``cases[name] = (values_a, values_b)`` (``loss_a`` and ``loss_b``
+    stand for ``cases["log_loss"]``). A resample draws patients with replacement from the
+    union of all seeds' patients (a patient absent from a seed, e.g. at 50 % of the data,
+    contributes nothing there) and recomputes every seed's difference of each metric on it
+    (a decided metric from the resampled confusion counts, a per-case one as the mean
+    difference); the statistic is the mean over seeds. The interval so covers the sampling
+    of patients and, through the average, the seeds' own spread around it; seed-to-seed
+    variation enters as measured, not modelled (docs/protocol.md).
     """
     patients = np.unique(np.concatenate([np.asarray(s["groups"]) for s in seeds]))
     index = {p: i for i, p in enumerate(patients)}
     draws = patient_draws(len(patients), n_boot, random_state)
-    qwk_deltas, loss_deltas, per_seed = [], [], []
+    deltas = {m.name: [] for m in metrics}
+    per_seed = []
     for s in seeds:
         y = np.asarray(s["y"], dtype=int)
         rows = np.array([index[g] for g in np.asarray(s["groups"])])
-        conf_a = np.zeros((len(patients), N_CLASSES * N_CLASSES))
-        conf_b = np.zeros((len(patients), N_CLASSES * N_CLASSES))
-        np.add.at(conf_a, (rows, y * N_CLASSES + np.asarray(s["pred_a"], dtype=int)), 1)
-        np.add.at(conf_b, (rows, y * N_CLASSES + np.asarray(s["pred_b"], dtype=int)), 1)
-        diff = np.asarray(s["loss_a"], dtype=float) - np.asarray(s["loss_b"], dtype=float)
-        sums = np.bincount(rows, weights=diff, minlength=len(patients))
         counts = np.bincount(rows, minlength=len(patients)).astype(float)
         # A resample that drew none of this seed's patients says nothing about it: NaN, not 0.
         empty = (draws @ counts) == 0
-        qwk_deltas.append(np.where(empty, np.nan, _qwk_from_confusion(draws @ conf_a)
-                                   - _qwk_from_confusion(draws @ conf_b)))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            loss_deltas.append((draws @ sums) / (draws @ counts))
-        per_seed.append({"qwk": qwk(y, s["pred_a"]) - qwk(y, s["pred_b"]),
-                         "log_loss": float(diff.mean())})
+        seed = {}
+        for m in metrics:
+            if m.decided:
+                conf_a = np.zeros((len(patients), N_CLASSES * N_CLASSES))
+                conf_b = np.zeros((len(patients), N_CLASSES * N_CLASSES))
+                np.add.at(conf_a, (rows, y * N_CLASSES + np.asarray(s["pred_a"], dtype=int)), 1)
+                np.add.at(conf_b, (rows, y * N_CLASSES + np.asarray(s["pred_b"], dtype=int)), 1)
+                deltas[m.name].append(np.where(empty, np.nan, m.of_confusion(draws @ conf_a)
+                                               - m.of_confusion(draws @ conf_b)))
+                seed[m.name] = m.score(y, s["pred_a"]) - m.score(y, s["pred_b"])
+                continue
+            a, b = _case_values(s, m.name)
+            diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+            sums = np.bincount(rows, weights=diff, minlength=len(patients))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                deltas[m.name].append((draws @ sums) / (draws @ counts))
+            seed[m.name] = float(diff.mean())
+        per_seed.append(seed)
     alpha = (1 - level) / 2
     out = {"per_seed": per_seed, "n_boot": int(n_boot), "n_patients": int(len(patients)),
            "n_seeds": len(seeds)}
-    for name, deltas in (("qwk", qwk_deltas), ("log_loss", loss_deltas)):
-        mean = np.nanmean(np.stack(deltas), axis=0)
+    for name, resampled in deltas.items():
+        mean = np.nanmean(np.stack(resampled), axis=0)
         delta = float(np.mean([p[name] for p in per_seed]))
         out[name] = {"delta": delta,
                      "ci_low": float(np.nanquantile(mean, alpha)),
@@ -269,8 +310,19 @@ def seed_averaged_bootstrap(seeds: list[dict], n_boot: int = 2000, random_state:
                      "combined": patients_and_seeds_interval(
                          delta, float(np.nanstd(mean, ddof=1)), [p[name] for p in per_seed],
                          len(patients), level,
-                         se_patients_per_seed=[float(np.nanstd(d, ddof=1)) for d in deltas])}
+                         se_patients_per_seed=[float(np.nanstd(d, ddof=1)) for d in resampled])}
     return out
+
+
+def _case_values(seed: dict, name: str) -> tuple:
+    """A seed's per-case values of metric ``name`` for a and b (log-loss also as ``loss_*``)."""
+    cases = seed.get("cases") or {}
+    if name in cases:
+        return cases[name]
+    if name == "log_loss" and "loss_a" in seed:
+        return seed["loss_a"], seed["loss_b"]
+    raise ValueError(f"no per-case values of {name!r} for this seed; expected cases[{name!r}] "
+                     f"= (values_a, values_b)")
 
 
 def patients_and_seeds_interval(delta: float, se_patients: float, per_seed, n_patients: int,
@@ -342,33 +394,72 @@ def corrected_resampled_t(deltas, test_train_ratio: float, level: float = 0.95) 
 
 def verdict_text(qwk_low, qwk_high, loss_low, loss_high) -> str:
     """One phrase that reads both the QWK and the log-loss interval of variant − baseline."""
-    return (f"QWK: {interval_verdict(qwk_low, qwk_high)}; "
-            f"log-loss: {interval_verdict(loss_low, loss_high, lower_is_better=True)}")
+    return verdicts_text([(QWK, qwk_low, qwk_high), (LOG_LOSS, loss_low, loss_high)])
 
 
-def fold_qwk_diffs(y_true, pred_a, pred_b, strata) -> list[float]:
-    """QWK(a) - QWK(b) within each stratum (e.g. each (repeat, fold) row of ``strata``), in
-    sorted stratum order."""
+def verdicts_text(intervals) -> str:
+    """One phrase reading each ``(Paired metric, low, high)`` interval of variant − baseline,
+    its direction honoured: ``"QWK: better; log-loss: no detectable difference"``."""
+    return "; ".join(f"{m.label}: {interval_verdict(low, high, not m.higher_is_better)}"
+                     for m, low, high in intervals)
+
+
+def fold_qwk_diffs(y_true, pred_a, pred_b, strata, score: Callable = qwk) -> list[float]:
+    """QWK(a) - QWK(b) (or another ``score(y_true, pred)``) within each stratum (e.g. each
+    (repeat, fold) row of ``strata``), in sorted stratum order."""
     y_true, pred_a, pred_b = np.asarray(y_true), np.asarray(pred_a), np.asarray(pred_b)
     keys, inverse = np.unique(np.asarray(strata).reshape(len(y_true), -1), axis=0,
                               return_inverse=True)
     inverse = np.ravel(inverse)
-    return [qwk(y_true[inverse == k], pred_a[inverse == k]) - qwk(y_true[inverse == k], pred_b[inverse == k])
+    return [score(y_true[inverse == k], pred_a[inverse == k]) - score(y_true[inverse == k], pred_b[inverse == k])
             for k in range(len(keys))]
 
 
 def paired_comparison(y_true, pred_a, pred_b, loss_a, loss_b, groups, strata,
-                      n_boot: int = 2000, random_state: int = 0) -> dict:
-    """Variant a against baseline b on the same cases: QWK of each and their difference, the
-    mean per-case loss difference, both with the patient bootstrap interval of
-    :func:`paired_bootstrap_qwk` / :func:`paired_bootstrap_loss` (same draws), the verdict
-    reading both intervals, and the QWK difference within each stratum (fold)."""
-    boot = paired_bootstrap_qwk(y_true, pred_a, pred_b, groups, n_boot=n_boot,
-                                random_state=random_state)
-    loss = paired_bootstrap_loss(loss_a, loss_b, groups, n_boot=n_boot, random_state=random_state)
-    diffs = fold_qwk_diffs(y_true, pred_a, pred_b, strata)
-    return {"qwk_a": qwk(y_true, pred_a), "qwk_b": qwk(y_true, pred_b), "qwk": boot, "loss": loss,
-            "verdict": verdict_text(boot["ci_low"], boot["ci_high"], loss["ci_low"], loss["ci_high"]),
-            "fold_diffs": [float(d) for d in diffs],
-            "mean_fold_diff": float(np.mean(diffs)) if diffs else np.nan,
-            "folds_better": f"{sum(d > 0 for d in diffs)}/{len(diffs)}"}
+                      n_boot: int = 2000, random_state: int = 0,
+                      metrics: Sequence[Paired] = DEFAULT_PAIRED, cases: dict | None = None) -> dict:
+    """Variant a against baseline b on the same cases, for each of ``metrics`` (the first one
+    leads): its difference with the patient bootstrap interval (a decided metric as
+    :func:`paired_bootstrap_qwk`, a per-case one as :func:`paired_bootstrap_loss`, both with
+    the same draws) under ``by_metric[name]``, the verdict reading every interval, and the
+    first metric's value of each side and its difference within each stratum (fold).
+    Per-case values come from ``cases[name] = (a, b)``; ``loss_a``/``loss_b`` are log-loss's.
+    The first two metrics' results also stay under ``"qwk"`` and ``"loss"`` when they are
+    QWK and log-loss."""
+    cases = {"log_loss": (loss_a, loss_b), **(cases or {})}
+    by_metric = {}
+    for m in metrics:
+        if m.decided:
+            by_metric[m.name] = paired_bootstrap_qwk(y_true, pred_a, pred_b, groups,
+                                                     n_boot=n_boot, random_state=random_state,
+                                                     metric=m)
+        else:
+            a, b = cases[m.name]
+            by_metric[m.name] = paired_bootstrap_loss(a, b, groups, n_boot=n_boot,
+                                                      random_state=random_state,
+                                                      higher_is_better=m.higher_is_better)
+    lead = metrics[0]
+    if lead.decided:
+        value_a, value_b = lead.score(y_true, pred_a), lead.score(y_true, pred_b)
+        diffs = fold_qwk_diffs(y_true, pred_a, pred_b, strata, lead.score)
+    else:       # a per-case lead metric: its mean on each side and per stratum
+        a, b = (np.asarray(v, dtype=float) for v in cases[lead.name])
+        value_a, value_b = float(a.mean()), float(b.mean())
+        keys, inverse = np.unique(np.asarray(strata).reshape(len(a), -1), axis=0,
+                                  return_inverse=True)
+        inverse = np.ravel(inverse)
+        diffs = [float((a - b)[inverse == k].mean()) for k in range(len(keys))]
+    better = (lambda d: d > 0) if lead.higher_is_better else (lambda d: d < 0)
+    out = {"a": value_a, "b": value_b, "by_metric": by_metric,
+           "verdict": verdicts_text([(m, by_metric[m.name]["ci_low"], by_metric[m.name]["ci_high"])
+                                     for m in metrics]),
+           "fold_diffs": [float(d) for d in diffs],
+           "mean_fold_diff": float(np.mean(diffs)) if diffs else np.nan,
+           "folds_better": f"{sum(better(d) for d in diffs)}/{len(diffs)}"}
+    if "qwk" in by_metric:
+        out.update(qwk_a=value_a if lead.name == "qwk" else qwk(y_true, pred_a),
+                   qwk_b=value_b if lead.name == "qwk" else qwk(y_true, pred_b),
+                   qwk=by_metric["qwk"])
+    if "log_loss" in by_metric:
+        out["loss"] = by_metric["log_loss"]
+    return out

@@ -166,17 +166,23 @@ VERDICT_COLORS = {"better": "#2ca02c", "worse": "#d62728", "equivalent": "#1f77b
 """One colour per four-way verdict (:mod:`fusionlib.report.conclusions`)."""
 
 
-def verdict_intervals(rows: Sequence[Mapping], title: str | None = None):
-    """The verdict at a glance: per comparison (``rows``: ``label`` and, per metric ``qwk`` and
-    ``log_loss``, a mapping with ``delta``, ``interval`` (low, high), ``margin`` and
-    ``verdict``), the difference to fixed with its deciding 95 % interval, the shaded
-    equivalence band ±margin and the zero line; one panel per metric, coloured by verdict."""
+VERDICT_PANELS = (("qwk", "ΔQWK (> 0: better)"), ("log_loss", "Δlog-loss (< 0: better)"))
+"""The verdict figure's panels for the built-in headline metrics: (metric, axis label)."""
+
+
+def verdict_intervals(rows: Sequence[Mapping], title: str | None = None,
+                      panels: Sequence[tuple[str, str]] = VERDICT_PANELS):
+    """The verdict at a glance: per comparison (``rows``: ``label`` and, per metric of
+    ``panels`` (metric name, axis label), a mapping with ``delta``, ``interval`` (low, high),
+    ``margin`` and ``verdict``), the difference to fixed with its deciding 95 % interval, the
+    shaded equivalence band ±margin and the zero line; one panel per metric, coloured by
+    verdict."""
     if not rows:
         return _empty("no comparison with a fixed run")
-    panels = (("qwk", "ΔQWK (> 0: better)"), ("log_loss", "Δlog-loss (< 0: better)"))
     # At least ~3 rows' height, and half a row of room above and below, so that a short
     # table's intervals do not sit on the axes' edges.
-    fig, axes = _figure(4.6, 0.27 * max(len(rows), 3) + 1.3, 1, 2, sharey=True)
+    fig, axes = _figure(2.3 * len(panels), 0.27 * max(len(rows), 3) + 1.3, 1, len(panels),
+                        sharey=True)
     y = np.arange(len(rows))[::-1]
     for ax, (metric, label) in zip(axes[0], panels):
         margin = rows[0][metric]["margin"]

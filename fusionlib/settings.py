@@ -1,4 +1,5 @@
-"""The base of every settings section: strict types, finite numbers, choices with did-you-mean.
+"""The base of every settings section: strict types, finite numbers, choices with did-you-mean
+(:func:`choice`).
 
 Each component declares its own section as a subclass of :class:`Settings` in its own
 module (``DataSettings`` in :mod:`fusionlib.datasets`, ``ClinicalSettings`` in
@@ -14,7 +15,7 @@ import math
 import reprlib
 from numbers import Integral
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
 from pydantic_core import PydanticCustomError
 
 
@@ -112,6 +113,14 @@ def one_of(value, options):
             {"value": shown(value), "options": ", ".join(map(str, options)),
              "hint": did_you_mean(value, options)})
     return value
+
+
+def choice(options) -> AfterValidator:
+    """The one validator of a field that takes one of ``options``: ``Annotated[str,
+    choice(OPTIONS)]``. ``options`` (a registry, a tuple, ..., or a function returning them
+    when they must be imported late) is read at validation time, so a registry entry added
+    later is accepted; an unknown value is :func:`one_of`'s error."""
+    return AfterValidator(lambda value: one_of(value, options() if callable(options) else options))
 
 
 def fail(message: str, subkey: str | None = None):

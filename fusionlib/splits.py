@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Annotated, Optional
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
@@ -21,7 +21,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from pydantic import Field, field_validator, model_serializer, model_validator
 
 from .errors import DataError
-from .settings import Settings, fail, one_of
+from .settings import Settings, choice, fail
 
 SAMPLING_STRATEGIES = ("none", "random", "combined")
 MISSING_CASES = ("use", "exclude")
@@ -40,9 +40,9 @@ class ProtocolSettings(Settings):
         "several seeds in one run: each seed subsamples, splits and trains everything anew "
         "(branches cached per seed); scores are kept per seed and summarised over seeds. "
         "Replaces `seed`"))
-    sampling: str = Field("none", description=(
+    sampling: Annotated[str, choice(SAMPLING_STRATEGIES)] = Field("none", description=(
         "class resampling of training rows: `none`, `random`, `combined`"))
-    missing_cases: str = Field("use", description=(
+    missing_cases: Annotated[str, choice(MISSING_CASES)] = Field("use", description=(
         "`use` scores cases missing a modality by the fallback rule; `exclude` drops them"))
     validation_fraction: float = Field(0.2, description=(
         "share of training patients carved out for validation, in (0, 0.5)"))
@@ -88,16 +88,6 @@ class ProtocolSettings(Settings):
     def for_seed(self, seed: int) -> "ProtocolSettings":
         """This protocol with one seed (what each seed of a several-seed run uses)."""
         return self.model_copy(update={"seed": int(seed), "seeds": None})
-
-    @field_validator("sampling")
-    @classmethod
-    def _sampling(cls, value):
-        return one_of(value, SAMPLING_STRATEGIES)
-
-    @field_validator("missing_cases")
-    @classmethod
-    def _missing(cls, value):
-        return one_of(value, MISSING_CASES)
 
     @field_validator("validation_fraction")
     @classmethod

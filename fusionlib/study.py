@@ -29,6 +29,7 @@ import pandas as pd
 
 from .decision import DEFAULT_DECISION
 from .paths import project_root
+from .results import headline_metrics
 from .report.study_tables import (branch_gap_table, clinical_models_table, comparison_table,
                                   fold_table, rule_qwk_table, runs_overview,
                                   weights_table)
@@ -111,19 +112,24 @@ def _ci(pair, digits: int = 2) -> str:
 
 
 def markdown_comparison(table: pd.DataFrame) -> str:
-    lines = ["| data | variant (run) − fixed | decision | ΔQWK [95 % interval] | per seed | "
-             "detectable at 80 % | agree | QWK verdict | Δlog-loss [95 % interval] | "
-             "log-loss verdict |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    """:func:`comparison_table` as markdown: the first headline metric with its per-seed
+    differences, detectable difference and the decision agreement, then every other one."""
+    lead, *others = table.attrs.get("metrics") or headline_metrics()
+    header = (f"| data | variant (run) − fixed | decision | Δ{lead.label} [95 % interval] | "
+              f"per seed | detectable at 80 % | agree | {lead.label} verdict |"
+              + "".join(f" Δ{m.label} [95 % interval] | {m.label} verdict |" for m in others))
+    lines = [header, "|" + " --- |" * (8 + 2 * len(others))]
     for _, r in table.iterrows():
-        per_seed = r["ΔQWK per seed"]
+        d = f"Δ{lead.label}"
+        per_seed = r[f"{d} per seed"]
         seeds = (", ".join(_signed(v) for v in per_seed) if len(per_seed) <= 4 else
                  f"{min(per_seed):+.2f} to {max(per_seed):+.2f} ({len(per_seed)} seeds)")
         lines.append(
             f"| {r['data %']:g} % | {r['variant']} ({r['run']}) | {r['decision']} | "
-            f"{_signed(r['ΔQWK'])} {_ci(r['ΔQWK interval'])} | {seeds} | "
-            f"{r['detectable ΔQWK']:.2f} | {100 * r['agreement']:.0f} % | {r['QWK verdict']} | "
-            f"{_signed(r['Δlog-loss'])} {_ci(r['Δlog-loss interval'])} | {r['log-loss verdict']} |")
+            f"{_signed(r[d])} {_ci(r[f'{d} interval'])} | {seeds} | "
+            f"{r[f'detectable {d}']:.2f} | {100 * r['agreement']:.0f} % | {r[f'{lead.label} verdict']} |"
+            + "".join(f" {_signed(r[f'Δ{m.label}'])} {_ci(r[f'Δ{m.label} interval'])} | "
+                      f"{r[f'{m.label} verdict']} |" for m in others))
     return "\n".join(lines)
 
 
@@ -151,18 +157,21 @@ def answers(table: pd.DataFrame, weights: pd.DataFrame, rule: str = DEFAULT_DECI
     # The question first: the trainable family, then the other learned weightings.
     rows = rows.assign(_q=~rows["variant"].str.startswith("trainable")).sort_values(
         ["_q", "data %"], ascending=[True, False], kind="stable")
+    lead, *others = table.attrs.get("metrics") or headline_metrics()
+    d, verdict = f"Δ{lead.label}", f"{lead.label} verdict"
     for _, r in rows.iterrows():
-        q = r["compare"]["qwk"]
-        words = verdict_words(r["QWK verdict"], q["margin"], q["detectable"]).replace(
+        q = r["compare"][lead.name]
+        words = verdict_words(r[verdict], q["margin"], q["detectable"]).replace(
             f"{q['detectable']:.3f}", f"{q['detectable']:.2f}")
-        power = ("" if r["QWK verdict"] == "inconclusive" else
-                  f"detectable at 80 % power: {r['detectable ΔQWK']:.2f}; ")
+        power = ("" if r[verdict] == "inconclusive" else
+                  f"detectable at 80 % power: {r[f'detectable {d}']:.2f}; ")
         lines.append(f"- {r['variant']} at {r['data %']:g} % ({r['run']}) − {r['vs']} ({rule}): "
-                     f"ΔQWK {_signed(r['ΔQWK'])} {_ci(r['ΔQWK interval'])} over {r['seeds']} "
+                     f"{d} {_signed(r[d])} {_ci(r[f'{d} interval'])} over {r['seeds']} "
                      f"seeds, **{words}** ({power}"
-                     f"the two decide alike on {100 * r['agreement']:.0f} % of cases); "
-                     f"Δlog-loss {_signed(r['Δlog-loss'])} {_ci(r['Δlog-loss interval'])}, "
-                     f"{r['log-loss verdict']}.")
+                     f"the two decide alike on {100 * r['agreement']:.0f} % of cases)"
+                     + "".join(f"; Δ{m.label} {_signed(r[f'Δ{m.label}'])} "
+                               f"{_ci(r[f'Δ{m.label} interval'])}, {r[f'{m.label} verdict']}"
+                               for m in others) + ".")
     if len(weights):
         weights = weights.assign(_q=~weights["variant"].str.startswith("trainable"),
                                  _pct=weights["data %"].astype(float)).sort_values(

@@ -1,8 +1,10 @@
 """The clinical-table branch: any scikit-learn classifier, cross-fitted like the image branch.
 
 The model is picked by name from :data:`CLINICAL_MODELS` (section ``clinical`` of the
-parameters: ``{model: random_forest, options: {...}, inner_folds: 5}``); ``options`` go to
-the estimator's constructor over the model's own defaults and are checked against its
+parameters: ``{model: random_forest, options: {...}, inner_folds: 5}``), or given as a
+``"module:Class"`` string (also in a parameter file) or, from Python, as an estimator object
+(anything with ``fit``, ``predict_proba`` and ``get_params``); ``options`` go to the
+estimator's constructor over the model's own defaults and are checked against its
 ``get_params()`` and its parameter constraints when the parameters are validated.
 
 The branch fits one model per inner fold for the training rows' out-of-fold probabilities,
@@ -13,67 +15,147 @@ and one on the whole training fold for the test rows. The modality is still call
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from pydantic import Field, field_validator
 from threadpoolctl import threadpool_limits
 
-from ..settings import Settings, did_you_mean, fail, one_of
+from ..registry import Registry
+from ..settings import Settings, did_you_mean, fail, shown
 from ..splits import patient_folds, resample_training_rows
 from .base import CrossFittedBranch
 
 
 @dataclass(frozen=True)
 class TabularModel:
-    """A registered clinical model: its estimator class, default options, input encoding and
-    the names reports give it.
+    """A clinical model: its estimator class, default options, input encoding and the names
+    reports give it.
 
     ``encoding`` is ``"ordinal"`` for trees (median imputation, ordinal categories: what
     the forest always had) or ``"scaled"`` for linear models (median imputation and
     standardisation, one-hot categories). ``short`` labels table columns, figure axes and
     weight rows ("RF share", "RF:I"); ``long`` names the model in sentences ("random forest").
+    ``instance``: an estimator object given directly (its class path is then ``estimator``,
+    its ``get_params()`` the defaults; each fit uses a clone).
     """
 
+    name: str
     estimator: str          # "module:ClassName", imported only when used
     defaults: dict = field(default_factory=dict)
     encoding: str = "ordinal"
     short: str = "clinical"
     long: str = "clinical model"
+    summary: str = ""
+    instance: Any = field(default=None, compare=False)
 
     def estimator_class(self):
-        module, name = self.estimator.split(":")
-        return getattr(importlib.import_module(module), name)
+        if self.instance is not None:
+            return type(self.instance)
+        return import_estimator(self.estimator)
+
+    def new_estimator(self, **options):
+        """An unfitted estimator with ``options`` (over nothing: pass the defaults in)."""
+        if self.instance is not None:
+            # Lazy: validating a parameter file by model name imports no scikit-learn.
+            from sklearn.base import clone
+
+            return clone(self.instance).set_params(**options)
+        return self.estimator_class()(**options)
 
 
 _TREE_DEFAULTS = {"n_estimators": 200, "min_samples_leaf": 10, "max_features": "sqrt",
                   "class_weight": "balanced", "n_jobs": 1}
-CLINICAL_MODELS = {
+CLINICAL_MODELS: Registry[TabularModel] = Registry("clinical model", [
     # The forest exactly as before the registry: 200 trees (the old rf_trees default), leaves of
     # at least 10 visits so a tree cannot memorise single patients, balanced class weights.
-    "random_forest": TabularModel("sklearn.ensemble:RandomForestClassifier", _TREE_DEFAULTS,
-                                  short="RF", long="random forest"),
-    "extra_trees": TabularModel("sklearn.ensemble:ExtraTreesClassifier", _TREE_DEFAULTS,
-                                short="ET", long="extra trees"),
-    "hist_gradient_boosting": TabularModel(
-        "sklearn.ensemble:HistGradientBoostingClassifier",
-        {"max_iter": 200, "learning_rate": 0.05, "min_samples_leaf": 10,
-         "class_weight": "balanced", "early_stopping": False},
-        short="GB", long="gradient boosting"),
-    "logistic_regression": TabularModel("sklearn.linear_model:LogisticRegression",
-                                        {"C": 1.0, "class_weight": "balanced", "max_iter": 2000},
-                                        encoding="scaled", short="LR", long="logistic regression"),
-}
-"""Clinical model name -> :class:`TabularModel`. Another model = one line here."""
+    TabularModel("random_forest", "sklearn.ensemble:RandomForestClassifier", _TREE_DEFAULTS,
+                 short="RF", long="random forest"),
+    TabularModel("extra_trees", "sklearn.ensemble:ExtraTreesClassifier", _TREE_DEFAULTS,
+                 short="ET", long="extra trees"),
+    TabularModel("hist_gradient_boosting", "sklearn.ensemble:HistGradientBoostingClassifier",
+                 {"max_iter": 200, "learning_rate": 0.05, "min_samples_leaf": 10,
+                  "class_weight": "balanced", "early_stopping": False},
+                 short="GB", long="gradient boosting"),
+    TabularModel("logistic_regression", "sklearn.linear_model:LogisticRegression",
+                 {"C": 1.0, "class_weight": "balanced", "max_iter": 2000}, encoding="scaled",
+                 short="LR", long="logistic regression"),
+])
+"""Clinical model name -> :class:`TabularModel`. Another model = one
+``CLINICAL_MODELS.register(TabularModel(...))`` (or one line here)."""
+
+_ESTIMATOR_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def import_estimator(path: str):
+    """The class ``"module:Class"`` names; a ValueError saying why when it cannot be imported
+    or is no classifier with ``fit`` and ``predict_proba``."""
+    if not isinstance(path, str) or not _ESTIMATOR_PATH.match(path):
+        raise ValueError(f"expected an estimator as 'module:Class', got {shown(path)}")
+    module, name = path.split(":")
+    try:
+        imported = importlib.import_module(module)
+    except ImportError as err:
+        raise ValueError(f"cannot import module {module!r} for estimator {path!r}: {err}") from None
+    cls = getattr(imported, name, None)
+    if cls is None:
+        raise ValueError(f"module {module!r} has no {name!r}{did_you_mean(name, dir(imported))}")
+    _check_estimator(cls, path)
+    return cls
+
+
+def _check_estimator(obj, what: str) -> None:
+    missing = [m for m in ("fit", "predict_proba", "get_params", "set_params")
+               if not callable(getattr(obj, m, None))]
+    if missing:
+        raise ValueError(f"{what} is no scikit-learn-compatible classifier: it lacks "
+                         f"{', '.join(missing)}")
+
+
+def class_path(obj) -> str:
+    """``"module:QualifiedName"`` of an object's class."""
+    cls = type(obj)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def tabular_model(model) -> TabularModel:
+    """The :class:`TabularModel` of a clinical ``model``: a name of :data:`CLINICAL_MODELS`, a
+    ``"module:Class"`` string (its class's own defaults, ordinal encoding) or an estimator
+    object (a clone of it per fit). ValueError (unknown name, failed import, no classifier)."""
+    if isinstance(model, str):
+        if ":" not in model:
+            return CLINICAL_MODELS[model]
+        import_estimator(model)
+        return TabularModel(model, model)
+    if isinstance(model, type):
+        raise ValueError(f"expected an estimator object, not the class {model.__name__}; "
+                         f"give {model.__name__}() or '{model.__module__}:{model.__qualname__}'")
+    _check_estimator(model, f"the {type(model).__name__} object")
+    return TabularModel(class_path(model), class_path(model),
+                        dict(model.get_params(deep=False)), instance=model)
+
+
+def _key_value(value):
+    """An option as the cache key and the cached entry's JSON hold it: an object's options
+    (an object's ``get_params()``) may hold estimators or other objects, written as their repr."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_key_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _key_value(v) for k, v in value.items()}
+    return f"{class_path(value)} {value!r}"
 
 
 class ClinicalSettings(Settings):
     """Section ``clinical``: the clinical-table model and its out-of-fold inner folds."""
 
-    model: str = Field("random_forest", description=(
-        "the clinical-table classifier: `random_forest`, `extra_trees`, "
-        "`hist_gradient_boosting`, `logistic_regression` "
-        "(`fusionlib.branches.clinical.CLINICAL_MODELS`)"))
+    model: Any = Field("random_forest", description=CLINICAL_MODELS.describe(
+        "the clinical-table classifier: {choices} (`fusionlib.branches.clinical.CLINICAL_MODELS`), "
+        "or any scikit-learn-compatible classifier as `\"module:Class\"` (its own defaults, "
+        "ordinal encoding); from Python also an estimator object"))
     options: dict = Field({}, description=(
         "constructor options of the model's scikit-learn estimator, over the model's defaults "
         "(random_forest: n_estimators 200, min_samples_leaf 10, max_features sqrt, "
@@ -81,31 +163,40 @@ class ClinicalSettings(Settings):
     inner_folds: int = Field(5, ge=2, description=(
         "inner patient-grouped folds for the training rows' out-of-fold probabilities"))
 
-    @field_validator("model")
+    @field_validator("model", mode="before")
     @classmethod
     def _model(cls, value):
-        return one_of(value, list(CLINICAL_MODELS))
+        # A name, or "module:Class": imported here to check it (scikit-learn, never TensorFlow).
+        if isinstance(value, str) and ":" not in value:
+            return CLINICAL_MODELS.check(value)
+        if not isinstance(value, str) and not hasattr(value, "fit"):
+            fail(f"expected one of {', '.join(CLINICAL_MODELS)}, a 'module:Class' or an "
+                 f"estimator object, got {shown(value)}")
+        try:
+            tabular_model(value)
+        except ValueError as err:
+            fail(str(err))
+        return value
 
     @field_validator("options")
     @classmethod
     def _options(cls, value, info):
-        model = info.data.get("model")
-        if model in CLINICAL_MODELS:
-            check_options(model, value)
+        if "model" in info.data:          # absent when the model itself was refused
+            check_options(info.data["model"], value)
         return value
 
 
-def check_options(model: str, options: dict) -> None:
+def check_options(model, options: dict) -> None:
     """Refuse options the model's estimator does not take, or values it would reject at fit."""
-    spec = CLINICAL_MODELS[model]
-    estimator = spec.estimator_class()()
+    spec = tabular_model(model)
+    estimator = spec.new_estimator(**spec.defaults)
     known = estimator.get_params()
     for key in options:
         if key not in known or key == "random_state":
             why = ("is set from protocol.seed" if key == "random_state" else
                    f"is no option of {type(estimator).__name__}{did_you_mean(key, known)}")
             fail(f"{key!r} {why}", subkey=key)
-    estimator.set_params(**{**spec.defaults, **options})
+    estimator.set_params(**options)
     validate = getattr(estimator, "_validate_params", None)   # scikit-learn's own constraints
     if validate is not None:
         try:
@@ -122,7 +213,8 @@ class ClinicalBranch(CrossFittedBranch):
     Parameters
     ----------
     model, options, inner_folds :
-        The :class:`ClinicalSettings` (a model name from :data:`CLINICAL_MODELS`).
+        The :class:`ClinicalSettings`: ``model`` a name from :data:`CLINICAL_MODELS`, a
+        ``"module:Class"`` or an estimator object (see :func:`tabular_model`).
     sampling : {"none", "random", "combined"}
         Class resampling of each fit's training rows (see :mod:`fusionlib.splits`).
     random_state : int
@@ -131,7 +223,7 @@ class ClinicalBranch(CrossFittedBranch):
         Overrides the model's ``n_jobs`` (trees grow in parallel; results do not depend on it).
     """
 
-    model: str = "random_forest"
+    model: Any = "random_forest"
     options: dict = field(default_factory=dict)
     inner_folds: int = 5
     sampling: str = "none"
@@ -144,8 +236,13 @@ class ClinicalBranch(CrossFittedBranch):
         return cls(settings.model, dict(settings.options), settings.inner_folds, sampling,
                    random_state)
 
+    @property
+    def spec(self) -> TabularModel:
+        """The model's :class:`TabularModel` (resolved from its name, path or object)."""
+        return tabular_model(self.model)
+
     def estimator_options(self) -> dict:
-        spec = CLINICAL_MODELS[self.model]
+        spec = self.spec
         options = {**spec.defaults, **self.options}
         # Only models that grow in parallel take n_jobs (LogisticRegression warns it has no effect).
         if self.n_jobs is not None and "n_jobs" in spec.defaults:
@@ -156,10 +253,13 @@ class ClinicalBranch(CrossFittedBranch):
         """Everything that changes the branch's output (the cache key uses it).
 
         The forest keeps the key it had before the registry ("metadata_rf" and its four
-        options), so existing branch caches stay valid.
+        options), so existing branch caches stay valid. A ``"module:Class"`` or an estimator
+        object is keyed by its class path and every option (an object's ``get_params()``), so
+        it never shares another model's entries.
         """
-        options = {k: v for k, v in self.estimator_options().items() if k != "n_jobs"}
-        branch = "metadata_rf" if self.model == "random_forest" else f"clinical_{self.model}"
+        options = {k: _key_value(v) for k, v in self.estimator_options().items() if k != "n_jobs"}
+        name = self.spec.name
+        branch = "metadata_rf" if name == "random_forest" else f"clinical_{name}"
         return {"branch": branch, **options, "inner_folds": self.inner_folds,
                 "sampling": self.sampling, "random_state": self.random_state}
 
@@ -170,7 +270,7 @@ class ClinicalBranch(CrossFittedBranch):
         from sklearn.pipeline import Pipeline, make_pipeline
         from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-        spec = CLINICAL_MODELS[self.model]
+        spec = self.spec
         numeric = cohort.numeric_features
         categorical = cohort.categorical_features
         # keep_empty_features: a column empty in one training fold stays a (constant) column.
@@ -190,7 +290,7 @@ class ClinicalBranch(CrossFittedBranch):
                 transformers.append(("categorical", make_pipeline(
                     SimpleImputer(strategy="constant", fill_value="missing"),
                     OneHotEncoder(handle_unknown="ignore", sparse_output=False)), categorical))
-        estimator = spec.estimator_class()(**self.estimator_options())
+        estimator = spec.new_estimator(**self.estimator_options())
         return Pipeline([("encode", ColumnTransformer(transformers)), ("model", estimator)])
 
     def _fit_predict(self, cohort, fit_rows: np.ndarray, predict_rows: np.ndarray,
@@ -202,7 +302,7 @@ class ClinicalBranch(CrossFittedBranch):
         if "random_state" in model.named_steps["model"].get_params():
             model.set_params(model__random_state=seed)
         features = cohort.features
-        if CLINICAL_MODELS[self.model].encoding == "scaled" and cohort.categorical_features:
+        if self.spec.encoding == "scaled" and cohort.categorical_features:
             # The one-hot imputer needs one missing marker; pandas 3 strings hold NaN or None.
             features = features.astype({c: object for c in cohort.categorical_features})
         # OpenMP models (histogram gradient boosting) spin-wait for their threads: on a busy

@@ -10,12 +10,12 @@ several images gets the mean of its images' probabilities; a case with no image 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Annotated, Optional
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from ..settings import Settings, one_of
+from ..settings import Settings, choice
 from ..splits import inner_validation_split
 from .base import CrossFittedBranch
 from .cnn import TRAINER, case_probabilities, train_image_classifier
@@ -23,12 +23,18 @@ from .cnn import TRAINER, case_probabilities, train_image_classifier
 __all__ = ["ImageBranch", "ImageSettings", "case_probabilities"]
 
 
+def _backbones() -> list[str]:
+    from ..models import BACKBONES, SMALL_CNN   # Keras-free names; the builders import Keras
+
+    return [SMALL_CNN, *BACKBONES]
+
+
 class ImageSettings(Settings):
     """Section ``image``: the CNN of every image modality and its out-of-fold inner folds."""
 
     size: int = Field(32, ge=8, description="square crop size in pixels")
     crop_margin: float = Field(0.15, ge=0, le=1, description="wound-box margin of the crop, in [0, 1]")
-    backbone: str = Field("small_cnn", description=(
+    backbone: Annotated[str, choice(_backbones)] = Field("small_cnn", description=(
         "image network; `keras.applications` names need a local weights file or train from scratch"))
     backbone_weights: Optional[str] = Field(None, description="local weights file of the backbone")
     epochs: int = Field(25, ge=1, description="CNN training epochs")
@@ -38,12 +44,6 @@ class ImageSettings(Settings):
     learning_rate: float = Field(3e-3, gt=0, description="Adam learning rate of the CNN")
     augment: bool = Field(False, description="add mirrored copies of the training images")
 
-    @field_validator("backbone")
-    @classmethod
-    def _backbone(cls, value):
-        from ..models import BACKBONES, SMALL_CNN   # Keras-free names; the builders import Keras
-
-        return one_of(value, [SMALL_CNN, *BACKBONES])
 
 
 @dataclass

@@ -3,16 +3,17 @@
 
 Adding a variant is one file (a :class:`fusionlib.fusion.base.FusionLayer` subclass) and
 one :class:`FusionSpec` line in :data:`FUSIONS` below (or :func:`register` at run time).
+:data:`FUSIONS` is a :class:`fusionlib.registry.Registry`.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..data import N_CLASSES
+from ..registry import Registry
 from . import options as opt
 from . import views
 
@@ -73,7 +74,7 @@ _SEED = (0, opt.seed)
 _WEIGHTS = (None, opt.weights)
 _START = (None, opt.start_weights)
 
-FUSIONS: dict[str, FusionSpec] = {spec.name: spec for spec in (
+FUSIONS: Registry[FusionSpec] = Registry("fusion", (
     FusionSpec("fixed", ".fixed:FixedFusion", "w p_clinical + (1 - w) p_img, w = 0.70",
                {"weights": _WEIGHTS, "random_state": _SEED}, views.mix_view, min_modalities=1),
     FusionSpec("trainable", ".trainable:TrainableFusion", "softmax(Dense(3)(concat(p_m)))",
@@ -94,26 +95,19 @@ FUSIONS: dict[str, FusionSpec] = {spec.name: spec for spec in (
     FusionSpec("gated", ".gated:GatedFusion", "a(x) p_clinical + (1 - a(x)) p_img, a(x) learned",
                {"weights": _START, "random_state": _SEED},
                views.kernel_view("kernel", views.gate_columns)),
-)}
+))
 """Fusion variants by name."""
 
 
-def register(spec: FusionSpec) -> FusionSpec:
-    """Add (or replace) a variant at run time: what a new line in :data:`FUSIONS` does."""
-    FUSIONS[spec.name] = spec
-    return spec
+def register(spec: FusionSpec, *, replace: bool = False) -> FusionSpec:
+    """Add a variant at run time (``replace``: one of the same name): what a new line in
+    :data:`FUSIONS` does."""
+    return FUSIONS.register(spec, replace=replace)
 
 
 def get_fusion(name) -> FusionSpec:
     """The fusion variant called ``name``; ValueError (with a suggestion) when unknown."""
-    if isinstance(name, str) and name in FUSIONS:
-        return FUSIONS[name]
-    msg = f"unknown fusion {name!r}; expected one of {', '.join(FUSIONS)}"
-    if isinstance(name, str):
-        close = difflib.get_close_matches(name, list(FUSIONS), n=1)
-        if close:
-            msg += f" (did you mean {close[0]!r}?)"
-    raise ValueError(msg)
+    return FUSIONS[name]
 
 
 def register_layers() -> dict:

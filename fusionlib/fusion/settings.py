@@ -7,24 +7,22 @@ TensorFlow. The variant's options are checked against the experiment's modalitie
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from typing import Annotated
 
-from ..settings import Settings, one_of
+from pydantic import Field
+
+from ..settings import Settings, choice
 from .registry import FUSIONS, get_fusion
 
 
 class FusionSettings(Settings):
     """Section ``fusion``: the fusion variant and its options."""
 
-    variant: str = Field("trainable", description="a name from `fusionlib.fusion.FUSIONS`")
+    variant: Annotated[str, choice(FUSIONS)] = Field("trainable", description=FUSIONS.describe(
+        "{choices} (`fusionlib.fusion.FUSIONS`)"))
     options: dict = Field({}, description=(
         "the variant's options (e.g. `weights: [0.7, 0.3]` for `fixed`, `temperature` for "
         "`trainable_rf_biased`)"))
-
-    @field_validator("variant")
-    @classmethod
-    def _variant(cls, value):
-        return one_of(value, list(FUSIONS))
 
     def check_options(self, modalities) -> None:
         """ValueError naming the problem when the options do not fit the variant or modalities."""

@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..results import METRICS, headline_metrics
+
 BETTER, WORSE, EQUIVALENT, INCONCLUSIVE = "better", "worse", "equivalent", "inconclusive"
 VERDICTS = (BETTER, WORSE, EQUIVALENT, INCONCLUSIVE)
 
@@ -44,11 +46,16 @@ class ConclusionSettings(BaseModel):
     level: float = Field(0.95, gt=0.5, lt=1, description="two-sided level of the verdict's interval")
 
     def margin(self, metric: str) -> float:
-        """The margin of ``qwk`` or ``log_loss``."""
+        """The margin of ``qwk`` or ``log_loss`` (these settings), or of another headline metric
+        of :data:`fusionlib.results.METRICS` (its own ``margin``)."""
         margins = {"qwk": self.qwk_margin, "log_loss": self.log_loss_margin}
-        if metric not in margins:
-            raise ValueError(f"metric must be one of {sorted(margins)}, got {metric!r}")
-        return margins[metric]
+        if metric in margins:
+            return margins[metric]
+        if metric in METRICS and METRICS[metric].margin is not None:
+            return float(METRICS[metric].margin)
+        known = sorted({*margins, *(m.name for m in headline_metrics() if m.margin is not None)})
+        raise ValueError(f"metric must be one of {known} (a metric with an equivalence margin), "
+                         f"got {metric!r}")
 
 
 DEFAULT_SETTINGS = ConclusionSettings()

@@ -26,7 +26,7 @@ from .. import plots
 from ..figures import figure_html
 from ..weight_plots import SHARE_KEYS
 from ..results import (DEFAULT_CLINICAL_MODEL, PROBA_COLUMNS, Run, common_clinical_names,
-                       load_runs)
+                       headline_metrics, load_runs)
 from ..results.registry import CLINICAL_PLACEHOLDER
 from .conclusions import AGREEMENT_NOTE, DEFAULT_SETTINGS, ConclusionSettings
 from .html import (REPORT_CSS, confusion_tables_html, head_warning_banner, html_table,
@@ -107,9 +107,19 @@ def _verdict_figure_rows(verdict: pd.DataFrame) -> list[dict]:
     rows = []
     for (_, row), c in zip(verdict.iterrows(), verdict.attrs.get("compare", [])):
         rows.append({"label": f"{row['variant']} {row['data %']:g}%",
-                     **{m: {k: c[m][k] for k in ("delta", "interval", "margin", "verdict")}
-                        for m in ("qwk", "log_loss")}})
+                     **{m.name: {k: c[m.name][k] for k in ("delta", "interval", "margin", "verdict")}
+                        for m in _verdict_metrics(verdict)}})
     return rows
+
+
+def _verdict_metrics(verdict: pd.DataFrame) -> list:
+    return verdict.attrs.get("metrics") or headline_metrics()
+
+
+def _verdict_panels(verdict: pd.DataFrame) -> list[tuple[str, str]]:
+    """The verdict figure's panels: (metric, axis label), one per headline metric."""
+    return [(m.name, f"Δ{m.label} ({'>' if m.higher_is_better else '<'} 0: better)")
+            for m in _verdict_metrics(verdict)]
 
 
 def answers_section(verdict: pd.DataFrame, answers: list[str]) -> Section:
@@ -124,7 +134,8 @@ def answers_section(verdict: pd.DataFrame, answers: list[str]) -> Section:
         question, _, rest = text.partition("? ")
         items.append(f"<li><strong>{html.escape(question)}?</strong> {html.escape(rest)}</li>"
                      if rest else f"<li>{html.escape(text)}</li>")
-    figure = _figure(plots.verdict_intervals(_verdict_figure_rows(verdict)),
+    figure = _figure(plots.verdict_intervals(_verdict_figure_rows(verdict),
+                                             panels=_verdict_panels(verdict)),
                      "Verdict: each variant minus fixed with its deciding 95 % interval and the "
                      "equivalence margin", "fl-figure fl-verdict-figure")
     first = (f'<div class="fl-first"><ul id="verdict-answers">{"".join(items)}</ul>'
@@ -210,8 +221,12 @@ def runs_section(runs: list[Run]) -> Section:
     return Section("runs", "Runs", body, nav="Runs")
 
 
-_PAIRED_MAIN = ["data %", "variant", "vs", "cases", "QWK diff", "QWK diff 95% CI",
-                "log-loss diff", "log-loss diff 95% CI", "verdict"]
+def _paired_main(metrics: list) -> list[str]:
+    """The pooled-case table's columns shown before "more": per headline metric its
+    difference and interval."""
+    return ["data %", "variant", "vs", "cases",
+            *[c for m in metrics for c in (f"{m.label} diff", f"{m.label} diff 95% CI")],
+            "verdict"]
 
 
 def paired_section(runs: list[Run], n_boot: int) -> Section:
@@ -227,18 +242,19 @@ def paired_section(runs: list[Run], n_boot: int) -> Section:
                           '</code> at the data percentage of another run.', "fl-note")
         body += '<p id="paired-table"></p>'
         return Section("paired", "Pooled-case comparison", body, open=False, nav="Pooled")
+    metrics = headline_metrics()
+    bounds = {m.label: ("CI low", "CI high") if i == 0 else
+              (f"{m.label} CI low", f"{m.label} CI high") for i, m in enumerate(metrics)}
     shown = paired.assign(**{
         "data %": paired["data %"].map(_pct),
-        "QWK diff 95% CI": [f"[{fmt(lo, 3, '+')}, {fmt(hi, 3, '+')}]"
-                            for lo, hi in zip(paired["CI low"], paired["CI high"])],
-        "log-loss diff 95% CI": [f"[{fmt(lo, 3, '+')}, {fmt(hi, 3, '+')}]" for lo, hi in
-                                 zip(paired["log-loss CI low"], paired["log-loss CI high"])],
+        **{f"{label} diff 95% CI": [f"[{fmt(lo, 3, '+')}, {fmt(hi, 3, '+')}]"
+                                    for lo, hi in zip(paired[low], paired[high])]
+           for label, (low, high) in bounds.items()},
         "per-fold diffs": [", ".join(f"{d:+.3f}" for d in ds) for ds in paired["per-fold diffs"]],
-    }).drop(columns=["CI low", "CI high", "log-loss CI low", "log-loss CI high", "kind"],
-            errors="ignore")
+    }).drop(columns=[*(c for pair in bounds.values() for c in pair), "kind"], errors="ignore")
     body = (intro + table_with_more(shown, "paired-table",
                                     "Variant − fixed on the same pooled cases and decision rule",
-                                    [c for c in _PAIRED_MAIN if c in shown],
+                                    [c for c in _paired_main(metrics) if c in shown],
                                     ["data %", "variant"])
             + _figure(plots.paired_differences(paired),
                       "Paired QWK difference vs fixed per data percentage (bar: 95% bootstrap "

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from ..results import headline_metrics
 from .conclusions import DEFAULT_SETTINGS, ConclusionSettings
 
 DEFAULT_PATIENTS = (120, 250, 500, 1000, 2000, 4000)
@@ -245,8 +246,6 @@ def plan_grid(components: VarianceComponents, margin: float, patients=DEFAULT_PA
     return pd.DataFrame(rows)
 
 
-METRIC_LABELS = {"qwk": "ΔQWK", "log_loss": "Δlog-loss"}
-
 
 def plan_table(verdict: pd.DataFrame, patients=DEFAULT_PATIENTS, seeds=DEFAULT_SEEDS,
                settings: ConclusionSettings | None = None) -> pd.DataFrame:
@@ -256,8 +255,9 @@ def plan_table(verdict: pd.DataFrame, patients=DEFAULT_PATIENTS, seeds=DEFAULT_S
     that would make the answer conclusive (:func:`what_it_takes`)."""
     settings = settings or verdict.attrs.get("settings") or DEFAULT_SETTINGS
     rows = []
+    labels = {m.name: f"Δ{m.label}" for m in verdict.attrs.get("metrics") or headline_metrics()}
     for (_, row), c in zip(verdict.iterrows(), verdict.attrs.get("compare", [])):
-        for metric, label in METRIC_LABELS.items():
+        for metric, label in labels.items():
             comp: VarianceComponents = c[metric]["components"]
             margin = settings.margin(metric)
             now = predict(comp, comp.n0, comp.s0, margin, settings)

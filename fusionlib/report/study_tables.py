@@ -12,13 +12,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..baselines import baseline_sources
 from ..data import LABELS
 from ..decision import DECISIONS, DEFAULT_DECISION
 from ..fusion.options import CLINICAL
 from ..metrics import qwk
+from ..results import headline_metrics
 
-BASELINES = ("stacking", f"{CLINICAL}_only", "thermal_map_only")
-"""Baselines every ``fixed`` run scores on its own folds (columns ``<name>_p_*``, ``<name>_pred_*``)."""
+def _modalities(run) -> list[str]:
+    return run.setting("data", "modalities") or [CLINICAL, "thermal_map"]
 
 PROBA = [f"p_{label}" for label in LABELS]
 
@@ -52,16 +54,19 @@ def _joined(variant: pd.DataFrame, fixed: pd.DataFrame, rule: str, source: str =
     return a.merge(b, on=["seed", "repeat", "case_id"], how="inner")
 
 
-def comparison_table(runs: list, n_boot: int = 2000, settings=None) -> pd.DataFrame:
+def comparison_table(runs: list, n_boot: int = 2000, settings=None, metrics=None) -> pd.DataFrame:
     """Every variant (and every baseline of the fixed run) minus fixed at the same data
-    percentage, under every decision rule: ΔQWK and Δlog-loss over seeds with the verdict's
-    interval, the per-seed differences, the detectable difference at 80 % power, the four-way
-    verdict and the decision agreement. ``variant`` is what a row is (the run's fusion
-    variant, or a baseline), ``run`` the run's name."""
+    percentage, under every decision rule: for each headline metric (``metrics``, default
+    :func:`fusionlib.results.headline_metrics`: QWK and log-loss) the difference over seeds
+    with the verdict's interval, the per-seed differences, the detectable difference at 80 %
+    power and the four-way verdict; the first metric's seeds' share and the decision
+    agreement. ``variant`` is what a row is (the run's fusion variant, or a baseline), ``run``
+    the run's name; ``attrs["metrics"]`` the metrics."""
     from .conclusions import DEFAULT_SETTINGS
     from .verdict import compare_over_seeds
 
     settings = settings or DEFAULT_SETTINGS
+    metrics = headline_metrics() if metrics is None else list(metrics)
 
     rows = []
     pairs = _pairs(runs)
@@ -69,7 +74,8 @@ def comparison_table(runs: list, n_boot: int = 2000, settings=None) -> pd.DataFr
     # (percentage, what the row is, its run's name, run, fixed, baseline source)
     items = [(pct, run.fusion, run.name, run, fixed, "") for pct, run, fixed in pairs]
     items += [(f.data_percentage, f"{b} (baseline)", f.name, f, f, b) for f in fixed_runs
-              for b in BASELINES if f"{b}_pred_{DEFAULT_DECISION}" in f.predictions]
+              for b in baseline_sources(_modalities(f))
+              if f"{b}_pred_{DEFAULT_DECISION}" in f.predictions]
     # At each percentage: the trainable family (the question), the other variants, baselines.
     items.sort(key=lambda t: (-t[0], bool(t[5]), not t[1].startswith("trainable")))
     for pct, variant, name, run, fixed, source in items:
@@ -78,19 +84,21 @@ def comparison_table(runs: list, n_boot: int = 2000, settings=None) -> pd.DataFr
             c = compare_over_seeds(_joined(run.predictions, fixed.predictions, rule, source),
                                    "pred_a", "pred_b", [f"a_{p}" for p in PROBA],
                                    [f"b_{p}" for p in PROBA], folds, n_boot=n_boot,
-                                   settings=settings)
-            q, ll = c["qwk"], c["log_loss"]
-            rows.append({"data %": pct, "variant": variant, "run": name, "vs": fixed.name,
-                         "decision": rule, "seeds": c["seeds"], "ΔQWK": q["delta"],
-                         "ΔQWK interval": q["interval"], "ΔQWK per seed": q["per_seed"],
-                         "detectable ΔQWK": q["detectable"], "QWK verdict": q["verdict"],
-                         "seed share": q["seed_share"],
-                         "agreement": c["agreement"]["agreement"],
-                         "Δlog-loss": ll["delta"], "Δlog-loss interval": ll["interval"],
-                         "Δlog-loss per seed": ll["per_seed"],
-                         "detectable Δlog-loss": ll["detectable"],
-                         "log-loss verdict": ll["verdict"], "compare": c})
-    return pd.DataFrame(rows)
+                                   settings=settings, metrics=metrics)
+            row = {"data %": pct, "variant": variant, "run": name, "vs": fixed.name,
+                   "decision": rule, "seeds": c["seeds"]}
+            for i, m in enumerate(metrics):
+                q, d = c[m.name], f"Δ{m.label}"
+                row.update({d: q["delta"], f"{d} interval": q["interval"],
+                            f"{d} per seed": q["per_seed"], f"detectable {d}": q["detectable"],
+                            f"{m.label} verdict": q["verdict"]})
+                if i == 0:
+                    row.update({"seed share": q["seed_share"],
+                                "agreement": c["agreement"]["agreement"]})
+            rows.append({**row, "compare": c})
+    table = pd.DataFrame(rows)
+    table.attrs["metrics"] = metrics
+    return table
 
 
 def runs_overview(runs: list) -> pd.DataFrame:

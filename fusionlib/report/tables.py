@@ -11,10 +11,12 @@ import re
 import numpy as np
 import pandas as pd
 
+from ..baselines import baseline_sources
 from ..data import LABELS
-from ..metrics import case_log_loss, paired_comparison
-from ..results import (FIXED, HEADLINE, METRICS, PROBA_COLUMNS, Run, common_clinical_names,
-                       dropped_images_count, metrics_in)
+from ..metrics import paired_comparison
+from ..results import (FIXED, HEADLINE, METRICS, PROBA_COLUMNS, Metric, Run,
+                       common_clinical_names, dropped_images_count, headline_metrics,
+                       metrics_in)
 
 
 def _stat(summary: dict, key: str, part: str = "mean"):
@@ -132,13 +134,30 @@ def runs_table_columns(runs: list[Run] | None = None) -> list[str]:
 # --------------------------------------------------------------------------- paired comparisons
 
 
-SHARE_NOT_BETTER = "share of resamples ΔQWK ≤ 0"
+def share_not_better(metric: Metric) -> str:
+    """The column of the bootstrap share of resampled differences that are not better (≤ 0
+    where higher is better, ≥ 0 where lower is): not a p-value."""
+    return f"share of resamples Δ{metric.label} {'≤' if metric.higher_is_better else '≥'} 0"
+
+
+def paired_columns(metrics: list[Metric] | None = None) -> list[str]:
+    """The pooled-case table's columns: the first headline metric (default
+    :func:`fusionlib.results.headline_metrics`) of each side, its difference, interval and
+    :func:`share_not_better`, then every other one's difference and interval."""
+    lead, *others = headline_metrics() if metrics is None else metrics
+    columns = ["data %", "variant", "kind", "vs", "cases", "patients", f"{lead.label} variant",
+               f"{lead.label} fixed", f"{lead.label} diff", "CI low", "CI high",
+               share_not_better(lead)]
+    for m in others:
+        columns += [f"{m.label} diff", f"{m.label} CI low", f"{m.label} CI high"]
+    return columns + ["verdict", "per-fold diffs", "mean fold diff", "folds better", "note"]
+
+
+SHARE_NOT_BETTER = share_not_better(METRICS[HEADLINE])
 """Not a p-value: the bootstrap share of resampled QWK differences at or below zero."""
 
-PAIRED_COLUMNS = ["data %", "variant", "kind", "vs", "cases", "patients", "QWK variant",
-                  "QWK fixed", "QWK diff", "CI low", "CI high", SHARE_NOT_BETTER, "log-loss diff",
-                  "log-loss CI low", "log-loss CI high", "verdict", "per-fold diffs",
-                  "mean fold diff", "folds better", "note"]
+PAIRED_COLUMNS = paired_columns()
+"""The pooled-case table's columns with the built-in metrics (QWK, log-loss)."""
 
 
 def _pairing_key(run: Run) -> tuple:
@@ -153,50 +172,62 @@ def _choose_fixed(fixed_runs: list[Run], run: Run) -> Run | None:
 
 
 def _paired_row(variant_name: str, kind: str, pct: float, fixed: Run, pred_a: pd.DataFrame,
-                n_boot: int, random_state: int, note: str = "") -> dict:
-    """Pair ``pred_a`` (seed, repeat, case_id, fold, label, patient, pred_a, loss_a) with ``fixed``'s
-    predictions (its ``pred``, decided by the same rule, and its per-case log-loss)."""
+                n_boot: int, random_state: int, note: str = "", metrics: list[Metric] = ()) -> dict:
+    """Pair ``pred_a`` (seed, repeat, case_id, fold, label, patient, pred_a, and ``a_<name>``
+    per-case values of each per-case metric) with ``fixed``'s predictions (its ``pred``,
+    decided by the same rule, and its per-case values)."""
     frame = fixed.predictions
     base = frame[["seed", "repeat", "case_id", "label", "pred"]].rename(
         columns={"pred": "pred_b", "label": "label_b"})
-    base["loss_b"] = case_log_loss(frame["label"], frame[PROBA_COLUMNS].to_numpy(dtype=float))
+    for m in metrics:
+        if m.per_case is not None:
+            base[f"b_{m.name}"] = m.per_case(frame["label"],
+                                             frame[PROBA_COLUMNS].to_numpy(dtype=float))
     joined = pred_a.merge(base, on=["seed", "repeat", "case_id"], how="inner")
     row = {"data %": pct, "variant": variant_name, "kind": kind, "vs": fixed.name,
            "cases": len(joined), "patients": joined["patient"].nunique() if len(joined) else 0}
-    empty = {"QWK variant": np.nan, "QWK fixed": np.nan, "QWK diff": np.nan, "CI low": np.nan,
-             "CI high": np.nan, SHARE_NOT_BETTER: np.nan, "log-loss diff": np.nan,
-             "log-loss CI low": np.nan, "log-loss CI high": np.nan, "per-fold diffs": [],
-             "mean fold diff": np.nan, "folds better": "–", "verdict": "–"}
+    lead, *others = metrics
+    columns = paired_columns(metrics)
+    empty = {**{c: np.nan for c in columns[columns.index(f"{lead.label} variant"):
+                                           columns.index("verdict")]},
+             "per-fold diffs": [], "mean fold diff": np.nan, "folds better": "–", "verdict": "–"}
     if not len(joined):
         return {**row, **empty, "note": note or "no common cases (different seed or folds?)"}
     if (joined["label"] != joined["label_b"]).any():
         return {**row, **empty, "note": "labels differ for the same case ids: not comparable"}
+    cases = {m.name: (joined[f"a_{m.name}"].to_numpy(), joined[f"b_{m.name}"].to_numpy())
+             for m in metrics if m.per_case is not None}
     c = paired_comparison(joined["label"].to_numpy(), joined["pred_a"].to_numpy(),
-                          joined["pred_b"].to_numpy(), joined["loss_a"].to_numpy(),
-                          joined["loss_b"].to_numpy(), joined["patient"].to_numpy(),
+                          joined["pred_b"].to_numpy(), None, None, joined["patient"].to_numpy(),
                           joined[["seed", "repeat", "fold"]].to_numpy(), n_boot=n_boot,
-                          random_state=random_state)
+                          random_state=random_state, metrics=[m.paired for m in metrics],
+                          cases=cases)
     n_a = len(pred_a)
     if len(joined) < max(n_a, len(base)):
         note = (note + "; " if note else "") + f"paired on {len(joined)} of {max(n_a, len(base))} cases"
-    boot, loss = c["qwk"], c["loss"]
-    return {**row,
-            "QWK variant": c["qwk_a"], "QWK fixed": c["qwk_b"],
-            "QWK diff": boot["delta"], "CI low": boot["ci_low"], "CI high": boot["ci_high"],
-            SHARE_NOT_BETTER: boot["share_not_better"],
-            "log-loss diff": loss["delta"], "log-loss CI low": loss["ci_low"],
-            "log-loss CI high": loss["ci_high"],
-            "verdict": c["verdict"], "per-fold diffs": c["fold_diffs"],
+    boot = c["by_metric"][lead.name]
+    out = {**row,
+           f"{lead.label} variant": c["a"], f"{lead.label} fixed": c["b"],
+           f"{lead.label} diff": boot["delta"], "CI low": boot["ci_low"], "CI high": boot["ci_high"],
+           share_not_better(lead): boot["share_not_better"]}
+    for m in others:
+        b = c["by_metric"][m.name]
+        out.update({f"{m.label} diff": b["delta"], f"{m.label} CI low": b["ci_low"],
+                    f"{m.label} CI high": b["ci_high"]})
+    return {**out, "verdict": c["verdict"], "per-fold diffs": c["fold_diffs"],
             "mean fold diff": c["mean_fold_diff"], "folds better": c["folds_better"],
             "note": note}
 
 
-def _with_loss(frame: pd.DataFrame, proba_columns: list[str]) -> pd.DataFrame:
-    return frame.assign(loss_a=case_log_loss(frame["label"], frame[proba_columns].to_numpy(dtype=float)))
+def _with_cases(frame: pd.DataFrame, proba_columns: list[str], metrics: list[Metric]) -> pd.DataFrame:
+    """``frame`` with ``a_<name>``: each per-case metric's per-case values of ``proba_columns``."""
+    proba = frame[proba_columns].to_numpy(dtype=float)
+    return frame.assign(**{f"a_{m.name}": m.per_case(frame["label"], proba)
+                           for m in metrics if m.per_case is not None})
 
 
 def paired_comparisons(runs: list[Run], n_boot: int = 2000, random_state: int = 0,
-                       baselines: bool = True) -> pd.DataFrame:
+                       baselines: bool = True, metrics: list[Metric] | None = None) -> pd.DataFrame:
     """Every non-fixed run vs the ``fixed`` run at the same data percentage, paired by case.
 
     With the same seed and folds the runs scored the same test cases, so their
@@ -206,8 +237,12 @@ def paired_comparisons(runs: list[Run], n_boot: int = 2000, random_state: int = 
     ``per-fold diffs`` are the same difference within each (seed, repeat, fold).
     With ``baselines``, the fixed run's own baselines (clinical only, image only,
     stacking; from its ``predictions.csv``) are compared with it too (``kind`` =
-    ``baseline``).
+    ``baseline``). Every headline metric (``metrics``, default
+    :func:`fusionlib.results.headline_metrics`) gets its difference and interval, the first
+    one also each side's value and the per-fold differences.
     """
+    metrics = headline_metrics() if metrics is None else list(metrics)
+    case_columns = [f"a_{m.name}" for m in metrics if m.per_case is not None]
     rows = []
     by_pct: dict[float, list[Run]] = {}
     for run in runs:
@@ -226,15 +261,17 @@ def paired_comparisons(runs: list[Run], n_boot: int = 2000, random_state: int = 
             if run.decision != fixed.decision:
                 note = (note + "; " if note else "") + \
                     f"decision rules differ ({run.decision} vs {fixed.decision}): not comparable"
-            pred = _with_loss(run.predictions, PROBA_COLUMNS)[
-                ["seed", "repeat", "fold", "case_id", "patient", "label", "pred", "loss_a"]]
+            pred = _with_cases(run.predictions, PROBA_COLUMNS, metrics)[
+                ["seed", "repeat", "fold", "case_id", "patient", "label", "pred", *case_columns]]
             rows.append(_paired_row(run.name, "fusion", pct, fixed, pred.rename(columns={"pred": "pred_a"}),
-                                    n_boot, random_state, note))
+                                    n_boot, random_state, note, metrics))
         if baselines:
             fixed = fixed_runs[0]
             frame = fixed.predictions
+            sources = baseline_sources(fixed.setting("data", "modalities")
+                                       or ["metadata", "thermal_map"])
             for source in sorted({c[: -len("_p_I")] for c in frame.columns if c.endswith("_p_I")}):
-                if not (source.endswith("_only") or source == "stacking"):
+                if source not in sources:
                     continue
                 cols = [f"{source}_p_{label}" for label in LABELS]
                 proba = frame[cols].to_numpy(dtype=float)
@@ -242,11 +279,12 @@ def paired_comparisons(runs: list[Run], n_boot: int = 2000, random_state: int = 
                 # The baseline decided by the run's own rule (older runs stored none: argmax).
                 decided = f"{source}_pred_{fixed.decision}"
                 pred_a = frame[decided].to_numpy()[ok] if decided in frame else proba[ok].argmax(axis=1)
-                pred = _with_loss(frame.loc[ok], cols)[
-                    ["seed", "repeat", "fold", "case_id", "patient", "label", "loss_a"]].assign(pred_a=pred_a)
+                pred = _with_cases(frame.loc[ok], cols, metrics)[
+                    ["seed", "repeat", "fold", "case_id", "patient", "label", *case_columns]
+                ].assign(pred_a=pred_a)
                 rows.append(_paired_row(f"{source} (baseline of {fixed.name})", "baseline", pct,
-                                        fixed, pred, n_boot, random_state))
-    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+                                        fixed, pred, n_boot, random_state, metrics=metrics))
+    return pd.DataFrame(rows, columns=paired_columns(metrics))
 
 
 def paired_side_by_side(paired: pd.DataFrame) -> pd.DataFrame:

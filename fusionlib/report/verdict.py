@@ -17,23 +17,40 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..metrics import (case_log_loss, corrected_resampled_t, patients_and_seeds_interval, qwk,
-                       seed_averaged_bootstrap)
+from ..metrics import corrected_resampled_t, patients_and_seeds_interval, seed_averaged_bootstrap
 from ..data import LABELS
 from ..fusion.options import CLINICAL, FIXED_CLINICAL_WEIGHT
-from ..results import FIXED, PROBA_COLUMNS, Run
+from ..results import FIXED, PROBA_COLUMNS, Metric, Run, headline_metrics
 from .conclusions import (BETTER, DEFAULT_SETTINGS, EQUIVALENT, INCONCLUSIVE, WORSE,
                           ConclusionSettings, decision_agreement, detectable_difference,
                           equivalence_interval, four_way_verdict, verdict_words)
 from .planner import VarianceComponents, plan_table
 from .tables import _choose_fixed, fmt
 
-VERDICT_COLUMNS = ["data %", "variant", "run", "vs", "seeds", "ΔQWK", "ΔQWK per seed",
-                   "ΔQWK interval", "detectable ΔQWK (80 % power)", "QWK verdict",
-                   "decision agreement", "ΔQWK patient bootstrap", "ΔQWK corrected t",
-                   "seeds' share of ΔQWK variance", "Δlog-loss", "Δlog-loss per seed",
-                   "Δlog-loss interval", "detectable Δlog-loss (80 % power)", "log-loss verdict",
-                   "clinical influence share", "fixed's clinical influence share"]
+def verdict_columns(metrics: list[Metric] | None = None) -> list[str]:
+    """The verdict table's columns: per headline metric (default
+    :func:`fusionlib.results.headline_metrics`) its difference, per seed, interval, detectable
+    difference and verdict; after the first one's the decision agreement and its contrast
+    intervals; then the influence shares."""
+    metrics = headline_metrics() if metrics is None else metrics
+    columns = ["data %", "variant", "run", "vs", "seeds"]
+    for i, m in enumerate(metrics):
+        d = f"Δ{m.label}"
+        columns += [d, f"{d} per seed", f"{d} interval", f"detectable {d} (80 % power)",
+                    f"{m.label} verdict"]
+        if i == 0:
+            columns += ["decision agreement", f"{d} patient bootstrap", f"{d} corrected t",
+                        f"seeds' share of {d} variance"]
+    return columns + ["clinical influence share", "fixed's clinical influence share"]
+
+
+VERDICT_COLUMNS = verdict_columns()
+"""The verdict table's columns with the built-in metrics (QWK, log-loss)."""
+
+
+def _metrics_of(table: pd.DataFrame) -> list[Metric]:
+    """The headline metrics a verdict table was built with."""
+    return table.attrs.get("metrics") or headline_metrics()
 
 
 INFLUENCE_COLUMNS = ("influence_clinical_share",
@@ -55,36 +72,49 @@ def seed_share(combined: dict) -> float:
 def compare_over_seeds(joined: pd.DataFrame, pred_a: str, pred_b: str, proba_a: list[str],
                        proba_b: list[str], folds: int, n_boot: int = 2000,
                        random_state: int = 0,
-                       settings: ConclusionSettings = DEFAULT_SETTINGS) -> dict:
+                       settings: ConclusionSettings = DEFAULT_SETTINGS,
+                       metrics: list[Metric] | None = None) -> dict:
     """Variant a minus baseline b on the same cases of every seed: ``joined`` holds one row per
     (seed, repeat, case) with ``label``, ``patient``, ``fold``, both predictions and both sets of
-    class probabilities. For QWK and log-loss: the seed-averaged difference, each seed's, three
-    95 % intervals -- the verdict's (patients + seeds t,
-    :func:`fusionlib.metrics.patients_and_seeds_interval`), the seed-averaged patient bootstrap
-    and the corrected resampled t over every (seed, repeat, fold) -- the detectable difference
-    at the settings' power, the four-way verdict with the settings' margin and the variance
-    components the planner reads (:class:`.planner.VarianceComponents`); and the decision
-    agreement of a and b."""
-    seeds, fold_deltas = [], {"qwk": [], "log_loss": []}
+    class probabilities. For each headline metric (``metrics``, default
+    :func:`fusionlib.results.headline_metrics`: QWK and log-loss), keyed by its name: the
+    seed-averaged difference, each seed's, three 95 % intervals -- the verdict's (patients +
+    seeds t, :func:`fusionlib.metrics.patients_and_seeds_interval`), the seed-averaged patient
+    bootstrap and the corrected resampled t over every (seed, repeat, fold) -- the detectable
+    difference at the settings' power, the four-way verdict with the settings' margin, its
+    direction honoured, and the variance components the planner reads
+    (:class:`.planner.VarianceComponents`); and the decision agreement of a and b."""
+    metrics = headline_metrics() if metrics is None else list(metrics)
+    seeds, fold_deltas = [], {m.name: [] for m in metrics}
     for _, rows in joined.groupby("seed", sort=True):
         y = rows["label"].to_numpy(dtype=int)
-        loss_a = case_log_loss(y, rows[proba_a].to_numpy(dtype=float))
-        loss_b = case_log_loss(y, rows[proba_b].to_numpy(dtype=float))
+        cases, diffs = {}, {}
+        for m in metrics:
+            if m.per_case is not None:
+                cases[m.name] = (m.per_case(y, rows[proba_a].to_numpy(dtype=float)),
+                                 m.per_case(y, rows[proba_b].to_numpy(dtype=float)))
+                diffs[f"_d_{m.name}"] = cases[m.name][0] - cases[m.name][1]
         seeds.append({"y": y, "pred_a": rows[pred_a].to_numpy(), "pred_b": rows[pred_b].to_numpy(),
-                      "loss_a": loss_a, "loss_b": loss_b, "groups": rows["patient"].to_numpy()})
-        for _, fold in rows.assign(_d=loss_a - loss_b).groupby(["repeat", "fold"]):
+                      "cases": cases, "groups": rows["patient"].to_numpy()})
+        for _, fold in rows.assign(**diffs).groupby(["repeat", "fold"]):
             f_y = fold["label"].to_numpy(dtype=int)
-            fold_deltas["qwk"].append(qwk(f_y, fold[pred_a]) - qwk(f_y, fold[pred_b]))
-            fold_deltas["log_loss"].append(float(fold["_d"].mean()))
-    boot = seed_averaged_bootstrap(seeds, n_boot=n_boot, random_state=random_state)
+            for m in metrics:
+                fold_deltas[m.name].append(
+                    float(fold[f"_d_{m.name}"].mean()) if m.per_case is not None else
+                    m.paired.score(f_y, fold[pred_a]) - m.paired.score(f_y, fold[pred_b]))
+    paired = [m.paired for m in metrics]
+    boot = seed_averaged_bootstrap(seeds, n_boot=n_boot, random_state=random_state,
+                                   metrics=paired)
     # Each seed's own patient bootstrap: with the seed-averaged one it separates the training
     # noise that differs from visit to visit from the patients' part (the planner needs both).
-    single = [seed_averaged_bootstrap([s], n_boot=n_boot, random_state=random_state)
+    single = [seed_averaged_bootstrap([s], n_boot=n_boot, random_state=random_state,
+                                      metrics=paired)
               for s in seeds] if len(seeds) > 1 else [boot]
     n_per_seed = float(np.mean([len(np.unique(s["groups"])) for s in seeds]))
     out = {"seeds": len(seeds),
            "agreement": decision_agreement(joined, pred_a, pred_b)}
-    for name, lower_is_better in (("qwk", False), ("log_loss", True)):
+    for m in metrics:
+        name, lower_is_better = m.name, not m.higher_is_better
         b = boot[name]
         t = (corrected_resampled_t(fold_deltas[name], 1 / (folds - 1))
              if len(fold_deltas[name]) >= 2 and folds > 1 else None)
@@ -165,7 +195,8 @@ def share_text(share: dict | None) -> str:
 
 
 def verdict_row(run: Run, fixed: Run, n_boot: int = 2000, random_state: int = 0,
-                settings: ConclusionSettings = DEFAULT_SETTINGS) -> dict | None:
+                settings: ConclusionSettings = DEFAULT_SETTINGS,
+                metrics: list[Metric] | None = None) -> dict | None:
     """``run`` against ``fixed`` over their common seeds, each decided by its own run's rule;
     None when they share no case. The private ``_compare`` entry holds
     :func:`compare_over_seeds`' whole result (the planner reads its variance components)."""
@@ -176,25 +207,24 @@ def verdict_row(run: Run, fixed: Run, n_boot: int = 2000, random_state: int = 0,
     folds = int(run.setting("protocol", "folds", 5) or 5)
     c = compare_over_seeds(joined, "pred", "pred_b", PROBA_COLUMNS,
                            [f"{col}_b" for col in PROBA_COLUMNS], folds, n_boot, random_state,
-                           settings)
-    q, loss, agree = c["qwk"], c["log_loss"], c["agreement"]
+                           settings, metrics)
+    agree = c["agreement"]
     common = sorted(joined["seed"].unique())
+    row = {"data %": run.data_percentage, "variant": run.fusion, "run": run.name,
+           "vs": fixed.name, "seeds": c["seeds"]}
+    for i, m in enumerate(metrics or headline_metrics()):
+        q, d = c[m.name], f"Δ{m.label}"
+        row.update({d: q["delta"], f"{d} per seed": ", ".join(fmt(v, 3, "+") for v in q["per_seed"]),
+                    f"{d} interval": _interval(*q["interval"]),
+                    f"detectable {d} (80 % power)": q["detectable"],
+                    f"{m.label} verdict": q["verdict_words"]})
+        if i == 0:
+            row.update({"decision agreement": agree["agreement"],
+                        f"{d} patient bootstrap": _interval(*q["bootstrap"]),
+                        f"{d} corrected t": _interval(*q["corrected_t"]),
+                        f"seeds' share of {d} variance": q["seed_share"]})
     return {
-        "data %": run.data_percentage, "variant": run.fusion, "run": run.name, "vs": fixed.name,
-        "seeds": c["seeds"], "ΔQWK": q["delta"],
-        "ΔQWK per seed": ", ".join(fmt(v, 3, "+") for v in q["per_seed"]),
-        "ΔQWK interval": _interval(*q["interval"]),
-        "detectable ΔQWK (80 % power)": q["detectable"],
-        "QWK verdict": q["verdict_words"],
-        "decision agreement": agree["agreement"],
-        "ΔQWK patient bootstrap": _interval(*q["bootstrap"]),
-        "ΔQWK corrected t": _interval(*q["corrected_t"]),
-        "seeds' share of ΔQWK variance": q["seed_share"],
-        "Δlog-loss": loss["delta"],
-        "Δlog-loss per seed": ", ".join(fmt(v, 3, "+") for v in loss["per_seed"]),
-        "Δlog-loss interval": _interval(*loss["interval"]),
-        "detectable Δlog-loss (80 % power)": loss["detectable"],
-        "log-loss verdict": loss["verdict_words"],
+        **row,
         "clinical influence share": share_text(influence_over_seeds(run, common)),
         "fixed's clinical influence share": share_text(influence_over_seeds(fixed, common)),
         "_compare": c, "_fixed_weight": fixed_clinical_weight(fixed),
@@ -204,14 +234,18 @@ def verdict_row(run: Run, fixed: Run, n_boot: int = 2000, random_state: int = 0,
 
 
 def verdict_table(runs: list[Run], n_boot: int = 2000, random_state: int = 0,
-                  settings: ConclusionSettings = DEFAULT_SETTINGS) -> pd.DataFrame:
+                  settings: ConclusionSettings = DEFAULT_SETTINGS,
+                  metrics: list[Metric] | None = None) -> pd.DataFrame:
     """One row per non-fixed run with predictions, against the ``fixed`` run of its data
     percentage (seeds, folds and data alike when there is one), largest percentage first,
     the trainable family first within it. Rows are keyed by what a run is -- its fusion
     variant and data percentage -- never by its name. ``table.attrs["compare"]`` holds each
     row's :func:`compare_over_seeds` result, ``attrs["fixed_weight"]`` the fixed mix's
     clinical weight and ``attrs["clinical"]`` the variant's clinical model
-    (:class:`~fusionlib.results.ClinicalNames`), in row order."""
+    (:class:`~fusionlib.results.ClinicalNames`), in row order. The metrics compared are
+    ``metrics`` (default: the headline metrics of :data:`fusionlib.results.METRICS`;
+    ``attrs["metrics"]``)."""
+    metrics = headline_metrics() if metrics is None else list(metrics)
     rows = []
     by_pct: dict[float, list[Run]] = {}
     for run in runs:
@@ -223,16 +257,18 @@ def verdict_table(runs: list[Run], n_boot: int = 2000, random_state: int = 0,
         for run in sorted(by_pct[pct], key=lambda r: not r.fusion.startswith("trainable")):
             if run.fusion == FIXED or not fixed_runs or run.decision != fixed_runs[0].decision:
                 continue
-            row = verdict_row(run, _choose_fixed(fixed_runs, run), n_boot, random_state, settings)
+            row = verdict_row(run, _choose_fixed(fixed_runs, run), n_boot, random_state, settings,
+                              metrics)
             if row is not None:
                 rows.append(row)
-    table = pd.DataFrame([{k: r[k] for k in VERDICT_COLUMNS} for r in rows],
-                         columns=VERDICT_COLUMNS)
+    columns = verdict_columns(metrics)
+    table = pd.DataFrame([{k: r[k] for k in columns} for r in rows], columns=columns)
     table.attrs["compare"] = [r["_compare"] for r in rows]
     table.attrs["fixed_weight"] = [r["_fixed_weight"] for r in rows]
     table.attrs["influence"] = [r["_influence"] for r in rows]
     table.attrs["clinical"] = [r["_clinical"] for r in rows]
     table.attrs["settings"] = settings
+    table.attrs["metrics"] = metrics
     return table
 
 
@@ -256,16 +292,23 @@ def beat_sentences(table: pd.DataFrame) -> list[str]:
     out = []
     compare = table.attrs.get("compare") or [None] * len(table)
     weights = table.attrs.get("fixed_weight") or [None] * len(table)
+    lead, *others = _metrics_of(table)
+    d = f"Δ{lead.label}"
     for (_, row), c, w in zip(table.iterrows(), compare, weights):
-        verdict = c["qwk"]["verdict"] if c else "?"
+        verdict = c[lead.name]["verdict"] if c else "?"
         text = (f"Does {_variant_phrase(row['variant'])} (run {row['run']}) beat "
                 f"{_mix_phrase(w)} (run {row['vs']}) at {row['data %']:g} % of the patients? "
-                f"{_ANSWER.get(verdict, 'Unclear')}: ΔQWK {fmt(row['ΔQWK'], 3, '+')} "
-                f"{row['ΔQWK interval']}, {row['QWK verdict']}")
+                f"{_ANSWER.get(verdict, 'Unclear')}: {d} {fmt(row[d], 3, '+')} "
+                f"{row[f'{d} interval']}, {row[f'{lead.label} verdict']}")
         if verdict in (BETTER, WORSE, EQUIVALENT):
-            text += f" (this study detects {fmt(row['detectable ΔQWK (80 % power)'], 3)})"
-        text += (f". Probabilities {c['log_loss']['verdict'] if c else '?'}: Δlog-loss "
-                 f"{fmt(row['Δlog-loss'], 3, '+')} {row['Δlog-loss interval']}.")
+            text += f" (this study detects {fmt(row[f'detectable {d} (80 % power)'], 3)})"
+        for m in others:
+            # A proper score reads the probabilities; a score of decisions is named as itself.
+            subject = "Probabilities" if m.per_case is not None else m.label[:1].upper() + m.label[1:]
+            dm = f"Δ{m.label}"
+            text += (f". {subject} {c[m.name]['verdict'] if c else '?'}: {dm} "
+                     f"{fmt(row[dm], 3, '+')} {row[f'{dm} interval']}")
+        text += "."
         if np.isfinite(row["decision agreement"]):
             text += f" The two decide alike on {100 * row['decision agreement']:.0f} % of cases."
         out.append(text)
@@ -312,14 +355,15 @@ def verdict_display(table: pd.DataFrame) -> pd.DataFrame:
     """The verdict table as the report shows it: figures rounded to what another machine
     reproduces (docs/results.md: ±0.01 in a run's mean, ±0.035 in one seed's ΔQWK)."""
     pct = table["data %"].map(lambda v: f"{v:g}%")
-    signed = {c: table[c].map(lambda v: fmt(v, 3, "+")) for c in ("ΔQWK", "Δlog-loss")}
-    plain = {c: table[c].map(lambda v: fmt(v, 3)) for c in
-             ("detectable ΔQWK (80 % power)", "detectable Δlog-loss (80 % power)")}
+    metrics = _metrics_of(table)
+    signed = {f"Δ{m.label}": table[f"Δ{m.label}"].map(lambda v: fmt(v, 3, "+")) for m in metrics}
+    plain = {f"detectable Δ{m.label} (80 % power)": table[f"detectable Δ{m.label} (80 % power)"].map(
+        lambda v: fmt(v, 3)) for m in metrics}
+    share = f"seeds' share of Δ{metrics[0].label} variance"
     return table.assign(**{"data %": pct, **signed, **plain,
                             "decision agreement": table["decision agreement"].map(
                                 lambda v: f"{100 * v:.0f} %" if np.isfinite(v) else "–"),
-                            "seeds' share of ΔQWK variance": table[
-                                "seeds' share of ΔQWK variance"].map(lambda v: fmt(v, 2))})
+                            share: table[share].map(lambda v: fmt(v, 2))})
 
 
 def _with_interval(delta, interval: str) -> str:
@@ -332,21 +376,22 @@ def verdict_compact(table: pd.DataFrame) -> pd.DataFrame:
     variant and of the fixed mix on the same cases side by side."""
     compare = table.attrs.get("compare") or [None] * len(table)
     influence = table.attrs.get("influence") or [(None, None)] * len(table)
+    metrics = _metrics_of(table)
     rows = []
     for (_, row), c, (mine, fixed) in zip(table.iterrows(), compare, influence):
-        rows.append({
-            "data %": f"{row['data %']:g}%", "variant": row["variant"],
-            "ΔQWK [95 % interval]": _with_interval(row["ΔQWK"], row["ΔQWK interval"]),
-            "QWK verdict": c["qwk"]["verdict"] if c else "–",
-            "detectable ΔQWK (80 % power)": fmt(row["detectable ΔQWK (80 % power)"], 3),
-            "decided alike": (f"{100 * row['decision agreement']:.0f} %"
-                              if np.isfinite(row["decision agreement"]) else "–"),
-            "Δlog-loss [95 % interval]": _with_interval(row["Δlog-loss"], row["Δlog-loss interval"]),
-            "log-loss verdict": c["log_loss"]["verdict"] if c else "–",
-            "clinical influence: variant / fixed": (
-                f"{fmt(mine['mean'], 2)} / {fmt(fixed['mean'], 2)}"
-                if mine is not None and fixed is not None else "–"),
-        })
+        out = {"data %": f"{row['data %']:g}%", "variant": row["variant"]}
+        for i, m in enumerate(metrics):
+            d = f"Δ{m.label}"
+            out[f"{d} [95 % interval]"] = _with_interval(row[d], row[f"{d} interval"])
+            out[f"{m.label} verdict"] = c[m.name]["verdict"] if c else "–"
+            if i == 0:
+                out[f"detectable {d} (80 % power)"] = fmt(row[f"detectable {d} (80 % power)"], 3)
+                out["decided alike"] = (f"{100 * row['decision agreement']:.0f} %"
+                                        if np.isfinite(row["decision agreement"]) else "–")
+        out["clinical influence: variant / fixed"] = (
+            f"{fmt(mine['mean'], 2)} / {fmt(fixed['mean'], 2)}"
+            if mine is not None and fixed is not None else "–")
+        rows.append(out)
     return pd.DataFrame(rows)
 
 
@@ -363,15 +408,20 @@ def verdict_details(table: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
         "variant right there": fmt(c["agreement"]["variant_right"], 2) if c else "–",
         "fixed right there": fmt(c["agreement"]["fixed_right"], 2) if c else "–"}
         for (_, row), c in zip(shown.iterrows(), compare)])
+    lead, *others = _metrics_of(table)
+    d = f"Δ{lead.label}"
+    details = {f"{lead.name.replace('_', '-')}-details": (
+        f"{d}: the verdict in words, each seed's difference and the intervals for contrast",
+        shown[key + ["run", "seeds", d, f"{d} per seed", f"{d} interval", f"{lead.label} verdict",
+                     f"{d} patient bootstrap", f"{d} corrected t",
+                     f"seeds' share of {d} variance"]])}
+    for m in others:
+        dm = f"Δ{m.label}"
+        details[f"{m.name.replace('_', '-')}-details"] = (
+            f"{dm}: the verdict in words and each seed's difference",
+            shown[key + [dm, f"{dm} per seed", f"{dm} interval", f"{m.label} verdict"]])
     return {
-        "qwk-details": ("ΔQWK: the verdict in words, each seed's difference and the intervals "
-                        "for contrast", shown[key + [
-                            "run", "seeds", "ΔQWK", "ΔQWK per seed", "ΔQWK interval",
-                            "QWK verdict", "ΔQWK patient bootstrap", "ΔQWK corrected t",
-                            "seeds' share of ΔQWK variance"]]),
-        "log-loss-details": ("Δlog-loss: the verdict in words and each seed's difference",
-                             shown[key + ["Δlog-loss", "Δlog-loss per seed",
-                                          "Δlog-loss interval", "log-loss verdict"]]),
+        **details,
         "agreement-details": ("Decision agreement: where the two decide differently",
                               pd.concat([shown[key].reset_index(drop=True), agreement], axis=1)),
         "influence-details": ("Clinical influence share, mean ± SD over seeds (I / P / R)",

@@ -2,7 +2,8 @@
 
 - :mod:`.registry`: :data:`METRICS`, one entry per per-fold metric (how it is computed or
   where it is read from, its label, direction and the tables that show it); adding a metric
-  is one :func:`register` call and it reaches ``metrics.json``, the notebooks and the report.
+  is one :func:`register` call and it reaches ``metrics.json``, the notebooks and the report
+  (a headline one also the verdict and the paired tables).
 - :mod:`.writer`: :class:`FoldResult`, :class:`ExperimentResult` and its atomic ``save``; the
   experiment notebook's tables (:func:`per_fold_columns`, :func:`share_columns`,
   :func:`raw_weight_table`, :func:`summary_table`, :func:`by_seed_table`).
@@ -17,8 +18,8 @@ from .files import (DONE_FILE, EXECUTED_NOTEBOOK, METRICS_FILE, PREDICTION_COLUM
 from .reader import (DEFAULT_CLINICAL_MODEL, FIXED, ClinicalNames, Run, clinical_names,
                      common_clinical_names, dropped_images_count, dropped_images_line, load_runs,
                      upgrade_legacy_keys)
-from .registry import (HEADLINE, METRICS, TABLES, Metric, classification_scores, metrics_in,
-                       register, summarised_metrics)
+from .registry import (HEADLINE, METRICS, TABLES, Metric, classification_scores,
+                       headline_metrics, metrics_in, register, summarised_metrics)
 from .writer import (ExperimentResult, FoldResult, by_seed_table, jsonable, per_fold_columns,
                      raw_weight_table, share_columns, summary_table, weight_metrics)
 
@@ -27,7 +28,8 @@ __all__ = ["DONE_FILE", "EXECUTED_NOTEBOOK", "METRICS_FILE", "PREDICTION_COLUMNS
            "DEFAULT_CLINICAL_MODEL", "FIXED", "ClinicalNames", "Run", "clinical_names",
            "common_clinical_names", "dropped_images_count", "dropped_images_line", "load_runs",
            "upgrade_legacy_keys", "HEADLINE",
-           "METRICS", "TABLES", "Metric", "classification_scores", "metrics_in", "register",
+           "METRICS", "TABLES", "Metric", "classification_scores", "headline_metrics",
+           "metrics_in", "register",
            "summarised_metrics", "ExperimentResult", "FoldResult", "by_seed_table", "jsonable",
            "per_fold_columns", "raw_weight_table", "share_columns", "summary_table",
            "weight_metrics"]

@@ -10,6 +10,11 @@ A metric is either *scored* from a fold's test cases, ``compute(y_true, proba, p
 fold's weight analysis (``read(weights)``, see :func:`fusionlib.experiment.explain_weights`).
 The order of the list is the order of the columns in ``metrics.json`` (scored metrics first,
 in the fold's ``scores``; read ones after the stage scores) and of the summary.
+
+A *headline* metric is also compared variant against ``fixed`` in the report's verdict and
+pooled-case tables, docs/results.md's comparisons and the planner, in list order, its
+direction honoured; the first of them (:data:`HEADLINE`, QWK) is the one the question is
+answered by. :data:`METRICS` is a :class:`fusionlib.registry.Registry`.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from typing import Callable
 import numpy as np
 
 from ..data import LABELS
-from ..metrics import (N_CLASSES, brier_score, expected_calibration_error, f1_per_class, log_loss,
-                       qwk)
+from ..metrics import (N_CLASSES, Paired, _qwk_from_confusion, brier_score, case_brier,
+                       case_log_loss, expected_calibration_error, f1_per_class, log_loss, qwk)
+from ..registry import Registry
 
 TABLES = {
     "folds": "the experiment notebook's per-fold scores",
@@ -29,6 +35,7 @@ TABLES = {
     "runs": "the report's runs table (kappa-table)",
     "calibration": "the report's calibration table",
     "shares": "the report's learned-weight table (its HTML id: rf-share-table)",
+    "metadata_cv": "`fusionlib metadata-cv`'s per-seed scores and their summary over seeds",
 }
 """Where a metric can be shown: table name -> what it is."""
 
@@ -36,7 +43,8 @@ CLINICAL_PLACEHOLDER = "{clinical}"
 """In a metric's label: the clinical model's short label ("RF"), filled in per report."""
 
 HEADLINE = "qwk"
-"""The headline metric: the report's runs table gives it mean ± SD, t-interval and pooled value."""
+"""The first headline metric, the one the question is answered by: the report's runs table
+gives it mean ± SD, t-interval and pooled value."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,13 @@ class Metric:
     the report's runs frame (``"sd"``: the SD over folds, ``"pooled"``: its value on the
     pooled predictions); ``per_class``: its per-class companions ``<name>_I`` etc. exist and
     the learned-weight table shows them beside it.
+
+    ``headline``: compared variant against ``fixed`` in the verdict and the paired tables
+    (needs a direction, and either ``of_confusion`` -- the same score of flattened 3x3
+    confusion counts, vectorised ``(..., 9) -> (...)``, for a metric of the decided classes --
+    or ``per_case`` -- ``(y_true, proba)`` to per-case values whose mean it is); ``margin``:
+    its equivalence margin in the verdict (the report's settings override QWK's and
+    log-loss's).
     """
 
     name: str
@@ -65,6 +80,10 @@ class Metric:
     table_labels: dict = field(default_factory=dict)
     extra: tuple = ()
     per_class: bool = False
+    headline: bool = False
+    of_confusion: Callable | None = None     # (..., 9) confusion counts -> score
+    per_case: Callable | None = None         # (y_true, proba) -> per-case values
+    margin: float | None = None
 
     def __post_init__(self):
         if (self.compute is None) == (self.read is None):
@@ -73,6 +92,10 @@ class Metric:
         if unknown:
             raise ValueError(f"metric {self.name!r}: unknown table(s) {unknown}; "
                              f"expected some of {sorted(TABLES)}")
+        if self.headline and (self.compute is None or self.higher_is_better is None
+                              or (self.of_confusion is None) == (self.per_case is None)):
+            raise ValueError(f"headline metric {self.name!r}: give compute=, higher_is_better= "
+                             f"and exactly one of of_confusion= or per_case=")
 
     @property
     def scored(self) -> bool:
@@ -84,17 +107,27 @@ class Metric:
         ``ClinicalNames.short``) for :data:`CLINICAL_PLACEHOLDER`."""
         return self.table_labels.get(table, self.label).replace(CLINICAL_PLACEHOLDER, clinical)
 
+    @property
+    def paired(self) -> Paired:
+        """How the paired comparisons resample this (headline) metric."""
+        score = None if self.of_confusion is None else (lambda y, d: self.compute(y, None, d))
+        return Paired(self.name, self.label, bool(self.higher_is_better), score,
+                      self.of_confusion)
 
-METRICS: dict[str, Metric] = {}
+
+METRICS: Registry[Metric] = Registry("metric", summary=lambda m: m.description)
 """name -> Metric, in column order."""
 
 
 def register(metric: Metric, replace: bool = False) -> Metric:
     """Add ``metric`` to the end of :data:`METRICS` (``replace`` an existing one in place)."""
-    if metric.name in METRICS and not replace:
-        raise ValueError(f"metric {metric.name!r} is already registered")
-    METRICS[metric.name] = metric
-    return metric
+    return METRICS.register(metric, replace=replace)
+
+
+def headline_metrics() -> list[Metric]:
+    """The metrics the verdict and paired tables compare, in list order (:data:`HEADLINE`
+    first)."""
+    return sorted((m for m in METRICS.values() if m.headline), key=lambda m: m.name != HEADLINE)
 
 
 def metrics_in(table: str) -> list[Metric]:
@@ -140,18 +173,23 @@ def _weight(key: str, index: int | None = None):
 def _builtin() -> list[Metric]:
     scores = [
         Metric("qwk", "QWK", "quadratic-weighted kappa of the decided phases (ordinal)",
-               compute=lambda y, p, d: qwk(y, d), tables=("folds",)),
+               compute=lambda y, p, d: qwk(y, d), tables=("folds", "metadata_cv"),
+               headline=True, of_confusion=_qwk_from_confusion, margin=0.02),
         Metric("accuracy", "accuracy", "share of correctly decided cases",
-               compute=lambda y, p, d: float(np.mean(np.asarray(y) == np.asarray(d))), tables=("folds", "runs")),
+               compute=lambda y, p, d: float(np.mean(np.asarray(y) == np.asarray(d))),
+               tables=("folds", "runs", "metadata_cv")),
         Metric("macro_f1", "macro-F1", "mean of the per-class F1 scores",
-               compute=lambda y, p, d: float(np.mean(_f1_per_class(y, d))), tables=("folds", "runs")),
+               compute=lambda y, p, d: float(np.mean(_f1_per_class(y, d))),
+               tables=("folds", "runs", "metadata_cv")),
         *[Metric(f"f1_{c}", f"F1 {c}", f"F1 score of phase {c}", compute=_f1(j),
-                 tables=("folds", "runs")) for j, c in enumerate(LABELS)],
+                 tables=("folds", "runs", "metadata_cv")) for j, c in enumerate(LABELS)],
         Metric("log_loss", "log-loss", "mean cross-entropy of the true phase (proper score)",
                higher_is_better=False, compute=lambda y, p, d: log_loss(y, p),
-               tables=("folds", "runs"), extra=("pooled",)),
+               tables=("folds", "runs"), extra=("pooled",), headline=True,
+               per_case=case_log_loss, margin=0.02),
         Metric("brier", "Brier", "multi-class Brier score (proper score)", higher_is_better=False,
-               compute=lambda y, p, d: brier_score(y, p), tables=("folds", "runs", "calibration")),
+               compute=lambda y, p, d: brier_score(y, p), tables=("folds", "runs", "calibration"),
+               per_case=case_brier),
         Metric("ece", "ECE", "top-label expected calibration error, 10 equal-width bins",
                higher_is_better=False, compute=lambda y, p, d: expected_calibration_error(y, p),
                tables=("calibration",)),
