@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     import distributed
     from dask.distributed import LocalCluster
 
-    from fusionlib import runner
+    from fusionlib.running import runner
     from fusionlib.synthetic import ensure_default_cohort
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,

@@ -24,7 +24,7 @@ from .branches.cache import BranchCache
 from .data import Cohort
 from .datasets import load_dataset
 from .explain import explain_weights, image_branch_gap
-from .head_objectives import one_blas_thread
+from .head import one_blas_thread
 from .fusing import (FoldData, _complete, _per_model_inputs, fuse_per_model, fuse_with_missing,
                      split_training_rows)
 from .results import ExperimentResult, FoldResult, classification_scores

@@ -18,7 +18,7 @@ from fusionlib.fusion import FusionSpec, views
 from fusionlib.fusion import options as opt
 from fusionlib.fusion.base import FusionLayer, keras, ops
 from fusionlib.models import build_fusion_head, fusion_parameter_count, load_model
-from fusionlib.weights import effective_rf_share, raw_fusion_weights
+from fusionlib.explain import effective_rf_share, raw_fusion_weights
 
 TWO = ["metadata", "thermal_map"]
 

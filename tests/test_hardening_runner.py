@@ -24,7 +24,8 @@ import nbformat
 import pytest
 import yaml
 
-from fusionlib import _io, runner
+from fusionlib import _io
+from fusionlib.running import runner
 
 REPO = Path(__file__).resolve().parents[1]
 FUSIONLIB = str(Path(sys.executable).parent / "fusionlib")

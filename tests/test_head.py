@@ -12,9 +12,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
 from fusionlib import head as H
-from fusionlib import head_objectives as O
 from fusionlib._tf import tf
 from fusionlib.head import HeadSettings, fit_head, head_log_loss, head_objective_function
+from fusionlib.head import objective as O
+from fusionlib.head import optimisers
 from fusionlib.models import build_fusion_head
 from helpers import random_probabilities
 
@@ -96,7 +97,7 @@ def test_compiled_generic_path_reaches_the_numpy_optimum_on_trainable():
         head = build_fusion_head(TWO, "trainable", random_state=2)
         objective = (head_objective_function(head, x, y, trainer) if path == "numpy"
                      else O._CompiledObjective(head, x, y, trainer))
-        fit = O._lbfgs(objective, 0.01, 2000, 1e-12, 1e-7)
+        fit = optimisers._lbfgs(objective, 0.01, 2000, 1e-12, 1e-7)
         values[path] = fit["train_objective"]
     assert values["compiled"] == pytest.approx(values["numpy"], abs=1e-6)
 

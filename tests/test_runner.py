@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fusionlib import runner
-from fusionlib.scheduling import waves
+from fusionlib.running import runner
+from fusionlib.running.scheduling import waves
 
 pytestmark = pytest.mark.slow
 
@@ -457,7 +457,7 @@ def test_kernel_channel_shutdown_race_is_silent_and_other_thread_errors_are_not(
 
     import zmq
 
-    from fusionlib.runner import quiet_kernel_channel_races
+    from fusionlib.running.runner import quiet_kernel_channel_races
 
     seen = []
     monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_type))

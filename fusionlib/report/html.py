@@ -22,7 +22,7 @@ import pandas as pd
 
 from .._io import atomic_write_text, writable_folder
 from ..errors import FusionlibError
-from ..figures import figure_html  # noqa: F401 - fusionlib.report.figure_html
+from ..plots.figures import figure_html  # noqa: F401 - fusionlib.report.figure_html
 from ..results import Run, load_runs
 from .tables import fmt
 
@@ -118,7 +118,7 @@ def heatmap_html(matrix: np.ndarray, rows: list[str], cols: list[str], caption: 
 def weight_tables_html(weights: list) -> str:
     """Every fold's raw fusion weights, one coloured table per fold on one colour scale (each
     variant's Keras-free view says what the rows and columns are)."""
-    from ..weight_plots import fold_label, weight_view
+    from ..plots.weights import fold_label, weight_view
 
     entries = [w for w in weights if isinstance(w, dict) and w.get("raw")]
     # A variant this version does not know has no view and is left out.

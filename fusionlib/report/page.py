@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from .. import plots
-from ..figures import figure_html
-from ..weight_plots import SHARE_KEYS
+from ..plots.figures import figure_html
+from ..plots.weights import SHARE_KEYS
 from ..results import PROBA_COLUMNS, Run, load_runs
 from .conclusions import AGREEMENT_NOTE, DEFAULT_SETTINGS, ConclusionSettings
 from .html import (REPORT_CSS, confusion_tables_html, head_warning_banner, html_table,

@@ -47,14 +47,14 @@ import sys
 import time
 from pathlib import Path
 
-from ._io import (DISK_FULL_ERRNOS, NOTES_ENV, OLD_PREFIX, atomic_write_text, collected_notes,
-                  file_lock, os_error_text, read_notes, swap_into_place, writable_folder)
-from .errors import FusionlibError, ParamsError
-from .paths import REPO_ROOT, project_root
-from .results.files import DONE_FILE, METRICS_FILE, RESULT_FILES
-from .run_folders import (LOCK_PREFIX, OWNER_FILE, TMP_PREFIX, clean_stale, read_done,
-                          write_owner)
-from .run_folders import qwk_mean as _qwk_mean
+from .._io import (DISK_FULL_ERRNOS, NOTES_ENV, OLD_PREFIX, atomic_write_text, collected_notes,
+                   file_lock, os_error_text, read_notes, swap_into_place, writable_folder)
+from ..errors import FusionlibError, ParamsError
+from ..paths import REPO_ROOT, project_root
+from ..results.files import DONE_FILE, METRICS_FILE, RESULT_FILES
+from .folders import (LOCK_PREFIX, OWNER_FILE, TMP_PREFIX, clean_stale, read_done,
+                      write_owner)
+from .folders import qwk_mean as _qwk_mean
 from .scheduling import (branch_group, branch_sets, error_text, execute_dask, execute_processes,
                          failed_outcome, one_line, report_outcome, sigterm_raises)
 
@@ -63,7 +63,7 @@ __all__ = ["PACKAGE_DIR", "DEFAULT_NOTEBOOK", "KERNEL_NAME", "QUIET_KERNEL_ARGS"
            "DONE_FILE", "code_version", "run_key", "load_all", "read_done", "clean_stale",
            "branch_group", "execute_run", "quiet_kernel_channel_races", "run_all"]
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # fusionlib/, this package's parent
 DEFAULT_NOTEBOOK = REPO_ROOT / "notebooks" / "experiment.ipynb"
 KERNEL_NAME = "python3"
 QUIET_KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
@@ -122,7 +122,7 @@ def run_key(params_dict: dict, code: str, data_fingerprint: str) -> str:
 
 def load_all(params_paths) -> list:
     """``[(path, ExperimentParams)]`` for every file; the first problem raises ParamsError."""
-    from .params import load_params
+    from ..params import load_params
 
     loaded, names = [], {}
     for path in params_paths:
@@ -344,7 +344,7 @@ def _note_lines(notes: list[str]) -> list[str]:
 
 def _dropped_images_lines(run_dir: Path) -> list[str]:
     """``dropped images: 3 (unreadable 2, missing 1)`` when the run's loader dropped any."""
-    from .results import dropped_images_count, dropped_images_line
+    from ..results import dropped_images_count, dropped_images_line
 
     try:
         summary = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))["summary"]
@@ -390,7 +390,7 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
         # fingerprint selects the run key (the experiment fingerprints the loaded cohort).
         by_data, data_of = {}, {}     # one fingerprint per distinct data section (modalities aside)
         try:
-            from .datasets import data_fingerprint
+            from ..datasets import data_fingerprint
 
             for _, params in loaded:
                 ident = json.dumps(params.data.model_dump(exclude={"modalities"}), sort_keys=True)
@@ -441,8 +441,8 @@ def prefill_one(item: dict) -> dict:
     runs of its group, in the process pool or on Dask; :func:`fusionlib.scheduling._schedule`)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    from .experiment import prefill_branches
-    from .params import validate
+    from ..experiment import prefill_branches
+    from ..params import validate
 
     started = time.time()
     with collected_notes() as notes:        # cache entries found unreadable and recomputed

@@ -1,4 +1,4 @@
-"""The fusion head's training objective and its minimiser (what :mod:`fusionlib.head` fits with).
+"""The fusion head's training objective (what :mod:`fusionlib.head.optimisers` minimises).
 
 The objective is the mean (class-weighted) per-row loss on the training rows plus a penalty on
 the Dense kernels (group norm over each modality's block of rows, or L2). Two implementations
@@ -11,18 +11,10 @@ entries: threads only add contention).
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from ._tf import set_seed, tf
-from .metrics import qwk
-
-if TYPE_CHECKING:
-    from .head import HeadSettings
-
-logger = logging.getLogger("fusionlib")
+from .._tf import tf
+from .settings import HeadSettings
 
 
 def class_weights(y, n_classes: int = 3) -> np.ndarray:
@@ -275,9 +267,7 @@ def head_objective_function(head, x_train: list, y_train, trainer: HeadSettings 
     current vector, ``.assign(theta)`` writes one into the head. Exact float64 NumPy for a head
     whose fusion layer says it is linear-softmax (``FusionLayer.linear_softmax``), else a
     TensorFlow function compiled once per architecture and loss settings."""
-    from .fusion import fusion_layer
-
-    from .head import HeadSettings
+    from ..fusion import fusion_layer
 
     trainer = trainer or HeadSettings()
     try:
@@ -290,76 +280,6 @@ def head_objective_function(head, x_train: list, y_train, trainer: HeadSettings 
     return _CompiledObjective(head, x_train, y_train, trainer)
 
 
-_BLAS = []
-
-
-def one_blas_thread():
-    """A context with BLAS limited to one thread: L-BFGS-B calls BLAS on vectors of tens to
-    hundreds of entries, where threads only add contention (on 2 busy cores a multi-threaded
-    BLAS made each iteration ~200x slower)."""
-    if not _BLAS:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS.append(ThreadpoolController())
-    return _BLAS[0].limit(limits=1, user_api="blas")
-
-
-def _lbfgs(objective, penalty: float, max_iter: int, ftol: float, gtol: float,
-           theta0: np.ndarray | None = None) -> dict:
-    """Minimise ``objective`` from ``theta0`` (default: the head's current weights); the head
-    itself is not written (``objective.assign(result["theta"])`` does that)."""
-    from scipy.optimize import minimize
-
-    theta0 = objective.theta() if theta0 is None else theta0
-    with one_blas_thread():
-        start, _ = objective(theta0, penalty)
-        result = minimize(objective, theta0, args=(penalty,), jac=True, method="L-BFGS-B",
-                          options={"maxiter": max_iter, "ftol": ftol, "gtol": gtol})
-    moved = bool(np.isfinite(result.fun) and result.fun <= start and result.nit > 0)
-    theta = result.x if moved else theta0
-    value, grad = (float(result.fun), result.jac) if moved else objective(theta0, penalty)
-    return {"theta": theta, "train_objective": float(value), "start_objective": float(start),
-            "iterations": int(result.nit) if moved else 0, "grad_max": float(np.abs(grad).max()),
-            "max_iter": bool(result.nit >= max_iter), "message": str(result.message)}
-
-
-def _lbfgs_candidate(objective, theta0, x_val, y_val, trainer: HeadSettings,
-                     penalty: float) -> tuple[np.ndarray, dict]:
-    """One penalty candidate with ``optimizer: lbfgs``: the penalised optimum from ``theta0``,
-    then its validation scores. Returns ``(theta, history)``; the head is not written."""
-    fit = _lbfgs(objective, float(penalty), trainer.max_epochs, trainer.tolerance, 1e-6, theta0)
-    iterations = fit["iterations"]
-    history = {"optimizer": "lbfgs", "epoch": [iterations], "train_loss": [fit["train_objective"]],
-               "val_loss": [], "val_qwk": [], "best_epoch": iterations,
-               "stopped": "max_iter" if fit["max_iter"] else "converged",
-               "train_objective": fit["train_objective"],
-               "start_objective": fit["start_objective"], "grad_max": fit["grad_max"],
-               "penalty": float(penalty)}
-    if trainer.monitor != "none" and x_val is not None and len(y_val) > 0:
-        y_val = np.asarray(y_val, dtype=int)
-        proba = objective.val_proba(fit["theta"], x_val)
-        rows = per_row_loss_numpy(y_val, proba, trainer.loss, trainer.focal_gamma)
-        history["val_loss"].append(float(rows.mean()))
-        history["val_qwk"].append(qwk(y_val, proba.argmax(axis=1)))
-        history["val_row_loss"] = rows.tolist()
-    if iterations == 0:
-        logger.warning("fusion head: L-BFGS did not move the head from its start (%s)",
-                       fit["message"])
-    return fit["theta"], history
-
-
-def fit_penalty_candidates(head, x_train: list, y_train, x_val, y_val, trainer: HeadSettings,
-                           penalties, random_state: int = 0) -> list[tuple]:
-    """Every penalty candidate fitted together with ``optimizer: lbfgs``: one objective (data
-    prepared once), each candidate minimised from the head's current (seeded) weights.
-    Returns ``[(penalty, theta, history)]``; the head keeps its weights (write the chosen
-    ``theta`` with :func:`set_head_theta`)."""
-    set_seed(random_state)
-    objective = head_objective_function(head, x_train, y_train, trainer)
-    theta0 = objective.theta()
-    return [(float(p), *_lbfgs_candidate(objective, theta0, x_val, y_val, trainer, p))
-            for p in penalties]
-
 
 def set_head_theta(head, theta) -> None:
     """Write a flat vector (``head.trainable_weights`` order) into the head's weights."""
@@ -368,3 +288,18 @@ def set_head_theta(head, theta) -> None:
         size = int(np.prod(v.shape))
         v.assign(np.asarray(theta[offset:offset + size]).reshape(tuple(v.shape)).astype("float32"))
         offset += size
+
+
+def head_objective(head, x_train: list, y_train, trainer: HeadSettings | None = None,
+                   penalty: float = 0.0) -> float:
+    """The training objective of :func:`fit_head` (weighted loss + penalty) at the head's weights."""
+    return float(_objective(head, x_train, y_train, trainer or HeadSettings(), penalty)())
+
+
+
+def head_log_loss(head, x: list, y) -> float:
+    """Mean cross-entropy of a head's probabilities (for the optimum check)."""
+    proba = np.clip(np.asarray(head([np.asarray(a, dtype="float32") for a in x], training=False),
+                               dtype=float), 1e-12, 1)
+    return float(-np.mean(np.log(proba[np.arange(len(y)), np.asarray(y, dtype=int)])))
+

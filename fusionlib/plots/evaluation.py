@@ -18,14 +18,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .data import LABELS
+from ..data import LABELS
 from .figures import RF_COLOR as _RF_COLOR
 from .figures import empty_figure as _empty
 from .figures import figure_html, show_figure, to_base64_png  # noqa: F401 - plots.show_figure, ...
 from .figures import finite_values as _finite
 from .figures import new_figure as _figure
-from .weight_plots import (FIXED_RF_SHARE, fusion_weight_heatmaps,  # noqa: F401
-                           influence_summary, rf_share, training_curve)
+from .weights import (FIXED_RF_SHARE, fusion_weight_heatmaps,  # noqa: F401
+                      influence_summary, rf_share, training_curve)
 
 __all__ = ["confusion_matrix", "confusion_matrices", "qwk_comparison", "paired_differences",
            "verdict_intervals", "influence_summary",
@@ -219,7 +219,7 @@ def reliability_diagram(curves: Mapping[str, tuple], title: str | None = None, n
     ``curves`` maps a name to ``(y_true, proba)``; the legend gives each source's
     Brier score and ECE. Marker size follows the number of cases in the bin.
     """
-    from .metrics import brier_score, expected_calibration_error, reliability_curve
+    from ..metrics import brier_score, expected_calibration_error, reliability_curve
 
     if not curves:
         return _empty("no predictions")

@@ -19,8 +19,8 @@ import signal
 import sys
 from contextlib import contextmanager
 
-from ._imports import skip_slow_optional_imports
-from ._io import os_error_text
+from .._imports import skip_slow_optional_imports
+from .._io import os_error_text
 
 
 def one_line(text) -> str:

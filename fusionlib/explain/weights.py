@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import fusion as _fusion
+from .. import fusion as _fusion
 
 _P = np.eye(3) - np.ones((3, 3)) / 3.0
 
@@ -68,8 +68,8 @@ def modality_jacobians(head, probs: dict) -> dict[str, np.ndarray]:
     the same architecture, a run many folds, and an eager ``batch_jacobian`` costs about a
     quarter of a second each time.
     """
-    from ._tf import tf
-    from .models import extract_fusion_head
+    from .._tf import tf
+    from ..models import extract_fusion_head
 
     T = tf()
     head = extract_fusion_head(head)
@@ -88,8 +88,8 @@ _JACOBIANS: dict = {}
 def _jacobian_function(head, n_inputs: int):
     import json
 
-    from ._tf import tf
-    from .head_objectives import _strip_seeds
+    from .._tf import tf
+    from ..head.objective import _strip_seeds
 
     T = tf()
     key = json.dumps({"class": type(head).__name__, "config": _strip_seeds(head.get_config()),

@@ -13,12 +13,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .data import LABELS
+from ..data import LABELS
+from ..fusion import FIXED_CLINICAL_WEIGHT, FUSIONS
 from .figures import RF_COLOR as _RF_COLOR
 from .figures import empty_figure as _empty
 from .figures import finite_values as _finite
 from .figures import new_figure as _figure
-from .fusion import FIXED_CLINICAL_WEIGHT, FUSIONS
 
 FIXED_RF_SHARE = FIXED_CLINICAL_WEIGHT
 """The old study's fixed RF share, drawn as the dashed reference line."""
