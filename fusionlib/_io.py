@@ -182,7 +182,7 @@ def staged_folder(final: str | Path):
 
 NOTES_ENV = "FUSIONLIB_NOTES_FILE"
 """Environment variable naming a file that :func:`note` appends its lines to: ``fusionlib run``
-sets it for each run's kernel (:mod:`fusionlib.runner`) and prints the lines on its screen."""
+sets it for each run's kernel (:mod:`fusionlib.running.runner`) and prints the lines on its screen."""
 
 _collectors: list[list[str]] = []
 

@@ -7,8 +7,9 @@ fold rows, ``weights.json`` entries, ``predictions.csv`` columns) or the
 DataFrames of :mod:`fusionlib.report`, so no figure needs a Keras model.
 
 This module holds the evaluation and data figures; the learned-weight figures live in
-:mod:`fusionlib.weight_plots` and the shared figure helpers and outputs (PNG, ``<img>``,
-notebook display) in :mod:`fusionlib.figures`. Every one of them is importable from here.
+:mod:`fusionlib.plots.weights` and the shared figure helpers and outputs (PNG, ``<img>``,
+notebook display) in :mod:`fusionlib.plots.figures`. Every one of them is importable from
+:mod:`fusionlib.plots`.
 """
 
 from __future__ import annotations

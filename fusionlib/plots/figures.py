@@ -1,4 +1,4 @@
-"""What every figure of :mod:`fusionlib.plots` and :mod:`fusionlib.weight_plots` shares:
+"""What every figure of :mod:`fusionlib.plots` shares:
 pyplot-free figures, the colours, and the way out of Python (a base64 PNG, an ``<img>``
 with alt text for the report, a notebook display with alt text).
 """

@@ -30,8 +30,8 @@ trained as tasks of their own (:func:`prefill_one`), each group's runs as soon
 as its sets are done.
 
 This module is the sequence (validate, plan, execute, report) and the one-run function;
-:mod:`fusionlib.run_folders` holds what the run folders say (``done.json``, owner files,
-stale-folder cleanup) and :mod:`fusionlib.scheduling` the process-pool and Dask executors.
+:mod:`fusionlib.running.folders` holds what the run folders say (``done.json``, owner files,
+stale-folder cleanup) and :mod:`fusionlib.running.scheduling` the process-pool and Dask executors.
 """
 
 from __future__ import annotations
@@ -438,7 +438,7 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
 
 def prefill_one(item: dict) -> dict:
     """One (branch group, seed)'s branch outputs into the cache (a worker's task before the
-    runs of its group, in the process pool or on Dask; :func:`fusionlib.scheduling._schedule`)."""
+    runs of its group, in the process pool or on Dask; :func:`fusionlib.running.scheduling._schedule`)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     from ..experiment import prefill_branches

@@ -1,8 +1,8 @@
 """Where the runner's runs execute: local worker processes or a Dask distributed scheduler,
 and how their outcomes are reported.
 
-The per-run function (:func:`fusionlib.runner.execute_run`) and the branch-set function
-(:func:`fusionlib.runner.prefill_one`) are passed in, so this module never imports the runner.
+The per-run function (:func:`fusionlib.running.runner.execute_run`) and the branch-set function
+(:func:`fusionlib.running.runner.prefill_one`) are passed in, so this module never imports the runner.
 Both executors follow one order (:func:`_schedule`): the branch outputs the runs share are
 trained first, one task per (branch group, seed) (:func:`branch_sets`), and each group's runs
 are submitted as soon as its sets are done. Without branch sets, runs that train the same
