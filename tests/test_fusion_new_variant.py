@@ -102,7 +102,7 @@ def test_a_variant_added_by_one_class_and_one_registry_line(registered, tmp_path
     assert raw["temperature"] < 0.9  # it learned to sharpen the under-confident mean
     assert json.loads(json.dumps(raw)) == raw
 
-    view = F.fusion_layer(head).heatmap()
+    view = F.heatmap(F.fusion_layer(head).raw_weights())   # the registry's view of the layer
     assert view.matrix.shape == (1, 1) and view.matrix[0, 0] == pytest.approx(raw["temperature"])
     assert F.heatmap(raw).matrix[0, 0] == view.matrix[0, 0]  # what plots get from weights.json
 

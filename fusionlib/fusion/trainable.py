@@ -80,6 +80,7 @@ class TrainableRFBiasedFusion(TrainableFusion):
     """The ``trainable`` layer with its kernel started at ``temperature * w_m * I_3`` blocks."""
 
     variant = "trainable_rf_biased"
+    custom_objects = (ModalityIdentityInitializer,)   # its saved kernel initializer
 
     def __init__(self, modalities, weights, temperature=5.0, **kwargs):
         super().__init__(modalities, **kwargs)
