@@ -16,6 +16,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None):
@@ -230,3 +232,22 @@ def read_notes(path: str | Path) -> list[str]:
     except OSError:
         return []
     return [line for line in text.splitlines() if line.strip()]
+
+
+def jsonable(value):
+    """``value`` ready for ``json.dumps`` (run results, branch-cache info): numpy scalars and
+    arrays as Python numbers and lists, paths as text, non-finite floats as None (JSON has no
+    NaN)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
