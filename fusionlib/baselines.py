@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fusing import FoldData, _complete
+from .fusing import FoldData, complete_rows
 
 
 def stacking(modalities: list, data: FoldData, test_probs: list, test_inputs: list) -> dict:
@@ -24,7 +24,7 @@ def stacking(modalities: list, data: FoldData, test_probs: list, test_inputs: li
 
     def stack(inputs):
         out = np.nanmean(np.stack(inputs), axis=0)
-        full = _complete(inputs)
+        full = complete_rows(inputs)
         if full.any():
             out[full] = stacker.predict_proba(np.hstack([p[full] for p in inputs]))
         return out
