@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..models import fusion_parameter_count
 from .objective import set_head_theta
 from .optimisers import fit_head, fit_penalty_candidates
 from .settings import HeadSettings
@@ -65,8 +66,6 @@ def fit_head_with_penalty_search(settings: HeadSettings, data, new_head, seed: i
     ``min`` takes the best. Returns ``(head, history)``; ``history['penalty_table']`` holds
     each candidate's validation-loss difference to the best and its SE.
     """
-    from ..models import fusion_parameter_count
-
     head = new_head()
     candidates = sorted(set(settings.penalty)) if fusion_parameter_count(head) else [0.0]
     fitted = []
