@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from fusionlib import _io
-from fusionlib.running import runner
+from fusionlib.running import Outcome, runner
 
 REPO = Path(__file__).resolve().parents[1]
 FUSIONLIB = str(Path(sys.executable).parent / "fusionlib")
@@ -193,9 +193,9 @@ def test_an_error_escaping_one_run_fails_only_that_run(tmp_path, monkeypatch):
     """An OSError out of the per-run function itself (here before any kernel starts) is that
     run's one line, as from a worker process; the runs after it still execute."""
     def execute_run(task):
-        if task["name"] == "first":
-            raise OSError(errno.ENOSPC, "No space left on device", f"{task['runs_dir']}/.lock-first")
-        return {"name": task["name"], "status": "ok", "seconds": 0.1, "qwk": 0.5, "message": None}
+        if task.name == "first":
+            raise OSError(errno.ENOSPC, "No space left on device", f"{task.runs_dir}/.lock-first")
+        return Outcome(task.name, "ok", seconds=0.1, qwk=0.5)
 
     monkeypatch.setattr(runner, "execute_run", execute_run)
     rc, out, err = sweep(tmp_path, {"first": "", "second": ""})
