@@ -18,8 +18,10 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from PIL import Image
 
 from ..data import LABELS
+from ..metrics import brier_score, expected_calibration_error, reliability_curve
 from .figures import RF_COLOR as _RF_COLOR
 from .figures import empty_figure as _empty
 from .figures import figure_html, show_figure, to_base64_png  # noqa: F401 - plots.show_figure, ...
@@ -33,6 +35,9 @@ __all__ = ["confusion_matrix", "confusion_matrices", "qwk_comparison", "paired_d
            "reliability_diagram", "class_mix", "sample_thermal_maps", "fusion_weight_heatmaps",
            "rf_share", "training_curve", "FIXED_RF_SHARE", "to_base64_png", "figure_html",
            "show_figure"]
+
+# matplotlib's patches and lines are imported where a figure draws them (as the Figure itself
+# in .figures): importing this package does not load matplotlib.
 
 
 # --------------------------------------------------------------------------- confusion matrix
@@ -220,8 +225,6 @@ def reliability_diagram(curves: Mapping[str, tuple], title: str | None = None, n
     ``curves`` maps a name to ``(y_true, proba)``; the legend gives each source's
     Brier score and ECE. Marker size follows the number of cases in the bin.
     """
-    from ..metrics import brier_score, expected_calibration_error, reliability_curve
-
     if not curves:
         return _empty("no predictions")
     fig, axes = _figure(4.8, 4.2)
@@ -321,7 +324,5 @@ def sample_thermal_maps(cohort, n: int = 6, modality: str = "thermal_map", rando
 
 
 def _read_image(path) -> np.ndarray:
-    from PIL import Image
-
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))

@@ -139,7 +139,7 @@ def rf_share(fold_rows: Mapping[str, Sequence[Mapping]] | Sequence[Mapping], tit
             runs[name] = values
     if not runs:
         return _empty("no effective RF share (single-modality runs)")
-    import matplotlib
+    import matplotlib  # loads with the first figure (see .figures)
 
     fig, axes = _figure(min(11.0, 5.0 + 0.9 * len(runs)), 3.4)
     ax = axes[0, 0]
