@@ -3,7 +3,8 @@
 Every generated file (cohort CSVs and PNGs, crop and branch caches, run results,
 HTML reports) goes through :func:`atomic_open`, so an interrupted run never
 leaves a truncated file behind; whole folders (a generated cohort, a run's
-results) are built aside and put in place by :func:`swap_into_place`.
+results) are built aside and put in place by :func:`swap_into_place`. :func:`jsonable` makes
+values ready for the JSON files both write (run results, branch-cache info).
 """
 
 from __future__ import annotations

@@ -223,7 +223,9 @@ def main(argv=None) -> int:
     per_file: dict = {}
     for module, line, text in graph.function_imports:
         per_file.setdefault(module, []).append((line, text))
-    print(f"imports inside functions: {len(graph.function_imports)} in {len(per_file)} modules")
+    internal = len({(imp.source, imp.line) for imp in graph.imports if imp.in_function})
+    print(f"imports inside functions: {len(graph.function_imports)} in {len(per_file)} modules "
+          f"({internal} of fusionlib modules)")
     for module, found in sorted(per_file.items()):
         print(f"  {module}: {len(found)}")
         if args.list:

@@ -10,7 +10,9 @@ import numpy as np
 
 import pandas as pd
 
+from ..data import LABELS
 from ..plots.figures import figure_html  # noqa: F401 - fusionlib.report.figure_html
+from ..plots.weights import fold_label, weight_view
 from ..results import Run
 from .tables import fmt
 
@@ -104,8 +106,6 @@ def heatmap_html(matrix: np.ndarray, rows: list[str], cols: list[str], caption: 
 def weight_tables_html(weights: list) -> str:
     """Every fold's raw fusion weights, one coloured table per fold on one colour scale (each
     variant's Keras-free view says what the rows and columns are)."""
-    from ..plots.weights import fold_label, weight_view
-
     entries = [w for w in weights if isinstance(w, dict) and w.get("raw")]
     # A variant this version does not know has no view and is left out.
     views = [(fold_label(w, i), view) for i, w in enumerate(entries)
@@ -120,8 +120,6 @@ def weight_tables_html(weights: list) -> str:
 def confusion_tables_html(panels: dict) -> str:
     """Per run a confusion matrix (rows: true class, columns: predicted) as a table: count and
     share of the true class in each cell, shaded by the share."""
-    from ..data import LABELS
-
     out = []
     for name, (y_true, y_pred) in panels.items():
         y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
