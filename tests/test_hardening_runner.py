@@ -240,7 +240,6 @@ def test_branch_sets_trained_before_the_runs_report_recomputed_entries(tmp_path,
     unreadable branch cache entry met there is on the screen too."""
     import numpy as np
 
-    from fusionlib import experiment
     from fusionlib.branches import BranchOutput
     from fusionlib.branches.cache import BranchCache
 
@@ -255,7 +254,7 @@ def test_branch_sets_trained_before_the_runs_report_recomputed_entries(tmp_path,
                                                               zeros, zeros, {}))
         return {"hits": branches.hits, "misses": branches.misses}
 
-    monkeypatch.setattr(experiment, "prefill_branches", prefill_branches)
+    monkeypatch.setattr(runner, "prefill_branches", prefill_branches)   # what prefill_one calls
     item = {"params": {"name": "p"}, "seed": 0, "cache_dir": str(tmp_path / "cache"),
             "label": "100 % seed 0"}
     result = runner.prefill_one(item)
