@@ -4,7 +4,7 @@ Usage: .venv/bin/python bench/bench_dask.py [--workers 2] [--full] [--keep DIR]
 
 Four experiments - fixed and trainable fusion at 100 % and at 50 % of the patients, i.e. two
 branch groups of two runs each - are executed cold (empty runs and cache folders) twice by
-:func:`fusionlib.runner.run_all`, the function behind ``fusionlib run``:
+:func:`fusionlib.running.run_all`, the function behind ``fusionlib run``:
 
 * ``jobs=N``: the local process pool (``fusionlib run --jobs N``);
 * ``scheduler=<address>``: a ``dask.distributed.LocalCluster`` of N worker processes with one
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     import distributed
     from dask.distributed import LocalCluster
 
-    from fusionlib import runner
+    from fusionlib.running import runner
     from fusionlib.synthetic import ensure_default_cohort
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,

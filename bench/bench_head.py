@@ -82,7 +82,7 @@ def main(argv=None) -> int:
                                       subsample)
     from fusionlib.fusing import split_training_rows
     from fusionlib.head import fit_head, head_log_loss
-    from fusionlib.head_objectives import fit_penalty_candidates, set_head_theta
+    from fusionlib.head import fit_penalty_candidates, set_head_theta
     from fusionlib.models import build_fusion_head
     from fusionlib.params import load_params
 

@@ -65,19 +65,19 @@ def bayes_aucs(knobs: dict, n: int, seed: int = 12345) -> dict[str, list[float]]
     from sklearn.metrics import roc_auc_score
 
     from fusionlib.synthetic import class_means
-    from fusionlib.synthetic.latents import _CASE_SD, _case_means
+    from fusionlib.synthetic.latents import CASE_SD, case_means
 
     rng = np.random.default_rng(seed)
     mix = np.asarray(knobs["class_mix"], dtype=float)
     mix = mix / mix.sum()
     rho = knobs["shared_effect"]
     label = rng.choice(3, size=n, p=mix)
-    common = rng.normal(0.0, _CASE_SD, size=(n, 2))
+    common = rng.normal(0.0, CASE_SD, size=(n, 2))
 
     def draw(signal):
-        own = rng.normal(0.0, _CASE_SD, size=(n, 2))
+        own = rng.normal(0.0, CASE_SD, size=(n, 2))
         noise = np.sqrt(1 - rho) * own + np.sqrt(rho) * common
-        return _case_means(signal, mix, label, rng.random(n)) + noise
+        return case_means(signal, mix, label, rng.random(n)) + noise
 
     clinical, image = draw(knobs["clinical_signal"]), draw(knobs["image_signal"])
     components = {}
@@ -88,7 +88,7 @@ def bayes_aucs(knobs: dict, n: int, seed: int = 12345) -> dict[str, list[float]]
     def class_log_density(name, z):
         means, weights = components[name]
         # log p(z | class) = log sum_k w[c, k] N(z; m_k, sd^2 I)
-        comp = np.stack([(-0.5 * ((z - m) / _CASE_SD) ** 2).sum(axis=1) for m in means],
+        comp = np.stack([(-0.5 * ((z - m) / CASE_SD) ** 2).sum(axis=1) for m in means],
                         axis=1)  # (n, 4), up to a constant shared by all components
         with np.errstate(divide="ignore"):
             return np.stack([np.logaddexp.reduce(comp + np.log(weights[c]), axis=1)
@@ -99,7 +99,7 @@ def bayes_aucs(knobs: dict, n: int, seed: int = 12345) -> dict[str, list[float]]
         out = np.full((n, 3), -np.inf)
         for a in range(4):
             for b in range(4):
-                comp = _log_pair_density(clinical - mc[a], image - mi[b], rho, _CASE_SD)
+                comp = _log_pair_density(clinical - mc[a], image - mi[b], rho, CASE_SD)
                 with np.errstate(divide="ignore"):
                     for c in range(3):
                         out[:, c] = np.logaddexp(out[:, c],

@@ -3,7 +3,8 @@
 Every generated file (cohort CSVs and PNGs, crop and branch caches, run results,
 HTML reports) goes through :func:`atomic_open`, so an interrupted run never
 leaves a truncated file behind; whole folders (a generated cohort, a run's
-results) are built aside and put in place by :func:`swap_into_place`.
+results) are built aside and put in place by :func:`swap_into_place`. :func:`jsonable` makes
+values ready for the JSON files both write (run results, branch-cache info).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 
 @contextmanager
@@ -182,7 +185,7 @@ def staged_folder(final: str | Path):
 
 NOTES_ENV = "FUSIONLIB_NOTES_FILE"
 """Environment variable naming a file that :func:`note` appends its lines to: ``fusionlib run``
-sets it for each run's kernel (:mod:`fusionlib.runner`) and prints the lines on its screen."""
+sets it for each run's kernel (:mod:`fusionlib.running.runner`) and prints the lines on its screen."""
 
 _collectors: list[list[str]] = []
 
@@ -230,3 +233,22 @@ def read_notes(path: str | Path) -> list[str]:
     except OSError:
         return []
     return [line for line in text.splitlines() if line.strip()]
+
+
+def jsonable(value):
+    """``value`` ready for ``json.dumps`` (run results, branch-cache info): numpy scalars and
+    arrays as Python numbers and lists, paths as text, non-finite floats as None (JSON has no
+    NaN)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value

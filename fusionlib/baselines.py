@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fusing import FoldData, _complete
+from .fusing import FoldData, complete_rows
 from .registry import Registry
 
 
@@ -29,7 +29,7 @@ def stacking(modalities: list, data: FoldData, test_probs: list, test_inputs: li
 
     def stack(inputs):
         out = np.nanmean(np.stack(inputs), axis=0)
-        full = _complete(inputs)
+        full = complete_rows(inputs)
         if full.any():
             out[full] = stacker.predict_proba(np.hstack([p[full] for p in inputs]))
         return out

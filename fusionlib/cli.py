@@ -94,7 +94,7 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .runner import run_all
+    from .running.runner import run_all
 
     return run_all(args.params, runs_dir=args.runs_dir, cache_dir=args.cache_dir, force=args.force,
                    jobs=args.jobs, scheduler=args.scheduler)

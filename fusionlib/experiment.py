@@ -26,8 +26,8 @@ from .data import Cohort
 from .datasets import load_dataset
 from .explain import explain_weights, image_branch_gap
 from .fusion.options import CLINICAL
-from .head_objectives import one_blas_thread
-from .fusing import (FoldData, _complete, _per_model_inputs, fuse_per_model, fuse_with_missing,
+from .head import one_blas_thread
+from .fusing import (FoldData, complete_rows, fuse_per_model, fuse_with_missing, per_model_inputs,
                      split_training_rows)
 from .results import ExperimentResult, FoldResult, classification_scores
 from .params import ExperimentParams
@@ -267,9 +267,9 @@ def test_inputs(params: ExperimentParams, fold, outputs: dict) -> TestInputs:
     keep = ~np.isnan(branch_test).any(axis=2).all(axis=0)
     scorable = keep.copy()
     if params.protocol.missing_cases == "exclude":
-        keep &= _complete(list(branch_test))
+        keep &= complete_rows(list(branch_test))
     return TestInputs(fold.test[keep], [outputs[m].test_proba[keep] for m in modalities],
-                      _per_model_inputs(outputs, modalities, keep), int((~scorable).sum()),
+                      per_model_inputs(outputs, modalities, keep), int((~scorable).sum()),
                       int((scorable & ~keep).sum()))
 
 
@@ -280,7 +280,7 @@ def stage1_scores(head, history: dict, n_params: int, data: FoldData, val_proba,
             if len(data.y_val) else None,
             "stage1_best_epoch": history.get("best_epoch"),
             "stage1_penalty": history.get("penalty"),
-            "n_test_all_modalities": int(_complete(test.probs).sum()),
+            "n_test_all_modalities": int(complete_rows(test.probs).sum()),
             "n_test_unscored": test.n_unscored,
             "n_test_excluded": test.n_excluded,
             # The same head on the mean of the inner models' probabilities (the old input).

@@ -47,7 +47,7 @@ def fuse_per_model(head, probs_per_model: list[list[np.ndarray]]) -> np.ndarray:
     return np.mean([fuse_with_missing(head, probs) for probs in probs_per_model], axis=0)
 
 
-def _per_model_inputs(outputs: dict, modalities: list, keep: np.ndarray) -> list[list[np.ndarray]]:
+def per_model_inputs(outputs: dict, modalities: list, keep: np.ndarray) -> list[list[np.ndarray]]:
     """Test inputs per inner model: ``[[p_m of model k for m in modalities] for k]``.
 
     A single-model branch (the clinical one) gives the same array to every ``k``.
@@ -71,7 +71,7 @@ class FoldData:
     y_train: np.ndarray             # every training row's label (for the decision rules' priors)
 
 
-def _complete(probs) -> np.ndarray:
+def complete_rows(probs) -> np.ndarray:
     return ~np.isnan(np.stack(probs)).any(axis=(0, 2))
 
 
@@ -88,7 +88,7 @@ def split_training_rows(cohort, params, fold, outputs: dict) -> FoldData:
         return [outputs[m].train_proba[[pos[r] for r in rows]] for m in params.data.modalities]
 
     p_fit, p_val = train_probs(fit_rows), train_probs(val_rows)
-    ok_fit, ok_val = _complete(p_fit), _complete(p_val)
+    ok_fit, ok_val = complete_rows(p_fit), complete_rows(p_val)
     resampled = resample_training_rows(y[fit_rows][ok_fit], protocol.sampling,
                                        protocol.seed + fold.index)
     return FoldData(fit_rows, val_rows, [p[ok_fit][resampled] for p in p_fit],

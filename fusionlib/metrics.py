@@ -133,7 +133,7 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, float]:
 _QUADRATIC = (np.arange(N_CLASSES)[:, None] - np.arange(N_CLASSES)[None, :]) ** 2.0
 
 
-def _qwk_from_confusion(conf: np.ndarray) -> np.ndarray:
+def qwk_from_confusion(conf: np.ndarray) -> np.ndarray:
     """QWK of (..., 9) flattened 3x3 confusion counts (rows: true, columns: predicted), as
     :func:`qwk` computes it (0.0 when both sides hold a single class or it is undefined)."""
     conf = conf.reshape(*conf.shape[:-1], N_CLASSES, N_CLASSES).astype(float)
@@ -166,7 +166,7 @@ class Paired:
         return self.of_confusion is not None
 
 
-QWK = Paired("qwk", "QWK", True, qwk, _qwk_from_confusion)
+QWK = Paired("qwk", "QWK", True, qwk, qwk_from_confusion)
 LOG_LOSS = Paired("log_loss", "log-loss", False)
 DEFAULT_PAIRED = (QWK, LOG_LOSS)
 """QWK and log-loss: what the paired statistics compare when not told otherwise."""

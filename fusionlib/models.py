@@ -287,7 +287,7 @@ def extract_fusion_head(model):
     """A fusion head (inputs ``p_{modality}``) holding copies of ``model``'s fusion layers.
 
     For a model that already is a head, the head is returned as is.  Use it to analyse the
-    fusion of an end-to-end model with :mod:`fusionlib.weights`.
+    fusion of an end-to-end model with :mod:`fusionlib.explain.weights`.
     """
     from ._tf import keras
 

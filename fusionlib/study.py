@@ -77,7 +77,7 @@ def real_data_available() -> bool:
 
 def run_study(study: Study, runs_root: Path, cache_dir: Path, jobs: int) -> int:
     """Execute the study's missing or stale runs (the runner's exit code)."""
-    from .runner import run_all
+    from .running.runner import run_all
 
     return run_all(study_files(study), runs_dir=runs_root / study.name, cache_dir=cache_dir,
                    jobs=jobs)
@@ -86,7 +86,7 @@ def run_study(study: Study, runs_root: Path, cache_dir: Path, jobs: int) -> int:
 def load_study(study: Study, runs_root: Path) -> list:
     """The finished runs of a study's parameter files, in file order."""
     from .report import load_runs
-    from .runner import load_all
+    from .running.runner import load_all
 
     names = [params.name for _, params in load_all(study_files(study))]
     runs = {run.name: run for run in load_runs(runs_root / study.name)}

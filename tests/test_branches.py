@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fusionlib.branches import CLINICAL_MODELS, ClinicalBranch, cross_validate_clinical
+from fusionlib.branches import CLINICAL_MODELS, ClinicalBranch
+from fusionlib.report.study_tables import cross_validate_clinical
 from fusionlib.data import Cohort, case_id
 from fusionlib.splits import patient_folds
 

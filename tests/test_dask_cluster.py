@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fusionlib import runner
+from fusionlib.running import runner
 
 pytestmark = pytest.mark.slow
 

@@ -127,7 +127,7 @@ def test_one_standard_error_rule_on_a_hand_computed_example():
 
 def test_influence_share_of_a_constant_branch_is_zero_for_fixed():
     from fusionlib.models import build_fusion_head
-    from fusionlib.weights import effective_clinical_share, influence_share
+    from fusionlib.explain import effective_clinical_share, influence_share
 
     rng = np.random.default_rng(3)
     y = rng.choice(3, 200)
@@ -147,7 +147,7 @@ def test_influence_share_of_a_constant_branch_is_zero_for_fixed():
 
 def test_influence_share_averages_inner_models_before_the_norm():
     from fusionlib.models import build_fusion_head
-    from fusionlib.weights import influence_share
+    from fusionlib.explain import influence_share
 
     rng = np.random.default_rng(4)
     y = rng.choice(3, 300)

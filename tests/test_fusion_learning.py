@@ -43,7 +43,7 @@ def test_sgd_trainable_head_reaches_the_logistic_regression_optimum():
     optimum = log_loss(y, reference.predict_proba(x))
     head = build_fusion_head(["metadata", "thermal_map"], "trainable", random_state=0)
     start = head_log_loss(head, [p_rf, p_img], y)
-    history = fit_head(head, [p_rf, p_img], y, trainer=HeadSettings(optimizer="sgd", monitor="none",
+    history = fit_head(head, [p_rf, p_img], y, settings=HeadSettings(optimizer="sgd", monitor="none",
                                                                     max_epochs=4000))
     final = head_log_loss(head, [p_rf, p_img], y)
     print(f"log-loss: start {start:.4f}, head {final:.4f}, sklearn optimum {optimum:.4f}, "
@@ -58,7 +58,7 @@ def test_early_stopping_restores_a_trained_head_not_the_start():
     p_rf, p_img = random_probabilities(rng, y, 0.3), random_probabilities(rng, y, 2.0)
     head = build_fusion_head(["metadata", "thermal_map"], "trainable", random_state=0)
     history = fit_head(head, [p_rf[:400], p_img[:400]], y[:400], [p_rf[400:], p_img[400:]], y[400:],
-                       trainer=HeadSettings(optimizer="sgd"))   # early stopping: sgd (lbfgs has none)
+                       settings=HeadSettings(optimizer="sgd"))   # early stopping: sgd (lbfgs has none)
     assert history["epoch"][0] == 0                      # the untrained start is scored too
     assert history["best_epoch"] > 0
     assert min(history["val_loss"]) < history["val_loss"][0] - 0.5   # far better than the start

@@ -18,7 +18,7 @@ from fusionlib.fusion import FusionSpec, views
 from fusionlib.fusion import options as opt
 from fusionlib.fusion.base import FusionLayer, keras, ops
 from fusionlib.models import build_fusion_head, fusion_parameter_count, load_model
-from fusionlib.weights import effective_clinical_share, raw_fusion_weights
+from fusionlib.explain import effective_clinical_share, raw_fusion_weights
 
 TWO = ["metadata", "thermal_map"]
 
@@ -102,7 +102,7 @@ def test_a_variant_added_by_one_class_and_one_registry_line(registered, tmp_path
     assert raw["temperature"] < 0.9  # it learned to sharpen the under-confident mean
     assert json.loads(json.dumps(raw)) == raw
 
-    view = F.fusion_layer(head).heatmap()
+    view = F.heatmap(F.fusion_layer(head).raw_weights())   # the registry's view of the layer
     assert view.matrix.shape == (1, 1) and view.matrix[0, 0] == pytest.approx(raw["temperature"])
     assert F.heatmap(raw).matrix[0, 0] == view.matrix[0, 0]  # what plots get from weights.json
 

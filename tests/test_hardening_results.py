@@ -31,7 +31,7 @@ from fusionlib.errors import DataError
 from fusionlib.params import validate
 from fusionlib.results import ExperimentResult, FoldResult, Run, classification_scores, load_runs
 from fusionlib.results import reader
-from fusionlib.run_folders import qwk_mean
+from fusionlib.running.folders import qwk_mean
 
 N_CASES = 158          # as in the issue: a run of 158 cases cut to 79 rows
 

@@ -24,7 +24,8 @@ import nbformat
 import pytest
 import yaml
 
-from fusionlib import _io, runner, scheduling
+from fusionlib import _io
+from fusionlib.running import Outcome, Task, runner, scheduling
 
 REPO = Path(__file__).resolve().parents[1]
 FUSIONLIB = str(Path(sys.executable).parent / "fusionlib")
@@ -192,9 +193,9 @@ def test_an_error_escaping_one_run_fails_only_that_run(tmp_path, monkeypatch):
     """An OSError out of the per-run function itself (here before any kernel starts) is that
     run's one line, as from a worker process; the runs after it still execute."""
     def execute_run(task):
-        if task["name"] == "first":
-            raise OSError(errno.ENOSPC, "No space left on device", f"{task['runs_dir']}/.lock-first")
-        return {"name": task["name"], "status": "ok", "seconds": 0.1, "qwk": 0.5, "message": None}
+        if task.name == "first":
+            raise OSError(errno.ENOSPC, "No space left on device", f"{task.runs_dir}/.lock-first")
+        return Outcome(task.name, "ok", seconds=0.1, qwk=0.5)
 
     monkeypatch.setattr(runner, "execute_run", execute_run)
     rc, out, err = sweep(tmp_path, {"first": "", "second": ""})
@@ -203,6 +204,12 @@ def test_an_error_escaping_one_run_fails_only_that_run(tmp_path, monkeypatch):
     assert lines_with(err, "run first FAILED") == [
         f"run first FAILED: {tmp_path / 'runs'}/.lock-first: no space left on device"]
     assert lines_with(err, "run second: ok in")
+
+
+def _task(tmp_path) -> Task:
+    return Task("x", {"name": "x"}, "k" * 64, runs_dir=str(tmp_path / "runs"),
+                cache_dir=str(tmp_path / "cache"), notebook="nb", cwd=str(tmp_path),
+                params_file="x.yaml", code_version="v", data_fingerprint="f")
 
 
 @pytest.mark.parametrize("err", [OSError(errno.EACCES, "Permission denied", "/somewhere/.owner"),
@@ -214,10 +221,10 @@ def test_the_runners_own_failed_write_is_the_line_of_a_failed_worker(tmp_path, m
         raise err
 
     monkeypatch.setattr(runner, "write_owner", write_owner)
-    result = runner._execute_unlocked({"name": "x", "runs_dir": str(tmp_path / "runs")})
-    assert result["status"] == "failed"
-    assert result["message"] == scheduling.failed_outcome("x", err)["message"]
-    assert result["message"] == f"run x FAILED: {scheduling.error_text(err)}"
+    result = runner._execute_unlocked(_task(tmp_path))
+    assert result.status == "failed"
+    assert result.message == scheduling.failed_outcome("x", err).message
+    assert result.message == f"run x FAILED: {scheduling.error_text(err)}"
     assert list((tmp_path / "runs").iterdir()) == []         # its temporary folder removed
 
 
@@ -239,19 +246,17 @@ def test_a_failed_notebook_is_kept_unless_the_disk_filled_outside_a_cell(tmp_pat
 
     monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
     runs_dir = tmp_path / "runs"
-    task = {"name": "x", "runs_dir": str(runs_dir), "params": {"name": "x"}, "notebook": "nb",
-            "cache_dir": str(tmp_path / "cache"), "cwd": str(tmp_path)}
-    result = runner._execute_unlocked(task)
-    assert result["status"] == "failed"
+    result = runner._execute_unlocked(_task(tmp_path))
+    assert result.status == "failed"
     failed_nb = runs_dir / "x.failed.ipynb"
-    assert failed_nb.is_file() == kept and ("failed_notebook" in result) == kept
+    assert failed_nb.is_file() == kept and (result.failed_notebook is not None) == kept
     if isinstance(err, RuntimeError):
-        assert result["message"] == "run x FAILED: RuntimeError: Kernel died before replying"
+        assert result.message == "run x FAILED: RuntimeError: Kernel died before replying"
     elif err.filename is None:
         assert re.fullmatch(rf"run x FAILED: {re.escape(str(runs_dir))}/\.tmp-x-\w+/"
-                            r"executed\.ipynb: no space left on device", result["message"])
+                            r"executed\.ipynb: no space left on device", result.message)
     else:
-        assert result["message"] == "run x FAILED: /elsewhere/file: no space left on device"
+        assert result.message == "run x FAILED: /elsewhere/file: no space left on device"
     assert sorted(p.name for p in runs_dir.iterdir()) == (["x.failed.ipynb"] if kept else [])
 
 
@@ -289,7 +294,6 @@ def test_branch_sets_trained_before_the_runs_report_recomputed_entries(tmp_path,
     unreadable branch cache entry met there is on the screen too."""
     import numpy as np
 
-    from fusionlib import experiment
     from fusionlib.branches import BranchOutput
     from fusionlib.branches.cache import BranchCache
 
@@ -304,7 +308,7 @@ def test_branch_sets_trained_before_the_runs_report_recomputed_entries(tmp_path,
                                                               zeros, zeros, {}))
         return {"hits": branches.hits, "misses": branches.misses}
 
-    monkeypatch.setattr(experiment, "prefill_branches", prefill_branches)
+    monkeypatch.setattr(runner, "prefill_branches", prefill_branches)   # what prefill_one calls
     item = {"params": {"name": "p"}, "seed": 0, "cache_dir": str(tmp_path / "cache"),
             "label": "100 % seed 0"}
     result = runner.prefill_one(item)

@@ -1,7 +1,7 @@
 """The head fitter's L-BFGS machinery (``head.optimizer: lbfgs``, the default).
 
 The exact NumPy objective of linear-softmax heads against the TensorFlow definition
-(``_objective``) and its tape gradient; the optimum against scikit-learn's logistic
+(``training_objective``) and its tape gradient; the optimum against scikit-learn's logistic
 regression; the compiled generic path against the NumPy path; the penalty search, the
 ``.keras`` round trip, and the early-stopped ``sgd`` optimiser kept for who sets it.
 """
@@ -12,9 +12,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
 from fusionlib import head as H
-from fusionlib import head_objectives as O
 from fusionlib._tf import tf
 from fusionlib.head import HeadSettings, fit_head, head_log_loss, head_objective_function
+from fusionlib.head import objective as O
+from fusionlib.head import optimisers
 from fusionlib.models import build_fusion_head
 from helpers import random_probabilities
 
@@ -29,9 +30,9 @@ def _data(n=240, seed=0, modalities=2):
     return [random_probabilities(rng, y, s) for s in strengths], y
 
 
-def _tf_value_and_grad(head, x, y, trainer, penalty):
+def _tf_value_and_grad(head, x, y, settings, penalty):
     T = tf()
-    objective = O._objective(head, x, y, trainer, penalty)
+    objective = O.training_objective(head, x, y, settings, penalty)
     with T.GradientTape() as tape:
         value = objective()
     grads = tape.gradient(value, head.trainable_weights)
@@ -51,11 +52,11 @@ def test_numpy_objective_and_gradient_equal_the_tensorflow_definition(variant, l
     rng = np.random.default_rng(5)
     for v in head.trainable_weights:  # away from the start, so every term matters
         v.assign((np.asarray(v) + rng.normal(0, 0.7, v.shape)).astype("float32"))
-    trainer = HeadSettings(loss=loss, class_weight=class_weight, penalty_kind=kind, focal_gamma=1.5)
-    objective = head_objective_function(head, x, y, trainer)
+    settings = HeadSettings(loss=loss, class_weight=class_weight, penalty_kind=kind, focal_gamma=1.5)
+    objective = head_objective_function(head, x, y, settings)
     assert type(objective).__name__ == "_LinearSoftmaxObjective"
     value, grad = objective(objective.theta(), penalty)
-    tf_value, tf_grad = _tf_value_and_grad(head, x, y, trainer, penalty)
+    tf_value, tf_grad = _tf_value_and_grad(head, x, y, settings, penalty)
     assert value == pytest.approx(tf_value, abs=1e-5)
     np.testing.assert_allclose(grad, tf_grad, atol=1e-5)
 
@@ -90,13 +91,13 @@ def test_lbfgs_head_reaches_the_logistic_regression_optimum():
 
 def test_compiled_generic_path_reaches_the_numpy_optimum_on_trainable():
     x, y = _data(seed=4)
-    trainer = HeadSettings(penalty_kind="group")
+    settings = HeadSettings(penalty_kind="group")
     values = {}
     for path in ("numpy", "compiled"):
         head = build_fusion_head(TWO, "trainable", random_state=2)
-        objective = (head_objective_function(head, x, y, trainer) if path == "numpy"
-                     else O._CompiledObjective(head, x, y, trainer))
-        fit = O._lbfgs(objective, 0.01, 2000, 1e-12, 1e-7)
+        objective = (head_objective_function(head, x, y, settings) if path == "numpy"
+                     else O._CompiledObjective(head, x, y, settings))
+        fit = optimisers._lbfgs(objective, 0.01, 2000, 1e-12, 1e-7)
         values[path] = fit["train_objective"]
     assert values["compiled"] == pytest.approx(values["numpy"], abs=1e-6)
 
@@ -104,20 +105,20 @@ def test_compiled_generic_path_reaches_the_numpy_optimum_on_trainable():
 @pytest.mark.parametrize("variant", ["mlp", "convex", "gated"])
 def test_generic_variant_decreases_its_objective_and_converges(variant):
     x, y = _data(seed=6)
-    trainer = HeadSettings()
+    settings = HeadSettings()
     first = build_fusion_head(TWO, variant, random_state=0)
     history = fit_head(first, [a[:200] for a in x], y[:200], [a[200:] for a in x], y[200:],
-                       trainer, 0.003)
+                       settings, 0.003)
     assert history["stopped"] == "converged" and history["best_epoch"] > 0
     assert history["train_objective"] < history["start_objective"] - 1e-3
     assert history["train_objective"] == pytest.approx(
-        H.head_objective(first, [a[:200] for a in x], y[:200], trainer, 0.003), abs=1e-5)
+        H.head_objective(first, [a[:200] for a in x], y[:200], settings, 0.003), abs=1e-5)
     assert len(history["val_row_loss"]) == 40 and history["val_loss"][0] == pytest.approx(
         np.mean(history["val_row_loss"]))
     # Compiled once per architecture: another seed (another fold) reuses the function.
     compiled = len(O._COMPILED)
     fit_head(build_fusion_head(TWO, variant, random_state=7), [a[:200] for a in x], y[:200],
-             trainer=trainer, penalty=0.01)
+             settings=settings, penalty=0.01)
     assert len(O._COMPILED) == compiled
 
 
@@ -169,11 +170,11 @@ def test_penalty_search_keeps_the_chosen_candidates_optimum():
 
 def test_fit_head_converged_uses_the_same_optimum():
     x, y = _data(seed=9)
-    trainer = HeadSettings(loss="focal")
+    settings = HeadSettings(loss="focal")
     a = build_fusion_head(TWO, "trainable", random_state=0)
-    fitted = fit_head(a, x, y, trainer=trainer, penalty=0.01)
+    fitted = fit_head(a, x, y, settings=settings, penalty=0.01)
     b = build_fusion_head(TWO, "trainable", random_state=0)
-    converged = H.fit_head_converged(b, x, y, trainer, 0.01)
+    converged = H.fit_head_converged(b, x, y, settings, 0.01)
     assert converged["converged"]
     assert converged["train_objective"] == pytest.approx(fitted["train_objective"], abs=1e-6)
 

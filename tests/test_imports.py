@@ -22,14 +22,15 @@ def python(code: str) -> str:
 
 
 def test_importing_fusionlib_leaves_a_users_imports_alone():
-    assert python("import fusionlib, fusionlib.runner, fusionlib.report, rfc3987_syntax; "
+    assert python("import fusionlib, fusionlib.running.runner, fusionlib.report, rfc3987_syntax; "
                   "print(rfc3987_syntax.__name__)") == "rfc3987_syntax"
 
 
 def test_the_command_line_and_its_workers_skip_it_and_still_validate_notebooks():
     code = f"""
 import sys
-from fusionlib import cli, scheduling
+from fusionlib import cli
+from fusionlib.running import scheduling
 assert cli.main(["validate", "params/fixed_100.yaml"]) == 0
 scheduling.worker_init()                  # what each worker of the process pool runs first
 import nbformat, papermill

@@ -59,7 +59,7 @@ def test_a_failed_swap_keeps_the_old_folder(tmp_path, monkeypatch):
 
 def test_the_set_aside_name_is_one_the_runner_restores(tmp_path, monkeypatch):
     """A crash between the two renames leaves ``.old-<name>-<hex>``: runner.clean_stale puts it back."""
-    from fusionlib import runner
+    from fusionlib.running import runner
 
     runs = tmp_path / "runs"
     runs.mkdir()

@@ -157,4 +157,4 @@ def test_params_doc_is_generated_from_the_schema():
 
 def test_notebook_imports_nothing_from_the_runner():
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert not any("fusionlib.runner" in c.source for c in nb.cells)
+    assert not any("fusionlib.running" in c.source for c in nb.cells)

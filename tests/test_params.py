@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fusionlib import runner
+from fusionlib.running import runner
 from fusionlib.errors import ParamsError
 from fusionlib.params import ExperimentParams, load_params
 
@@ -205,7 +205,7 @@ def test_every_section_is_declared_by_its_component():
     owners = {name: model.__module__ for name, model in SECTIONS.items()}
     assert owners == {"data": "fusionlib.datasets", "clinical": "fusionlib.branches.clinical",
                       "image": "fusionlib.branches.image", "fusion": "fusionlib.fusion.settings",
-                      "head": "fusionlib.head", "protocol": "fusionlib.splits",
+                      "head": "fusionlib.head.settings", "protocol": "fusionlib.splits",
                       "decision": "fusionlib.decision", "stage2": "fusionlib.stage2"}
 
 

@@ -575,7 +575,7 @@ def test_report_read_only_out_folder_is_one_line_error(hand_made, other_user):
 
 def test_a_variant_is_paired_with_the_fixed_run_of_its_own_seed(tmp_path):
     """Seeds, folds and repeats are read from the saved sections (protocol.seed, ...)."""
-    from fusionlib.report.tables import _choose_fixed, provenance_table
+    from fusionlib.report.tables import choose_fixed, provenance_table
 
     runs = tmp_path / "runs"
     for name, fusion, seed in (("fixed_s0", "fixed", 0), ("fixed_s1", "fixed", 1),
@@ -583,7 +583,7 @@ def test_a_variant_is_paired_with_the_fixed_run_of_its_own_seed(tmp_path):
         _hand_made_run(runs, name, fusion=fusion, seed=seed)
     loaded = {run.name: run for run in report.load_runs(runs)}
     fixed = [loaded["fixed_s0"], loaded["fixed_s1"]]
-    assert _choose_fixed(fixed, loaded["trainable_s1"]).name == "fixed_s1"
+    assert choose_fixed(fixed, loaded["trainable_s1"]).name == "fixed_s1"
     assert loaded["trainable_s1"].fusion == "trainable"
     table = provenance_table(list(loaded.values()))
     assert set(table["cohort seed"]) == {7}

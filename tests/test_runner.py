@@ -3,6 +3,7 @@ interruption, and the local-process and Dask execution paths (tiny experiments).
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -12,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fusionlib import runner
-from fusionlib.scheduling import waves
+from fusionlib.running import Outcome, Task, runner
+from fusionlib.running.scheduling import waves
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +51,7 @@ class Spy:
         self.real, self.names = real, []
 
     def __call__(self, task):
-        self.names.append(task["name"])
+        self.names.append(task.name)
         return self.real(task)
 
 
@@ -285,18 +286,30 @@ def test_dask_scheduler_matches_local(local_runs, tmp_path, cache_dir):
             == json.loads((local_dir / "done.json").read_text())["key"])
 
 
+def test_a_task_and_its_outcome_travel_by_pickle_and_a_status_is_checked():
+    task = Task("a", {"name": "a"}, "k" * 64, runs_dir="runs", cache_dir=".cache", notebook="nb",
+                cwd=".", params_file="a.yaml", code_version="c", data_fingerprint="d")
+    assert pickle.loads(pickle.dumps(task)) == task and task.force is False
+    outcome = pickle.loads(pickle.dumps(Outcome("a", "ok", seconds=1.5, qwk=0.5, notes=["n"])))
+    assert (outcome.status, outcome.qwk, outcome.notes, outcome.message) == ("ok", 0.5, ["n"], None)
+    with pytest.raises(ValueError, match="got 'done'"):
+        Outcome("a", "done")
+
+
 def test_parallel_runs_wait_for_the_run_that_trains_their_branches():
     def task(name, **params):
-        return {"name": name, "params": {"name": name, "fusion": {"variant": "fixed"},
-                                         "protocol": {"data_percentage": 100, "seed": 0}, **params}}
+        return Task(name, {"name": name, "fusion": {"variant": "fixed"},
+                           "protocol": {"data_percentage": 100, "seed": 0}, **params},
+                    key="", runs_dir="", cache_dir="", notebook="", cwd="", params_file="",
+                    code_version="", data_fingerprint="")
 
     tasks = [task("f100"), task("t100", fusion={"variant": "trainable"}, head={"max_epochs": 5}),
              task("f50", protocol={"data_percentage": 50, "seed": 0}),
              task("t50", fusion={"variant": "mlp"}, protocol={"data_percentage": 50, "seed": 0}),
              task("s1", protocol={"data_percentage": 100, "seed": 1})]
     leaders, followers = waves(tasks)
-    assert [t["name"] for t in leaders] == ["f100", "f50", "s1"]
-    assert {k: [t["name"] for t in v] for k, v in followers.items()} == {
+    assert [t.name for t in leaders] == ["f100", "f50", "s1"]
+    assert {k: [t.name for t in v] for k, v in followers.items()} == {
         "f100": ["t100"], "f50": ["t50"], "s1": []}
 
 
@@ -457,7 +470,7 @@ def test_kernel_channel_shutdown_race_is_silent_and_other_thread_errors_are_not(
 
     import zmq
 
-    from fusionlib.runner import quiet_kernel_channel_races
+    from fusionlib.running.runner import quiet_kernel_channel_races
 
     seen = []
     monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(args.exc_type))

@@ -118,7 +118,7 @@ def test_a_study_of_the_real_table_is_skipped_without_it(monkeypatch, tmp_path, 
 
 
 def test_every_study_names_existing_valid_parameter_files():
-    from fusionlib.runner import load_all
+    from fusionlib.running import load_all
 
     for spec in study.STUDIES.values():
         files = study.study_files(spec)

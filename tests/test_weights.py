@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fusionlib.models import build_fusion_head, build_multimodal_model
-from fusionlib.weights import effective_clinical_share, modality_jacobians, raw_fusion_weights
+from fusionlib.explain import effective_clinical_share, modality_jacobians, raw_fusion_weights
 
 TWO = ["metadata", "thermal_map"]
 

@@ -7,9 +7,9 @@
 """
 
 from .base import BranchOutput, CrossFittedBranch
-from .clinical import (CLINICAL_MODELS, ClinicalBranch, ClinicalSettings, cross_validate_clinical)
+from .clinical import CLINICAL_MODELS, ClinicalBranch, ClinicalSettings
 from .image import ImageBranch, ImageSettings, case_probabilities
 
 __all__ = ["BranchOutput", "CrossFittedBranch", "CLINICAL_MODELS", "ClinicalBranch",
-           "ClinicalSettings", "cross_validate_clinical", "ImageBranch", "ImageSettings",
+           "ClinicalSettings", "ImageBranch", "ImageSettings",
            "case_probabilities"]

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_open, file_lock, note
-from ..results import jsonable
+from .._io import atomic_open, file_lock, jsonable, note
 from .base import BranchOutput
 
 logger = logging.getLogger("fusionlib")

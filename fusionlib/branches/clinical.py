@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from ..registry import Registry
 from ..settings import Settings, did_you_mean, fail, shown
-from ..splits import patient_folds, resample_training_rows
+from ..splits import resample_training_rows
 from .base import CrossFittedBranch
 
 
@@ -322,19 +322,12 @@ class ClinicalBranch(CrossFittedBranch):
         return {"test_proba": self._fit_predict(cohort, train_index, test_index, 0),
                 "info": {"settings": self.settings()}}
 
+    def fit_predict(self, cohort, fit_rows, predict_rows) -> np.ndarray:
+        """Probabilities of ``predict_rows`` from one model fitted on ``fit_rows`` (the branch's
+        own seed): one fold of a clinical-only cross-validation."""
+        return self._fit_predict(cohort, np.asarray(fit_rows), np.asarray(predict_rows), 0)
+
     def in_sample_proba(self, cohort, train_index) -> np.ndarray:
         """Probabilities of the full-fold model on its own training rows (for comparison only)."""
         train_index = np.asarray(train_index)
         return self._fit_predict(cohort, train_index, train_index, 0)
-
-
-def cross_validate_clinical(cohort, branch: ClinicalBranch | None = None, n_splits: int = 5,
-                            random_state: int = 0) -> tuple[np.ndarray, dict]:
-    """Clinical-only patient-grouped K-fold: pooled out-of-fold probabilities and their scores."""
-    from ..results import classification_scores
-
-    branch = branch or ClinicalBranch(random_state=random_state)
-    oof = np.full((cohort.n_cases, 3), np.nan)
-    for fold in patient_folds(cohort.y, cohort.groups, n_splits, random_state):
-        oof[fold.test] = branch._fit_predict(cohort, fold.train, fold.test, 0)
-    return oof, classification_scores(cohort.y, oof)

@@ -203,7 +203,7 @@ class Cohort:
 
     cases: pd.DataFrame
     features: pd.DataFrame
-    images: pd.DataFrame = field(default_factory=lambda: _empty_images())
+    images: pd.DataFrame = field(default_factory=lambda: empty_images())
     name: str = "cohort"
     root: Path | None = None
     meta: dict = field(default_factory=dict)
@@ -308,6 +308,6 @@ class Cohort:
         return "\n".join(lines)
 
 
-def _empty_images() -> pd.DataFrame:
+def empty_images() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=float if c in ("xmin", "ymin", "xmax", "ymax")
                                       else "str") for c in IMAGE_COLUMNS})

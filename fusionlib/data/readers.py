@@ -22,7 +22,7 @@ from ..errors import DataError
 from .model import (BBOX_COLUMNS, BBOX_FILENAMES, CATEGORICAL_FEATURES, CLINICAL_FILENAME,
                     DEFAULT_IMAGE_DIRS, FEATURES, IDENTIFIER_COLUMNS, IMAGE_COLUMNS, KEY_COLUMNS,
                     LABEL_COLUMN, LABELS, LEAKING_COLUMNS, MODALITIES, MODALITY_CAMERA, Cohort,
-                    _empty_images, case_id, parse_image_filename)
+                    empty_images, case_id, parse_image_filename)
 from .problems import PROBLEM_KINDS, FolderProblems, dropped_images
 
 logger = logging.getLogger("fusionlib")
@@ -406,7 +406,7 @@ def scan_images(root: Path, cases: pd.DataFrame, image_dirs: dict[str, str],
                 if filename not in present:
                     problems.add("box_without_image", f"{folder}/{filename}")
     if not rows:
-        return _empty_images()
+        return empty_images()
     images = pd.DataFrame(rows, columns=list(IMAGE_COLUMNS))
     images["case_id"] = images["case_id"].astype("str")
     images["modality"] = images["modality"].astype("str")

@@ -4,9 +4,10 @@ A fusion layer takes a list of per-modality ``(n, 3)`` class probabilities, one 
 ``modalities`` (the clinical table's ``"metadata"`` first when present), and returns fused
 ``(n, 3)`` probabilities.  The base checks the inputs once, gives the output shape and the
 config, and reports the learned weights: :meth:`FusionLayer.raw_weights` (what
-``weights.json`` stores as ``"raw"``) and :meth:`FusionLayer.heatmap` (the matrix figures
-show).  A variant implements ``build_fusion`` (its weights), ``fuse`` (its rule), ``_raw``
-and, when it has options, ``get_config``.
+``weights.json`` stores as ``"raw"``; the matrix figures show is the registry's view of
+them, :func:`fusionlib.fusion.heatmap`, so a layer never asks its registry).  A variant
+implements ``build_fusion`` (its weights), ``fuse`` (its rule), ``_raw`` and, when it has
+options, ``get_config``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._tf import keras as _keras
-from .registry import N_CLASSES, get_fusion
+from .registry import N_CLASSES
 
 keras = _keras()
 ops = keras.ops
@@ -49,6 +50,8 @@ class FusionLayer(keras.layers.Layer):
     """
 
     variant: str = ""
+    custom_objects: tuple = ()
+    """Other Keras objects a saved layer of this variant needs to load (its initializers)."""
 
     def __init__(self, modalities, random_state=0, **kwargs):
         kwargs.setdefault("name", f"{self.variant}_fusion")
@@ -117,8 +120,3 @@ class FusionLayer(keras.layers.Layer):
         """The learned weights as JSON-ready plain lists: ``fusion``, ``modalities``, then the
         variant's own keys (the ``"raw"`` entry of ``weights.json``)."""
         return {"fusion": self.variant, "modalities": list(self.modalities), **self._raw()}
-
-    def heatmap(self, names=None):
-        """The :class:`~fusionlib.fusion.views.Heatmap` figures show for these weights;
-        ``names``: row labels of modalities, e.g. the clinical model's (``{"metadata": "RF"}``)."""
-        return get_fusion(self.variant).heatmap(self.raw_weights(), names)

@@ -112,11 +112,11 @@ def get_fusion(name) -> FusionSpec:
 
 def register_layers() -> dict:
     """Import every variant's layer (registering it with ``keras.saving``) and return the
-    classes by name, for ``custom_objects`` of ``keras.models.load_model``."""
+    classes by name, with the objects they declare (``FusionLayer.custom_objects``), for
+    ``custom_objects`` of ``keras.models.load_model``."""
     classes = [spec.layer_class() for spec in FUSIONS.values()]
-    from .trainable import ModalityIdentityInitializer
-
-    return {cls.__name__: cls for cls in (*classes, ModalityIdentityInitializer)}
+    extra = [obj for cls in classes for obj in cls.custom_objects]
+    return {cls.__name__: cls for cls in (*classes, *extra)}
 
 
 # ---------------------------------------------------------------------------------- models

@@ -10,7 +10,7 @@ constant to every logit, which softmax ignores -- that start is indistinguishabl
 ``trainable``.  Instead each modality's 3x3 kernel block starts at ``temperature * w_m * I_3``
 (plus the N(0, 0.01) noise): the logits are ``temperature * sum_m w_m p_m``, a sharpened
 70/30 mix whose Jacobian w.r.t. each modality is proportional to ``w_m``, so the effective
-clinical share (:func:`fusionlib.weights.effective_clinical_share`) starts at ~0.70.
+clinical share (:func:`fusionlib.explain.effective_clinical_share`) starts at ~0.70.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ class TrainableRFBiasedFusion(TrainableFusion):
     """The ``trainable`` layer with its kernel started at ``temperature * w_m * I_3`` blocks."""
 
     variant = "trainable_rf_biased"
+    custom_objects = (ModalityIdentityInitializer,)   # its saved kernel initializer
 
     def __init__(self, modalities, weights, temperature=5.0, **kwargs):
         super().__init__(modalities, **kwargs)

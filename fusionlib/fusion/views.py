@@ -2,8 +2,9 @@
 
 A variant's layer reports ``raw_weights()`` (what ``weights.json`` stores as ``"raw"``);
 its registry entry names a *view* that turns that dictionary into a :class:`Heatmap`.
-The layer's ``heatmap()`` and :func:`fusionlib.plots.fusion_weight_heatmaps` (which only
-has ``weights.json``, no model, and must not import TensorFlow) both go through the view,
+:func:`fusionlib.fusion.heatmap` (for a layer: ``heatmap(layer.raw_weights())``) and
+:func:`fusionlib.plots.fusion_weight_heatmaps` (which only has ``weights.json``, no model, and
+must not import TensorFlow) both go through the view,
 so no figure picks a matrix by guessing dictionary keys.
 
 Two kinds:

@@ -9,8 +9,9 @@
   the planner of a study that would make them conclusive;
 - :mod:`.page`: the report's sections in a reader's order (the answers and their figure
   first), the page that holds them, and their display in a notebook;
-- :mod:`.html`: HTML tables, heatmaps and banners, and :func:`build_report` /
-  :func:`write_report`, which write the page and one page per run.
+- :mod:`.html`: HTML tables, heatmaps and banners;
+- :mod:`.build`: :func:`build_report` / :func:`write_report`, which write the page and one
+  page per run.
 
 The names below are what the report notebook, the command line and the tests use.
 """
@@ -18,9 +19,9 @@ The names below are what the report notebook, the command line and the tests use
 from ..metrics import verdict_text
 from ..results import (FIXED, PROBA_COLUMNS, Run, dropped_images_count, dropped_images_line,
                        load_runs)
-from .html import (REPORT_CSS, REPORT_NOTEBOOK, BuiltReport, build_report, figure_html,
-                   head_warning_banner, html_exporter, html_table, left_out_html,
-                   notebook_to_html, run_links, synthetic_banner, write_report)
+from .build import BuiltReport, build_report, html_exporter, notebook_to_html, write_report
+from .html import (REPORT_CSS, REPORT_NOTEBOOK, figure_html, head_warning_banner, html_table,
+                   left_out_html, run_links, synthetic_banner)
 from .tables import (PAIRED_COLUMNS, SHARE_NOT_BETTER, calibration_table, clinical_share_table,
                      fmt, paired_comparisons, paired_side_by_side, provenance_table, runs_table,
                      runs_table_columns)

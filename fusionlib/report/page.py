@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from .. import plots
-from ..figures import figure_html
-from ..weight_plots import SHARE_KEYS
+from ..plots.figures import figure_html
+from ..plots.weights import SHARE_KEYS
 from ..results import (DEFAULT_CLINICAL_MODEL, PROBA_COLUMNS, Run, common_clinical_names,
                        headline_metrics, load_runs)
 from ..results.registry import CLINICAL_PLACEHOLDER

@@ -13,11 +13,13 @@ import numpy as np
 import pandas as pd
 
 from ..baselines import baseline_sources
-from ..data import LABELS
+from ..branches import CLINICAL_MODELS, ClinicalBranch
+from ..data import CLINICAL_FILENAME, LABELS, read_clinical_table
 from ..decision import DECISIONS, DEFAULT_DECISION
 from ..fusion.options import CLINICAL
 from ..metrics import qwk
-from ..results import headline_metrics
+from ..results import classification_scores, headline_metrics
+from ..splits import patient_folds
 
 def _modalities(run) -> list[str]:
     return run.setting("data", "modalities") or [CLINICAL, "thermal_map"]
@@ -28,14 +30,14 @@ PROBA = [f"p_{label}" for label in LABELS]
 def _pairs(runs: list) -> list[tuple]:
     """(percentage, variant run, fixed run) for every non-fixed run: the fixed run of the same
     data, seeds and folds at the same percentage."""
-    from .tables import _pairing_key
+    from .tables import pairing_key
 
     out = []
     for run in runs:
         if run.fusion == "fixed":
             continue
         fixed = [f for f in runs if f.fusion == "fixed" and f.data_percentage == run.data_percentage
-                 and _pairing_key(f) == _pairing_key(run)]
+                 and pairing_key(f) == pairing_key(run)]
         if fixed:
             out.append((run.data_percentage, run, fixed[0]))
     return sorted(out, key=lambda t: -t[0])
@@ -216,12 +218,20 @@ def branch_gap_table(runs: list, variant: str = "trainable",
     return table
 
 
+def cross_validate_clinical(cohort, branch: ClinicalBranch | None = None, n_splits: int = 5,
+                            random_state: int = 0) -> tuple[np.ndarray, dict]:
+    """Clinical-only patient-grouped K-fold: pooled out-of-fold probabilities and their scores."""
+    branch = branch or ClinicalBranch(random_state=random_state)
+    oof = np.full((cohort.n_cases, 3), np.nan)
+    for fold in patient_folds(cohort.y, cohort.groups, n_splits, random_state):
+        oof[fold.test] = branch.fit_predict(cohort, fold.train, fold.test)
+    return oof, classification_scores(cohort.y, oof)
+
+
 def clinical_cv_scores(cohort, model: str, seed: int, folds: int = 5, n_jobs: int = 2) -> dict:
     """One seed of ``fusionlib metadata-cv``: ``model`` alone on the clinical table,
     patient-grouped K-fold, the scores of the pooled out-of-fold predictions (argmax); the forest
     with 300 trees (the documented figure), every other model with its registry defaults."""
-    from ..branches import ClinicalBranch, cross_validate_clinical
-
     options = {"n_estimators": 300} if model == "random_forest" else {}
     branch = ClinicalBranch(model, options, random_state=seed, n_jobs=n_jobs)
     return cross_validate_clinical(cohort, branch, n_splits=folds, random_state=seed)[1]
@@ -231,9 +241,6 @@ def clinical_models_table(data_dir: Path, seeds=(0, 1, 2, 3, 4), folds: int = 5,
                           n_jobs: int = 2) -> pd.DataFrame:
     """Every registered tabular model on a clinical table alone (:func:`clinical_cv_scores`,
     what ``fusionlib metadata-cv`` prints), mean ± SD over ``seeds``."""
-    from ..branches import CLINICAL_MODELS
-    from ..data import CLINICAL_FILENAME, read_clinical_table
-
     cohort = read_clinical_table(Path(data_dir) / CLINICAL_FILENAME)
     rows = []
     for model in CLINICAL_MODELS:

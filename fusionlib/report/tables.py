@@ -160,14 +160,14 @@ PAIRED_COLUMNS = paired_columns()
 """The pooled-case table's columns with the built-in metrics (QWK, log-loss)."""
 
 
-def _pairing_key(run: Run) -> tuple:
+def pairing_key(run: Run) -> tuple:
     """What a variant must share with its ``fixed`` run: seeds, folds, repeats and data."""
     return (tuple(run.seeds), run.setting("protocol", "folds"),
             run.setting("protocol", "repeats", 1), run.provenance.get("data", {}).get("fingerprint"))
 
 
-def _choose_fixed(fixed_runs: list[Run], run: Run) -> Run | None:
-    same = [f for f in fixed_runs if _pairing_key(f) == _pairing_key(run)]
+def choose_fixed(fixed_runs: list[Run], run: Run) -> Run | None:
+    same = [f for f in fixed_runs if pairing_key(f) == pairing_key(run)]
     return (same or fixed_runs or [None])[0]
 
 
@@ -255,8 +255,8 @@ def paired_comparisons(runs: list[Run], n_boot: int = 2000, random_state: int = 
         for run in group:
             if run.fusion == FIXED or run.predictions is None:
                 continue
-            fixed = _choose_fixed(fixed_runs, run)
-            note = "" if _pairing_key(fixed) == _pairing_key(run) else \
+            fixed = choose_fixed(fixed_runs, run)
+            note = "" if pairing_key(fixed) == pairing_key(run) else \
                 "seed, folds or data differ from the fixed run"
             if run.decision != fixed.decision:
                 note = (note + "; " if note else "") + \

@@ -25,7 +25,7 @@ from .conclusions import (BETTER, DEFAULT_SETTINGS, EQUIVALENT, INCONCLUSIVE, WO
                           ConclusionSettings, decision_agreement, detectable_difference,
                           equivalence_interval, four_way_verdict, verdict_words)
 from .planner import VarianceComponents, plan_table
-from .tables import _choose_fixed, fmt
+from .tables import choose_fixed, fmt
 
 def verdict_columns(metrics: list[Metric] | None = None) -> list[str]:
     """The verdict table's columns: per headline metric (default
@@ -257,7 +257,7 @@ def verdict_table(runs: list[Run], n_boot: int = 2000, random_state: int = 0,
         for run in sorted(by_pct[pct], key=lambda r: not r.fusion.startswith("trainable")):
             if run.fusion == FIXED or not fixed_runs or run.decision != fixed_runs[0].decision:
                 continue
-            row = verdict_row(run, _choose_fixed(fixed_runs, run), n_boot, random_state, settings,
+            row = verdict_row(run, choose_fixed(fixed_runs, run), n_boot, random_state, settings,
                               metrics)
             if row is not None:
                 rows.append(row)

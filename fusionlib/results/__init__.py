@@ -13,6 +13,7 @@
 - :mod:`.files`: the file names and ``predictions.csv`` columns both sides share.
 """
 
+from .._io import jsonable
 from .files import (DONE_FILE, EXECUTED_NOTEBOOK, METRICS_FILE, PREDICTION_COLUMNS,
                     PREDICTIONS_FILE, PROBA_COLUMNS, PROVENANCE_FILE, RESULT_FILES, WEIGHTS_FILE)
 from .reader import (DEFAULT_CLINICAL_MODEL, FIXED, ClinicalNames, Run, clinical_names,
@@ -20,7 +21,7 @@ from .reader import (DEFAULT_CLINICAL_MODEL, FIXED, ClinicalNames, Run, clinical
                      upgrade_legacy_keys)
 from .registry import (HEADLINE, METRICS, TABLES, Metric, classification_scores,
                        headline_metrics, metrics_in, register, summarised_metrics)
-from .writer import (ExperimentResult, FoldResult, by_seed_table, jsonable, per_fold_columns,
+from .writer import (ExperimentResult, FoldResult, by_seed_table, per_fold_columns,
                      raw_weight_table, share_columns, summary_table, weight_metrics)
 
 __all__ = ["DONE_FILE", "EXECUTED_NOTEBOOK", "METRICS_FILE", "PREDICTION_COLUMNS",

@@ -8,7 +8,7 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 WEIGHTS_FILE = "weights.json"
 PROVENANCE_FILE = "provenance.json"
-DONE_FILE = "done.json"             # written last by fusionlib.runner: the run is finished
+DONE_FILE = "done.json"             # written last by fusionlib.running: the run is finished
 EXECUTED_NOTEBOOK = "executed.ipynb"
 RESULT_FILES = (METRICS_FILE, PREDICTIONS_FILE, WEIGHTS_FILE, PROVENANCE_FILE)
 """What :meth:`fusionlib.results.ExperimentResult.save` writes."""

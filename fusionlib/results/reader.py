@@ -1,6 +1,6 @@
 """The reader of run folders: the finished runs under a folder, each checked for what the report uses.
 
-A *run* is a folder ``runs/<name>/`` written by :mod:`fusionlib.runner`: the result files of
+A *run* is a folder ``runs/<name>/`` written by :mod:`fusionlib.running`: the result files of
 :meth:`fusionlib.results.ExperimentResult.save` (names in :mod:`fusionlib.results.files`),
 ``executed.ipynb`` and, last, ``done.json``. Only folders with both ``done.json`` and
 ``metrics.json`` count; the runner's own ``.tmp-*`` / ``.old-*`` folders are ignored, and any

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from ..data import LABELS
-from ..metrics import (N_CLASSES, Paired, _qwk_from_confusion, brier_score, case_brier,
+from ..metrics import (N_CLASSES, Paired, qwk_from_confusion, brier_score, case_brier,
                        case_log_loss, expected_calibration_error, f1_per_class, log_loss, qwk)
 from ..registry import Registry
 
@@ -174,7 +174,7 @@ def _builtin() -> list[Metric]:
     scores = [
         Metric("qwk", "QWK", "quadratic-weighted kappa of the decided phases (ordinal)",
                compute=lambda y, p, d: qwk(y, d), tables=("folds", "metadata_cv"),
-               headline=True, of_confusion=_qwk_from_confusion, margin=0.02),
+               headline=True, of_confusion=qwk_from_confusion, margin=0.02),
         Metric("accuracy", "accuracy", "share of correctly decided cases",
                compute=lambda y, p, d: float(np.mean(np.asarray(y) == np.asarray(d))),
                tables=("folds", "runs", "metadata_cv")),

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, jsonable
 from ..data import LABELS
 from ..fusion.options import CLINICAL
 from ..metrics import mean_ci
@@ -218,24 +218,6 @@ def _fold_summary(table: pd.DataFrame, metric: str) -> dict | None:
     half = float(np.mean([(p[3] - p[2]) / 2 for p in parts]))
     return {"mean": mean, "sd": float(np.mean([p[1] for p in parts])),
             "ci95": [mean - half, mean + half]}
-
-
-def jsonable(value):
-    """``value`` with numpy scalars and arrays as Python numbers and lists, paths as text and
-    non-finite floats as None (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return None if not np.isfinite(value) else float(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def per_fold_columns(folds: pd.DataFrame) -> list[str]:

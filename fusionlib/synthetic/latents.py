@@ -16,7 +16,7 @@ from .presets import DEFAULT_PRESET, DEFAULT_SEED, resolve_knobs
 
 # Class directions in the shared 2-d latent space (axis 0: progress, axis 1: P-specific).
 _DIRECTIONS = np.array([[-1.0, -0.35], [0.0, 0.6], [1.0, -0.35]])
-_CASE_SD = 0.5          # case-level latent spread around the class mean
+CASE_SD = 0.5          # case-level latent spread around the class mean
 
 
 def class_means(signal, class_mix) -> np.ndarray:
@@ -52,7 +52,7 @@ def decoy_classes(signal, class_mix, label, u) -> np.ndarray:
     return np.where(signal[label] > 0, label, pick)
 
 
-def _case_means(signal, class_mix, label, u) -> np.ndarray:
+def case_means(signal, class_mix, label, u) -> np.ndarray:
     """(n, 2) latent mean of each case: its class mean, its decoy's, or the origin."""
     source = decoy_classes(signal, class_mix, label, u)
     means = np.vstack([class_means(signal, class_mix), np.zeros((1, 2))])
@@ -66,7 +66,7 @@ def _mixed_noise(own: np.ndarray, common: np.ndarray, shared_effect: float) -> n
     return math.sqrt(1.0 - shared_effect) * own + math.sqrt(shared_effect) * common
 
 
-def _draw_latents(random_state: int, knobs: dict) -> dict:
+def draw_latents(random_state: int, knobs: dict) -> dict:
     """Structure, labels and both case latents, with the random streams positioned for the rest.
 
     Stream order is part of the output's identity: the clinical and image streams draw
@@ -80,12 +80,12 @@ def _draw_latents(random_state: int, knobs: dict) -> dict:
     n = len(cases)
     label = cases["label"].to_numpy()
     clinical_rng = np.random.default_rng(clinical_seed)
-    clinical_own = clinical_rng.normal(0.0, _CASE_SD, size=(n, 2))
+    clinical_own = clinical_rng.normal(0.0, CASE_SD, size=(n, 2))
     # Each patient's thermal maps share one skin temperature level (drawn apart from the table).
     image_rng = np.random.default_rng(image_seed)
     skin_by_patient = {int(p): float(image_rng.normal(30.3, 2.2))
                        for p in np.unique(cases["patient"])}
-    image_own = image_rng.normal(0.0, _CASE_SD, size=(n, 2))
+    image_own = image_rng.normal(0.0, CASE_SD, size=(n, 2))
 
     decoy_rng = np.random.default_rng(decoy_seed)
     clinical_u, image_u = decoy_rng.random(n), decoy_rng.random(n)
@@ -93,20 +93,20 @@ def _draw_latents(random_state: int, knobs: dict) -> dict:
     effect = knobs["shared_effect"]
     clinical_noise = _mixed_noise(clinical_own, common, effect)
     image_noise = _mixed_noise(image_own, common, effect)
-    clinical = _case_means(knobs["clinical_signal"], knobs["class_mix"], label, clinical_u) \
+    clinical = case_means(knobs["clinical_signal"], knobs["class_mix"], label, clinical_u) \
         + clinical_noise
-    image = _case_means(knobs["image_signal"], knobs["class_mix"], label, image_u) + image_noise
+    image = case_means(knobs["image_signal"], knobs["class_mix"], label, image_u) + image_noise
     return {"cases": cases, "clinical_rng": clinical_rng, "image_rng": image_rng,
             "skin_by_patient": skin_by_patient, "clinical_latent": clinical,
             "image_latent": image, "clinical_noise": clinical_noise, "image_noise": image_noise}
 
 
 def _common_noise(rng: np.random.Generator, cases: pd.DataFrame, knobs: dict) -> np.ndarray:
-    """The shared camera/visit noise (sd ``_CASE_SD``): per visit, plus a per-patient part."""
+    """The shared camera/visit noise (sd ``CASE_SD``): per visit, plus a per-patient part."""
     patients = cases["patient"].to_numpy()
     _, p_idx = np.unique(patients, return_inverse=True)
-    visit = rng.normal(0.0, _CASE_SD, size=(len(cases), 2))
-    patient = rng.normal(0.0, _CASE_SD, size=(int(p_idx.max()) + 1 if len(p_idx) else 0, 2))
+    visit = rng.normal(0.0, CASE_SD, size=(len(cases), 2))
+    patient = rng.normal(0.0, CASE_SD, size=(int(p_idx.max()) + 1 if len(p_idx) else 0, 2))
     share = knobs["shared_patient_share"]
     return math.sqrt(1.0 - share) * visit + math.sqrt(share) * patient[p_idx]
 
@@ -121,7 +121,7 @@ def cohort_latents(preset: str = DEFAULT_PRESET, random_state: int = DEFAULT_SEE
     (latent minus its class or decoy mean). For checking the ground truth; writes nothing.
     """
     knobs = resolve_knobs(preset, n_patients=n_patients, **overrides)
-    drawn = _draw_latents(int(random_state), knobs)
+    drawn = draw_latents(int(random_state), knobs)
     frame = drawn["cases"][["patient", "appt", "dfu", "label"]].copy()
     for name in ("clinical_latent", "image_latent", "clinical_noise", "image_noise"):
         prefix = name.replace("_latent", "")

@@ -164,7 +164,7 @@ PRESETS = {
 # --------------------------------------------------------------------------- knobs
 
 
-def _check_signal(name: str, value) -> tuple[float, float, float]:
+def check_signal(name: str, value) -> tuple[float, float, float]:
     try:
         values = tuple(float(v) for v in value)
     except (TypeError, ValueError):
@@ -191,9 +191,9 @@ def resolve_knobs(preset: str = DEFAULT_PRESET, n_patients: int | None = None, *
     if n_patients is not None:
         knobs["n_patients"] = n_patients
 
-    knobs["clinical_signal"] = _check_signal("clinical_signal", knobs["clinical_signal"])
-    knobs["image_signal"] = _check_signal("image_signal", knobs["image_signal"])
-    mix = _check_signal("class_mix", knobs["class_mix"])
+    knobs["clinical_signal"] = check_signal("clinical_signal", knobs["clinical_signal"])
+    knobs["image_signal"] = check_signal("image_signal", knobs["image_signal"])
+    mix = check_signal("class_mix", knobs["class_mix"])
     if min(mix) <= 0:
         raise ValueError(f"class_mix must be three positive shares (I, P, R), got {knobs['class_mix']!r}")
     knobs["class_mix"] = tuple(round(m / sum(mix), 6) for m in mix)

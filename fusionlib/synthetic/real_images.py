@@ -14,10 +14,10 @@ from ..data import (BBOX_FILENAMES, CLINICAL_FILENAME, COHORT_FILE, DEFAULT_IMAG
                     read_clinical_table)
 from ..errors import DataError
 from ..settings import check_seed
-from .latents import _CASE_SD, _case_means
-from .presets import DEFAULT_PRESET, _check_signal, resolve_knobs
-from .rendering import _write_images
-from .storage import _data_root, _is_generated, generated_stamp
+from .latents import CASE_SD, case_means
+from .presets import DEFAULT_PRESET, check_signal, resolve_knobs
+from .rendering import write_images
+from .storage import data_root, generated_stamp, is_generated
 
 REAL_SYNTHETIC_VERSION = 2
 """Bumped whenever :func:`synthesize_thermal_images` output changes (stale folders are rebuilt)."""
@@ -53,7 +53,7 @@ def synthesize_thermal_images(clinical_csv_or_folder: str | Path, out_dir: str |
     source = Path(clinical_csv_or_folder)
     if source.is_dir():
         source = source / CLINICAL_FILENAME
-    signal = _check_signal("image_signal", image_signal)
+    signal = check_signal("image_signal", image_signal)
     knobs = resolve_knobs(DEFAULT_PRESET, image_signal=signal, no_image_fraction=no_image_fraction)
     random_state = check_seed(random_state)
     table = read_clinical_table(source)
@@ -70,7 +70,7 @@ def synthesize_thermal_images(clinical_csv_or_folder: str | Path, out_dir: str |
     if out_dir.exists():
         if not out_dir.is_dir():
             raise DataError("cannot write a cohort here: a file of that name exists", out_dir)
-        if any(out_dir.iterdir()) and not (_is_generated(out_dir) or _is_real_synthetic(out_dir)):
+        if any(out_dir.iterdir()) and not (is_generated(out_dir) or _is_real_synthetic(out_dir)):
             raise DataError("cannot write a cohort here: the folder exists and is not a "
                             "generated cohort (no cohort.json); refusing to overwrite it", out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -78,13 +78,13 @@ def synthesize_thermal_images(clinical_csv_or_folder: str | Path, out_dir: str |
     rng = np.random.default_rng(np.random.SeedSequence([int(random_state), 7331]))
     skin_by_patient = {int(p): float(rng.normal(30.3, 2.2)) for p in np.unique(cases["patient"])}
     # Case noise first from the main stream (as before); decoys for zero signals from their own.
-    own = rng.normal(0.0, _CASE_SD, size=(len(cases), 2))
+    own = rng.normal(0.0, CASE_SD, size=(len(cases), 2))
     decoy_u = np.random.default_rng(np.random.SeedSequence([int(random_state), 7331, 1])).random(
         len(cases))
-    latent = _case_means(signal, knobs["class_mix"], cases["label"].to_numpy(), decoy_u) + own
+    latent = case_means(signal, knobs["class_mix"], cases["label"].to_numpy(), decoy_u) + own
     with staged_folder(out_dir) as tmp:
-        boxes = _write_images(rng, cases, skin_by_patient, knobs,
-                              tmp / DEFAULT_IMAGE_DIRS["thermal_map"], latent)
+        boxes = write_images(rng, cases, skin_by_patient, knobs,
+                             tmp / DEFAULT_IMAGE_DIRS["thermal_map"], latent)
         shutil.copyfile(source, tmp / CLINICAL_FILENAME)
         atomic_write_bytes(tmp / BBOX_FILENAMES["thermal"],
                       boxes.to_csv(index=False, lineterminator="\n").encode("utf-8"))
@@ -120,9 +120,9 @@ def _is_real_synthetic(folder: Path) -> bool:
 
 def real_synthetic_dir(image_signal=(0.9, 0.9, 1.3), random_state: int = 0) -> Path:
     """Where :func:`ensure_real_synthetic_cohort` keeps its folder (under the generated-data root)."""
-    signal = _check_signal("image_signal", image_signal)
+    signal = check_signal("image_signal", image_signal)
     tag = "_".join(f"{s:g}" for s in signal)
-    return _data_root() / f"real_synthimg_{tag}_seed{int(random_state)}"
+    return data_root() / f"real_synthimg_{tag}_seed{int(random_state)}"
 
 
 def ensure_real_synthetic_cohort(data_dir: str | Path, image_signal=(0.9, 0.9, 1.3),
@@ -137,7 +137,7 @@ def ensure_real_synthetic_cohort(data_dir: str | Path, image_signal=(0.9, 0.9, 1
     if not source.is_file():
         raise DataError("clinical table not found (dataset real_synthetic_images needs the real "
                          "table; set data_dir or $FUSIONLIB_DFU_DIR)", source)
-    signal = _check_signal("image_signal", image_signal)
+    signal = check_signal("image_signal", image_signal)
     folder = real_synthetic_dir(signal, random_state)
 
     def current() -> bool:

@@ -89,8 +89,8 @@ def _png_bytes(rgb: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _write_images(rng: np.random.Generator, cases: pd.DataFrame, skin_by_patient: dict,
-                  knobs: dict, folder: Path, latent: np.ndarray) -> pd.DataFrame:
+def write_images(rng: np.random.Generator, cases: pd.DataFrame, skin_by_patient: dict,
+                 knobs: dict, folder: Path, latent: np.ndarray) -> pd.DataFrame:
     """Thermal maps from the case-level image ``latent`` (``rng`` already past its noise)."""
     lut = _viridis_lut()
     n = len(cases)

@@ -13,11 +13,11 @@ from ..data import (BBOX_FILENAMES, CLINICAL_FILENAME, COHORT_FILE, DEFAULT_IMAG
                     read_cohort_stamp)
 from ..errors import DataError
 from ..settings import check_seed
-from .latents import _draw_latents
+from .latents import draw_latents
 from .presets import (DEFAULT_KNOBS, DEFAULT_PRESET, DEFAULT_SEED, GENERATOR_VERSION, PRESETS,
                       resolve_knobs)
-from .rendering import _write_images
-from .table import _clinical_table, _format_table
+from .rendering import write_images
+from .table import clinical_table, format_table
 
 # --------------------------------------------------------------------------- writing
 
@@ -32,7 +32,7 @@ def generated_stamp(folder: Path) -> dict:
         return {}
 
 
-def _is_generated(folder: Path) -> bool:
+def is_generated(folder: Path) -> bool:
     meta = generated_stamp(folder)
     return "preset" in meta and "knobs" in meta
 
@@ -63,19 +63,19 @@ def generate_cohort(out_dir: str | Path, preset: str = DEFAULT_PRESET, random_st
     if out_dir.exists():
         if not out_dir.is_dir():
             raise DataError("cannot write a synthetic cohort here: a file of that name exists", out_dir)
-        if any(out_dir.iterdir()) and not _is_generated(out_dir):
+        if any(out_dir.iterdir()) and not is_generated(out_dir):
             raise DataError("cannot write a synthetic cohort here: the folder exists and is not a "
                             "generated cohort (no cohort.json); refusing to overwrite it", out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
-    drawn = _draw_latents(random_state, knobs)
+    drawn = draw_latents(random_state, knobs)
     cases = drawn["cases"]
-    table = _clinical_table(drawn["clinical_rng"], cases, knobs, drawn["clinical_latent"])
+    table = clinical_table(drawn["clinical_rng"], cases, knobs, drawn["clinical_latent"])
 
     with staged_folder(out_dir) as tmp:
-        boxes = _write_images(drawn["image_rng"], cases, drawn["skin_by_patient"], knobs,
-                              tmp / DEFAULT_IMAGE_DIRS["thermal_map"], drawn["image_latent"])
-        atomic_write_bytes(tmp / CLINICAL_FILENAME, _format_table(table))
+        boxes = write_images(drawn["image_rng"], cases, drawn["skin_by_patient"], knobs,
+                             tmp / DEFAULT_IMAGE_DIRS["thermal_map"], drawn["image_latent"])
+        atomic_write_bytes(tmp / CLINICAL_FILENAME, format_table(table))
         if len(boxes):
             atomic_write_bytes(tmp / BBOX_FILENAMES["thermal"],
                           boxes.to_csv(index=False, lineterminator="\n").encode("utf-8"))
@@ -117,7 +117,7 @@ def _ground_truth_line(knobs: dict) -> str:
 # --------------------------------------------------------------------------- default location
 
 
-def _data_root() -> Path:
+def data_root() -> Path:
     env = os.environ.get("FUSIONLIB_DATA_DIR")
     if env:
         return Path(env).expanduser()
@@ -138,7 +138,7 @@ def default_cohort_dir(preset: str = DEFAULT_PRESET, random_state: int = DEFAULT
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
     size = "" if n_patients in (None, DEFAULT_KNOBS["n_patients"]) else f"_n{int(n_patients)}"
-    return _data_root() / f"{preset}_seed{int(random_state)}{size}"
+    return data_root() / f"{preset}_seed{int(random_state)}{size}"
 
 
 def ensure_default_cohort(preset: str = DEFAULT_PRESET, random_state: int = DEFAULT_SEED,

@@ -57,7 +57,7 @@ def _ordinal(latent: np.ndarray, cuts) -> np.ndarray:
     return np.searchsorted(np.asarray(cuts, dtype=float), latent).astype(float)
 
 
-def _clinical_table(rng: np.random.Generator, cases: pd.DataFrame, knobs: dict,
+def clinical_table(rng: np.random.Generator, cases: pd.DataFrame, knobs: dict,
                     z: np.ndarray) -> pd.DataFrame:
     """The table from the clinical latent ``z`` (``rng`` already past the latent's noise)."""
     n = len(cases)
@@ -154,7 +154,7 @@ def _clinical_table(rng: np.random.Generator, cases: pd.DataFrame, knobs: dict,
     return frame
 
 
-def _format_table(frame: pd.DataFrame) -> bytes:
+def format_table(frame: pd.DataFrame) -> bytes:
     """CSV bytes, UTF-8 with a byte-order mark; whole numbers without a trailing '.0'."""
     out = pd.DataFrame(index=frame.index)
     for col in frame.columns:

@@ -28,9 +28,14 @@ ignores the images reads 1.0.  Jacobians come from ``tf.GradientTape.batch_jacob
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
-from . import fusion as _fusion
+from .. import fusion as _fusion
+from .._tf import tf
+from ..head.objective import strip_seeds
+from ..models import extract_fusion_head
 
 _P = np.eye(3) - np.ones((3, 3)) / 3.0
 
@@ -69,9 +74,6 @@ def modality_jacobians(head, probs: dict) -> dict[str, np.ndarray]:
     the same architecture, a run many folds, and an eager ``batch_jacobian`` costs about a
     quarter of a second each time.
     """
-    from ._tf import tf
-    from .models import extract_fusion_head
-
     T = tf()
     head = extract_fusion_head(head)
     modalities, arrays = _head_inputs(head, probs)
@@ -87,13 +89,8 @@ _JACOBIANS: dict = {}
 
 
 def _jacobian_function(head, n_inputs: int):
-    import json
-
-    from ._tf import tf
-    from .head_objectives import _strip_seeds
-
     T = tf()
-    key = json.dumps({"class": type(head).__name__, "config": _strip_seeds(head.get_config()),
+    key = json.dumps({"class": type(head).__name__, "config": strip_seeds(head.get_config()),
                       "trainable": [(v.path, list(v.shape)) for v in head.trainable_variables],
                       "non_trainable": [(v.path, list(v.shape))
                                         for v in head.non_trainable_variables],

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fusion.options import CLINICAL
-from .fusing import FoldData
+from ..fusing import FoldData
+from ..fusion.options import CLINICAL
+from ..head import fit_head_converged, head_objective
+from ..metrics import qwk
+from ..models import build_fusion_head
+from .weights import (effective_clinical_share, influence_share, modality_jacobians,
+                      raw_fusion_weights)
 
 
 def explain_weights(params, head, start_head, data: FoldData, history: dict,
@@ -21,11 +26,6 @@ def explain_weights(params, head, start_head, data: FoldData, history: dict,
     untrained start; the training-objective gap of the deployed head to that optimum. A head
     fitted by ``optimizer: lbfgs`` (and not replaced by Stage 2) is that optimum already: it is
     reused, not fitted again (gap 0, ``converged_fit`` from its history)."""
-    from .head import fit_head_converged, head_objective
-    from .models import build_fusion_head
-    from .weights import (effective_clinical_share, influence_share, modality_jacobians,
-                          raw_fusion_weights)
-
     modalities, fusion = params.data.modalities, params.fusion
     weights = {"fusion": fusion.variant, "raw": raw_fusion_weights(head, fusion.variant),
                "trainable_fusion_params": n_params}
@@ -83,8 +83,6 @@ def image_branch_gap(outputs: dict, modalities: list, y_train, y_test) -> dict:
     """Train/test consistency of each image branch: mean top-class probability and QWK of the
     out-of-fold training rows, of the test rows by the mean of the inner models (what a head
     met before) and by single inner models (what it meets now, averaged over models)."""
-    from .metrics import qwk
-
     out = {}
     for m in modalities:
         if m == CLINICAL:

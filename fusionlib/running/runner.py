@@ -30,12 +30,13 @@ trained as tasks of their own (:func:`prefill_one`), each group's runs as soon
 as its sets are done.
 
 This module is the sequence (validate, plan, execute, report) and the one-run function;
-:mod:`fusionlib.run_folders` holds what the run folders say (``done.json``, owner files,
-stale-folder cleanup) and :mod:`fusionlib.scheduling` the process-pool and Dask executors.
+:mod:`fusionlib.running.folders` holds what the run folders say (``done.json``, owner files,
+stale-folder cleanup) and :mod:`fusionlib.running.scheduling` the process-pool and Dask executors.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -44,26 +45,39 @@ import secrets
 import shutil
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
-from ._io import (DISK_FULL_ERRNOS, NOTES_ENV, OLD_PREFIX, atomic_write_text, collected_notes,
-                  file_lock, os_error_text, read_notes, swap_into_place, writable_folder)
-from .errors import FusionlibError, ParamsError
-from .paths import REPO_ROOT, project_root
-from .results.files import DONE_FILE, METRICS_FILE, RESULT_FILES
-from .run_folders import (LOCK_PREFIX, OWNER_FILE, TMP_PREFIX, clean_stale, read_done,
-                          write_owner)
-from .run_folders import qwk_mean as _qwk_mean
+import yaml
+from tqdm.auto import tqdm
+
+from .._io import (DISK_FULL_ERRNOS, NOTES_ENV, OLD_PREFIX, atomic_write_text, collected_notes,
+                   file_lock, os_error_text, read_notes, swap_into_place, writable_folder)
+from ..datasets import data_fingerprint
+from ..errors import FusionlibError, ParamsError
+from ..experiment import prefill_branches
+from ..params import load_params, validate
+from ..paths import REPO_ROOT, project_root
+from ..results import dropped_images_count, dropped_images_line
+from ..results.files import DONE_FILE, METRICS_FILE, RESULT_FILES
+from .folders import (LOCK_PREFIX, OWNER_FILE, TMP_PREFIX, clean_stale, read_done,
+                      write_owner)
+from .folders import qwk_mean as _qwk_mean
 from .scheduling import (branch_group, branch_sets, error_text, execute_dask, execute_processes,
                          failed_outcome, failure_line, one_line, report_outcome, sigterm_raises)
+from .tasks import Outcome, Task
+
+# papermill (and jupyter_client under it) load when the first run executes, not on import: the
+# command line skips a slow optional import of theirs first (fusionlib._imports), and
+# `fusionlib run` with every run up to date never needs them.
 
 __all__ = ["PACKAGE_DIR", "DEFAULT_NOTEBOOK", "KERNEL_NAME", "QUIET_KERNEL_ARGS",
            "NOT_EXPERIMENT_CODE", "OLD_PREFIX", "TMP_PREFIX", "LOCK_PREFIX", "OWNER_FILE",
            "DONE_FILE", "code_version", "run_key", "load_all", "read_done", "clean_stale",
            "branch_group", "execute_run", "quiet_kernel_channel_races", "run_all"]
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # fusionlib/, this package's parent
 DEFAULT_NOTEBOOK = REPO_ROOT / "notebooks" / "experiment.ipynb"
 KERNEL_NAME = "python3"
 QUIET_KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
@@ -122,8 +136,6 @@ def run_key(params_dict: dict, code: str, data_fingerprint: str) -> str:
 
 def load_all(params_paths) -> list:
     """``[(path, ExperimentParams)]`` for every file; the first problem raises ParamsError."""
-    from .params import load_params
-
     loaded, names = [], {}
     for path in params_paths:
         params = load_params(path)          # checks the name too (params.check_run_name)
@@ -138,15 +150,15 @@ def load_all(params_paths) -> list:
 # --------------------------------------------------------------------------- one run
 
 
-def execute_run(task: dict) -> dict:
+def execute_run(task: Task) -> Outcome:
     """Execute one experiment notebook and swap its folder into place, holding the run's lock.
 
     A second ``fusionlib run`` on the same runs folder that reaches a run being
     executed waits for it, then skips it when it is done with the same key
     (status ``skipped``), so no experiment is executed twice at once.
     """
-    name = task["name"]
-    runs_dir = Path(task["runs_dir"])
+    name = task.name
+    runs_dir = Path(task.runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     lock = runs_dir / f"{LOCK_PREFIX}{name}"
     with file_lock(lock, blocking=False) as held:
@@ -157,14 +169,13 @@ def execute_run(task: dict) -> dict:
         return _execute_locked(task, waited=True)
 
 
-def _execute_locked(task: dict, waited: bool) -> dict:
+def _execute_locked(task: Task, waited: bool) -> Outcome:
     # Done meanwhile by another process (even with --force: that process just ran it).
-    done = read_done(Path(task["runs_dir"]) / task["name"])
-    if (waited or not task.get("force")) and done is not None and done.get("key") == task["key"] \
+    done = read_done(Path(task.runs_dir) / task.name)
+    if (waited or not task.force) and done is not None and done.get("key") == task.key \
             and done.get("status") == "ok":
-        return {"name": task["name"], "status": "skipped", "seconds": 0.0,
-                "qwk": _qwk_mean(Path(task["runs_dir"]) / task["name"]),
-                "message": f"run {task['name']}: already done by another fusionlib run"}
+        return Outcome(task.name, "skipped", qwk=_qwk_mean(Path(task.runs_dir) / task.name),
+                       message=f"run {task.name}: already done by another fusionlib run")
     return _execute_unlocked(task)
 
 
@@ -177,9 +188,6 @@ def quiet_kernel_channel_races() -> None:
     ran and was saved. Only that exception is dropped (from a thread, or a finaliser); every
     other one still goes to the previous hook. Idempotent.
     """
-    import errno
-    import threading
-
     def is_race(exc) -> bool:
         return type(exc).__name__ == "ZMQError" and getattr(exc, "errno", None) == errno.ENOTSOCK
 
@@ -198,85 +206,79 @@ def quiet_kernel_channel_races() -> None:
         setattr(owner, name, hook)
 
 
-def _execute_unlocked(task: dict) -> dict:
+def _execute_unlocked(task: Task) -> Outcome:
     """Execute one experiment notebook and swap its folder into place.
 
-    ``task`` is a plain dict (picklable for worker processes and Dask):
-    ``name, params, key, runs_dir, cache_dir, notebook, cwd, params_file,
-    code_version, data_fingerprint``. Returns ``{name, status, seconds, qwk,
-    message, notes}``; never raises for a failing notebook, nor for a failing write of the
-    runner's own (a full disk): ``message`` says it in one line naming the file, and the
-    run's earlier folder stays as it was (it is replaced only once the new one is complete).
-    ``notes`` are lines for the screen: images the loader dropped, cache entries recomputed.
+    Never raises for a failing notebook, nor for a failing write of the runner's own (a full
+    disk): the outcome's ``message`` says it in one line naming the file, and the run's
+    earlier folder stays as it was (it is replaced only once the new one is complete).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     quiet_kernel_channel_races()
-    name = task["name"]
-    runs_dir = Path(task["runs_dir"])
+    name = task.name
+    runs_dir = Path(task.runs_dir)
     started = time.time()
     tmp = runs_dir / f"{TMP_PREFIX}{name}-{secrets.token_hex(4)}"
-    result = {"name": name, "status": "failed", "seconds": 0.0, "qwk": None, "message": None,
-              "notes": []}
+    result = Outcome(name, "failed")
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
         _execute_in(task, tmp, started, result)
     except OSError as err:      # the runner's own writes: owner file, params.yaml, done.json, swap
-        result.update(status="failed", message=failure_line(name, err))
+        result.status, result.message = "failed", failure_line(name, err)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-        if result["status"] != "ok":
-            result["seconds"] = round(time.time() - started, 2)
+        if result.status != "ok":
+            result.seconds = round(time.time() - started, 2)
     return result
 
 
-def _execute_in(task: dict, tmp: Path, started: float, result: dict) -> None:
+def _execute_in(task: Task, tmp: Path, started: float, result: Outcome) -> None:
     """:func:`_execute_unlocked`'s work in the run's temporary folder ``tmp``; fills ``result``.
     An OSError of the runner's own writes is raised (the caller says it in one line)."""
     import papermill as pm
-    import yaml
     from papermill.exceptions import PapermillExecutionError
 
-    name = task["name"]
+    name = task.name
     runs_dir = tmp.parent
     failed_nb = runs_dir / f"{name}.failed.ipynb"
     write_owner(tmp, started)
-    atomic_write_text(tmp / "params.yaml", yaml.safe_dump(task["params"], sort_keys=False))
+    atomic_write_text(tmp / "params.yaml", yaml.safe_dump(task.params, sort_keys=False))
     output_nb = tmp / "executed.ipynb"
     notes_file = tmp / NOTES_FILE
-    parameters = {**task["params"], "output_dir": str(tmp), "cache_dir": task["cache_dir"]}
+    parameters = {**task.params, "output_dir": str(tmp), "cache_dir": task.cache_dir}
     try:
         try:
-            pm.execute_notebook(task["notebook"], str(output_nb), parameters=parameters,
-                                kernel_name=KERNEL_NAME, cwd=task["cwd"], progress_bar=False,
+            pm.execute_notebook(task.notebook, str(output_nb), parameters=parameters,
+                                kernel_name=KERNEL_NAME, cwd=task.cwd, progress_bar=False,
                                 log_output=False, extra_arguments=QUIET_KERNEL_ARGS,
                                 kernel_manager_class=_kernel_manager({NOTES_ENV: str(notes_file)}))
         finally:
-            result["notes"] += _note_lines(read_notes(notes_file))
+            result.notes += _note_lines(read_notes(notes_file))
     except Exception as err:  # noqa: BLE001 - a cell's error, a dead or missing kernel, a full disk
         # A full disk outside a cell hit papermill saving the notebook: the file may be cut
         # short, so it is not kept, and it is the file the error is about if it names none.
         disk_full = isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS
         if isinstance(err, PapermillExecutionError):
-            result["message"] = (f"run {name} FAILED in cell {err.cell_index}: {err.ename}: "
-                                 f"{_notebook_error(err.evalue)}")
+            result.message = (f"run {name} FAILED in cell {err.cell_index}: {err.ename}: "
+                              f"{_notebook_error(err.evalue)}")
         else:
-            result["message"] = failure_line(name, err, output_nb if disk_full else None)
+            result.message = failure_line(name, err, output_nb if disk_full else None)
         if not disk_full:
             _keep_failed_notebook(output_nb, failed_nb, result)
         return
     missing = [f for f in RESULT_FILES if not (tmp / f).is_file()]
     if missing:
-        result["message"] = (f"run {name} FAILED: the notebook finished without writing "
-                             f"{', '.join(missing)}")
+        result.message = (f"run {name} FAILED: the notebook finished without writing "
+                          f"{', '.join(missing)}")
         return
     finished = time.time()
     qwk = _qwk_mean(tmp)
-    result["notes"] = _dropped_images_lines(tmp) + result["notes"]
-    done = {"key": task["key"], "name": name, "status": "ok", "params_file": task["params_file"],
-            "code_version": task["code_version"], "data_fingerprint": task["data_fingerprint"],
+    result.notes = _dropped_images_lines(tmp) + result.notes
+    done = {"key": task.key, "name": name, "status": "ok", "params_file": task.params_file,
+            "code_version": task.code_version, "data_fingerprint": task.data_fingerprint,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(finished)),
             "seconds": round(finished - started, 2), "qwk_mean": qwk,
@@ -285,7 +287,7 @@ def _execute_in(task: dict, tmp: Path, started: float, result: dict) -> None:
     notes_file.unlink(missing_ok=True)                                    # read above
     atomic_write_text(tmp / DONE_FILE, json.dumps(done, indent=2))   # written last
     swap_into_place(tmp, runs_dir / name)
-    result.update(status="ok", seconds=done["seconds"], qwk=qwk, message=None)
+    result.status, result.seconds, result.qwk, result.message = "ok", done["seconds"], qwk, None
     try:
         failed_nb.unlink(missing_ok=True)
     except OSError:
@@ -306,7 +308,7 @@ def _kernel_manager(env: dict):
     return KernelManager
 
 
-def _keep_failed_notebook(output_nb: Path, failed_nb: Path, result: dict) -> None:
+def _keep_failed_notebook(output_nb: Path, failed_nb: Path, result: Outcome) -> None:
     """Keep the executed notebook as ``runs/<name>.failed.ipynb`` (a rename: atomic, no space
     needed). When that fails the run's line says so after the notebook's own error."""
     if not output_nb.exists():
@@ -314,9 +316,9 @@ def _keep_failed_notebook(output_nb: Path, failed_nb: Path, result: dict) -> Non
     try:
         os.replace(output_nb, failed_nb)
     except OSError as err:
-        result["message"] += f"; the failed notebook is not kept: {os_error_text(err, failed_nb)}"
+        result.message += f"; the failed notebook is not kept: {os_error_text(err, failed_nb)}"
         return
-    result["failed_notebook"] = str(failed_nb)
+    result.failed_notebook = str(failed_nb)
 
 
 def _notebook_error(evalue) -> str:
@@ -341,8 +343,6 @@ def _note_lines(notes: list[str]) -> list[str]:
 
 def _dropped_images_lines(run_dir: Path) -> list[str]:
     """``dropped images: 3 (unreadable 2, missing 1)`` when the run's loader dropped any."""
-    from .results import dropped_images_count, dropped_images_line
-
     try:
         summary = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))["summary"]
         return [dropped_images_line(summary)] if dropped_images_count(summary) else []
@@ -387,8 +387,6 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
         # fingerprint selects the run key (the experiment fingerprints the loaded cohort).
         by_data, data_of = {}, {}     # one fingerprint per distinct data section (modalities aside)
         try:
-            from .datasets import data_fingerprint
-
             for _, params in loaded:
                 ident = json.dumps(params.data.model_dump(exclude={"modalities"}), sort_keys=True)
                 if ident not in by_data:
@@ -409,16 +407,14 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
             key = run_key(params.to_dict(), code, data)
             done = read_done(runs_dir / params.name)
             if not force and done is not None and done.get("key") == key and done.get("status") == "ok":
-                outcomes[params.name] = {"name": params.name, "status": "skipped",
-                                         "seconds": 0.0, "qwk": _qwk_mean(runs_dir / params.name),
-                                         "message": None}
+                outcomes[params.name] = Outcome(params.name, "skipped",
+                                                qwk=_qwk_mean(runs_dir / params.name))
                 print(f"run {params.name}: up to date", file=sys.stderr)
                 continue
-            tasks.append({"name": params.name, "params": params.to_dict(), "key": key,
-                          "runs_dir": str(runs_dir), "cache_dir": str(cache_dir),
-                          "notebook": str(notebook.absolute()), "cwd": str(project_root()),
-                          "params_file": str(path), "code_version": code,
-                          "data_fingerprint": data, "force": force})
+            tasks.append(Task(params.name, params.to_dict(), key, runs_dir=str(runs_dir),
+                              cache_dir=str(cache_dir), notebook=str(notebook.absolute()),
+                              cwd=str(project_root()), params_file=str(path), code_version=code,
+                              data_fingerprint=data, force=force))
 
         if tasks:
             _execute(tasks, outcomes, jobs=jobs, scheduler=scheduler, total=len(loaded))
@@ -426,21 +422,18 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
     print("summary:")
     width = max(len(p.name) for _, p in loaded)
     for _, params in loaded:
-        out = outcomes.get(params.name, {"status": "not run", "seconds": 0.0, "qwk": None})
-        qwk = "QWK mean   n/a" if out["qwk"] is None else f"QWK mean {out['qwk']:.3f}"
-        print(f"  {params.name:<{width}}  {out['status']:<7}  {out['seconds']:7.1f} s  {qwk}")
-    failed = [o for o in outcomes.values() if o["status"] == "failed"]
+        out = outcomes.get(params.name, Outcome(params.name, "not run"))
+        qwk = "QWK mean   n/a" if out.qwk is None else f"QWK mean {out.qwk:.3f}"
+        print(f"  {params.name:<{width}}  {out.status:<7}  {out.seconds:7.1f} s  {qwk}")
+    failed = [o for o in outcomes.values() if o.status == "failed"]
     return 1 if failed or len(outcomes) < len(loaded) else 0
 
 
 def prefill_one(item: dict) -> dict:
     """One (branch group, seed)'s branch outputs into the cache (a worker's task before the
-    runs of its group, in the process pool or on Dask; :func:`fusionlib.scheduling._schedule`)."""
+    runs of its group, in the process pool or on Dask; :func:`fusionlib.running.scheduling._schedule`)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    from .experiment import prefill_branches
-    from .params import validate
-
     started = time.time()
     with collected_notes() as notes:        # cache entries found unreadable and recomputed
         counts = prefill_branches(validate(item["params"]), item["seed"], item["cache_dir"])
@@ -462,8 +455,6 @@ def _branches_line(bar):
 
 
 def _execute(tasks: list, outcomes: dict, jobs: int, scheduler: str | None, total: int) -> None:
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=total, initial=total - len(tasks), desc="runs", unit="run", file=sys.stderr,
                dynamic_ncols=True)
     try:
@@ -482,11 +473,11 @@ def _execute(tasks: list, outcomes: dict, jobs: int, scheduler: str | None, tota
                 execute_processes(tasks, outcomes, jobs, bar, execute_run, **branches)
         else:
             for task in tasks:
-                bar.set_postfix_str(task["name"])
+                bar.set_postfix_str(task.name)
                 try:
                     outcome = execute_run(task)
                 except Exception as err:  # noqa: BLE001 - as a worker's: one line, the others go on
-                    outcome = failed_outcome(task["name"], err)
+                    outcome = failed_outcome(task.name, err)
                 report_outcome(outcome, outcomes, bar)
     finally:
         bar.close()

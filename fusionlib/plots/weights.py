@@ -15,12 +15,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .data import LABELS
+from ..data import LABELS
+from ..fusion import CLINICAL, FIXED_CLINICAL_WEIGHT, FUSIONS
 from .figures import RF_COLOR as _RF_COLOR
 from .figures import empty_figure as _empty
 from .figures import finite_values as _finite
 from .figures import new_figure as _figure
-from .fusion import CLINICAL, FIXED_CLINICAL_WEIGHT, FUSIONS
 
 FIXED_CLINICAL_SHARE = FIXED_CLINICAL_WEIGHT
 """The old study's fixed clinical share, drawn as the dashed reference line."""
@@ -144,7 +144,7 @@ def clinical_share(fold_rows: Mapping[str, Sequence[Mapping]] | Sequence[Mapping
             runs[name] = values
     if not runs:
         return _empty(f"no effective {clinical} share (single-modality runs)")
-    import matplotlib
+    import matplotlib  # loads with the first figure (see .figures)
 
     fig, axes = _figure(min(11.0, 5.0 + 0.9 * len(runs)), 3.4)
     ax = axes[0, 0]

@@ -1,8 +1,8 @@
 """Where the runner's runs execute: local worker processes or a Dask distributed scheduler,
 and how their outcomes are reported.
 
-The per-run function (:func:`fusionlib.runner.execute_run`) and the branch-set function
-(:func:`fusionlib.runner.prefill_one`) are passed in, so this module never imports the runner.
+The per-run function (:func:`fusionlib.running.runner.execute_run`) and the branch-set function
+(:func:`fusionlib.running.runner.prefill_one`) are passed in, so this module never imports the runner.
 Both executors follow one order (:func:`_schedule`): the branch outputs the runs share are
 trained first, one task per (branch group, seed) (:func:`branch_sets`), and each group's runs
 are submitted as soon as its sets are done. Without branch sets, runs that train the same
@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import secrets
 import signal
 import sys
+import threading
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
+from concurrent.futures import wait as wait_futures
 from contextlib import contextmanager
 
-from ._imports import skip_slow_optional_imports
-from ._io import os_error_text
+from .._imports import skip_slow_optional_imports
+from .._io import os_error_text
+from .tasks import Outcome, Task
 
 
 def one_line(text) -> str:
@@ -42,10 +47,9 @@ def failure_line(name: str, err: BaseException, path=None) -> str:
     return f"run {name} FAILED: {error_text(err, path)}"
 
 
-def failed_outcome(name: str, err: BaseException) -> dict:
+def failed_outcome(name: str, err: BaseException) -> Outcome:
     """The outcome of a run whose execution raised instead of returning one."""
-    return {"name": name, "status": "failed", "seconds": 0.0, "qwk": None,
-            "message": failure_line(name, err)}
+    return Outcome(name, "failed", message=failure_line(name, err))
 
 
 # --------------------------------------------------------------------------- signals
@@ -58,8 +62,6 @@ def _sigterm_to_interrupt(signum, frame):
 @contextmanager
 def sigterm_raises():
     """Turn SIGTERM into KeyboardInterrupt (main thread only) so cleanup code runs."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -80,28 +82,28 @@ def worker_init():
 # --------------------------------------------------------------------------- outcomes
 
 
-def report_outcome(outcome: dict, outcomes: dict, bar) -> None:
+def report_outcome(outcome: Outcome, outcomes: dict, bar) -> None:
     """Record one run's outcome and print its line above the progress bar, then its notes (the
     images the loader dropped, cache entries recomputed), indented."""
-    outcomes[outcome["name"]] = outcome
-    if outcome["status"] == "failed":
-        bar.write(outcome["message"], file=sys.stderr)
-        if outcome.get("failed_notebook"):
-            bar.write(f"  failed notebook kept as {outcome['failed_notebook']}", file=sys.stderr)
-    elif outcome["status"] == "skipped":
-        bar.write(outcome["message"] or f"run {outcome['name']}: skipped", file=sys.stderr)
+    outcomes[outcome.name] = outcome
+    if outcome.status == "failed":
+        bar.write(outcome.message, file=sys.stderr)
+        if outcome.failed_notebook:
+            bar.write(f"  failed notebook kept as {outcome.failed_notebook}", file=sys.stderr)
+    elif outcome.status == "skipped":
+        bar.write(outcome.message or f"run {outcome.name}: skipped", file=sys.stderr)
     else:
-        bar.write(f"run {outcome['name']}: ok in {outcome['seconds']:.1f} s", file=sys.stderr)
-    for line in outcome.get("notes") or ():
+        bar.write(f"run {outcome.name}: ok in {outcome.seconds:.1f} s", file=sys.stderr)
+    for line in outcome.notes:
         bar.write(f"  {line}", file=sys.stderr)
     bar.update(1)
 
 
-def _outcome_of(future, task: dict) -> dict:
+def _outcome_of(future, task: Task) -> Outcome:
     try:
         return future.result()
     except Exception as err:  # noqa: BLE001 - a worker that died, a pickling problem, ...
-        return failed_outcome(task["name"], err)
+        return failed_outcome(task.name, err)
 
 
 # --------------------------------------------------------------------------- waves
@@ -126,12 +128,12 @@ def waves(tasks: list) -> tuple[list, dict]:
     """``(leaders, followers)``: the first task of each branch group, and the rest by leader name."""
     leaders, followers, seen = [], {}, {}
     for task in tasks:
-        group = branch_group(task["params"])
+        group = branch_group(task.params)
         if group in seen:
             followers[seen[group]].append(task)
         else:
-            seen[group] = task["name"]
-            followers[task["name"]] = []
+            seen[group] = task.name
+            followers[task.name] = []
             leaders.append(task)
     return leaders, followers
 
@@ -163,13 +165,13 @@ def _schedule(tasks: list, outcomes: dict, bar, execute_run, submit, first_done,
             waiting[item["group"]] = waiting.get(item["group"], 0) + 1
         followers: dict = {}
         for task in tasks:
-            followers.setdefault(branch_group(task["params"]), []).append(task)
+            followers.setdefault(branch_group(task.params), []).append(task)
         first = []
     else:
         first, followers = waves(tasks)
     pending = {submit(fill_branches, item, f"branches-{item['group'][:12]}-seed-{item['seed']}"):
                ("branches", item) for item in items}
-    pending.update({submit(execute_run, task, f"run-{task['name']}"): ("run", task)
+    pending.update({submit(execute_run, task, f"run-{task.name}"): ("run", task)
                     for task in first})
     while pending:
         for future in first_done(list(pending)):
@@ -185,9 +187,9 @@ def _schedule(tasks: list, outcomes: dict, bar, execute_run, submit, first_done,
                 ready = followers.pop(what["group"]) if not waiting[what["group"]] else []
             else:
                 report_outcome(_outcome_of(future, what), outcomes, bar)
-                ready = [] if items else followers.get(what["name"], [])
+                ready = [] if items else followers.get(what.name, [])
             for task in ready:
-                pending[submit(execute_run, task, f"run-{task['name']}")] = ("run", task)
+                pending[submit(execute_run, task, f"run-{task.name}")] = ("run", task)
 
 
 def execute_processes(tasks: list, outcomes: dict, jobs: int, bar, execute_run,
@@ -199,9 +201,6 @@ def execute_processes(tasks: list, outcomes: dict, jobs: int, bar, execute_run,
     trained first, in the same pool, and each group's runs are queued as soon as that group's
     sets are done; without them, runs go in waves (:func:`_schedule`).
     """
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
     sets = len(branch_items or []) if fill_branches is not None else 0
     pool = ProcessPoolExecutor(max_workers=max(1, min(jobs, len(tasks) + sets)),
                                mp_context=multiprocessing.get_context("spawn"),
@@ -209,7 +208,8 @@ def execute_processes(tasks: list, outcomes: dict, jobs: int, bar, execute_run,
     try:
         _schedule(tasks, outcomes, bar, execute_run,
                   submit=lambda function, argument, label: pool.submit(function, argument),
-                  first_done=lambda futures: wait(futures, return_when=FIRST_COMPLETED).done,
+                  first_done=lambda futures: wait_futures(
+                      futures, return_when=FIRST_COMPLETED).done,
                   branch_items=branch_items, fill_branches=fill_branches, on_branches=on_branches)
     except BaseException:
         # Interrupted: stop the workers (each cleans its temporary folder on SIGTERM).
@@ -229,7 +229,7 @@ def branch_sets(tasks: list) -> list[dict]:
     """
     items, seen = [], set()
     for task in tasks:
-        params = task["params"]
+        params = task.params
         protocol = params.get("protocol", {})
         seeds = protocol.get("seeds") or [protocol.get("seed", 0)]
         group = branch_group(params)
@@ -238,7 +238,7 @@ def branch_sets(tasks: list) -> list[dict]:
                 continue
             seen.add((group, seed))
             items.append({"group": group, "seed": seed, "params": params,
-                          "cache_dir": task["cache_dir"],
+                          "cache_dir": task.cache_dir,
                           "label": f"{protocol.get('data_percentage', 100):g} % seed {seed}",
                           "size": protocol.get("data_percentage", 100)})
     # Largest first: the long tasks start early and the short ones fill the end.
@@ -255,7 +255,7 @@ def execute_dask(tasks: list, outcomes: dict, scheduler: str, bar, execute_run,
     own and each group's runs are submitted as soon as its sets are done; without them, in
     waves. Interrupted, the submitted tasks are cancelled.
     """
-    from dask.distributed import Client, wait
+    from dask.distributed import Client, wait  # Dask is optional: imported only when used
 
     with Client(scheduler) as client:
         submitted = []

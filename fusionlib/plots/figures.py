@@ -1,13 +1,19 @@
-"""What every figure of :mod:`fusionlib.plots` and :mod:`fusionlib.weight_plots` shares:
+"""What every figure of :mod:`fusionlib.plots` shares:
 pyplot-free figures, the colours, and the way out of Python (a base64 PNG, an ``<img>``
 with alt text for the report, a notebook display with alt text).
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 
 import numpy as np
+
+# Matplotlib (and IPython's display) are imported inside the functions that draw or show a
+# figure: importing fusionlib.report (the command line's `plan`, `report`) stays without them
+# until the first figure.
 
 RF_COLOR = "#1f77b4"
 IMG_COLOR = "#ff7f0e"
@@ -43,9 +49,6 @@ def finite_values(values) -> np.ndarray:
 
 def to_base64_png(fig, dpi: int = 100) -> str:
     """The figure as a base64 PNG string (for ``<img src="data:image/png;base64,...">``)."""
-    import base64
-    import io
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     return base64.b64encode(buffer.getvalue()).decode("ascii")

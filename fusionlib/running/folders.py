@@ -18,8 +18,8 @@ import socket
 import time
 from pathlib import Path
 
-from ._io import OLD_PREFIX, atomic_write_text
-from .results.files import DONE_FILE
+from .._io import OLD_PREFIX, atomic_write_text
+from ..results.files import DONE_FILE
 
 TMP_PREFIX = ".tmp-"
 LOCK_PREFIX = ".lock-"

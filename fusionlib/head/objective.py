@@ -1,4 +1,4 @@
-"""The fusion head's training objective and its minimiser (what :mod:`fusionlib.head` fits with).
+"""The fusion head's training objective (what :mod:`fusionlib.head.optimisers` minimises).
 
 The objective is the mean (class-weighted) per-row loss on the training rows plus a penalty on
 the Dense kernels (group norm over each modality's block of rows, or L2). Two implementations
@@ -11,18 +11,13 @@ entries: threads only add contention).
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING
+import json
 
 import numpy as np
 
-from ._tf import set_seed, tf
-from .metrics import qwk
-
-if TYPE_CHECKING:
-    from .head import HeadSettings
-
-logger = logging.getLogger("fusionlib")
+from .._tf import tf
+from ..fusion import fusion_layer
+from .settings import HeadSettings
 
 
 def class_weights(y, n_classes: int = 3) -> np.ndarray:
@@ -41,7 +36,7 @@ def _kernel_penalty(kernel, n_modalities: int, group: bool):
     return T.reduce_sum(T.square(kernel))
 
 
-def _per_row_loss(kind: str, gamma: float):
+def per_row_loss(kind: str, gamma: float):
     def loss(y_onehot, proba):
         proba = tf().clip_by_value(proba, 1e-7, 1.0)
         ce = -tf().reduce_sum(y_onehot * tf().math.log(proba), axis=1)
@@ -52,7 +47,7 @@ def _per_row_loss(kind: str, gamma: float):
     return loss
 
 
-def _objective(head, x_train: list, y_train, trainer: HeadSettings, penalty: float):
+def training_objective(head, x_train: list, y_train, settings: HeadSettings, penalty: float):
     """A zero-argument callable: the head's training objective at its current weights.
 
     Mean (class-weighted) per-row loss on the training rows plus the penalty on the Dense
@@ -63,11 +58,11 @@ def _objective(head, x_train: list, y_train, trainer: HeadSettings, penalty: flo
     y_train = np.asarray(y_train, dtype=int)
     xs = [T.constant(np.asarray(x, dtype="float32")) for x in x_train]
     yt = T.constant(np.eye(3, dtype="float32")[y_train])
-    weights = class_weights(y_train) if trainer.class_weight == "balanced" else np.ones(3)
+    weights = class_weights(y_train) if settings.class_weight == "balanced" else np.ones(3)
     wt = T.constant(weights[y_train].astype("float32"))
-    per_row = _per_row_loss(trainer.loss, trainer.focal_gamma)
+    per_row = per_row_loss(settings.loss, settings.focal_gamma)
     kernels = [v for v in head.trainable_weights if v.path.endswith("kernel")]
-    strength, group = float(penalty), trainer.penalty_kind == "group"
+    strength, group = float(penalty), settings.penalty_kind == "group"
 
     def value():
         out = T.reduce_sum(wt * per_row(yt, head(xs, training=True))) / T.reduce_sum(wt)
@@ -78,20 +73,21 @@ def _objective(head, x_train: list, y_train, trainer: HeadSettings, penalty: flo
     return value
 
 
-# --------------------------------------------------------------------------- L-BFGS machinery
-# The penalised objective of `_objective` as f(theta) -> (value, gradient) over the flat vector
-# of the head's trainable weights (in ``head.trainable_weights`` order), for scipy's L-BFGS-B.
-# Two implementations: exact float64 NumPy for a linear-softmax head, and a TensorFlow function
-# compiled once per (architecture, loss settings) for every other head.
+# --------------------------------------------------------------------------- for L-BFGS
+# The penalised objective of `training_objective` as f(theta) -> (value, gradient) over the flat
+# vector of the head's trainable weights (in ``head.trainable_weights`` order), for scipy's
+# L-BFGS-B (fusionlib.head.optimisers). Two implementations: exact float64 NumPy for a
+# linear-softmax head, and a TensorFlow function compiled once per (architecture, loss settings)
+# for every other head.
 
 
-def _row_weights(y, trainer: HeadSettings) -> np.ndarray:
-    weights = class_weights(y) if trainer.class_weight == "balanced" else np.ones(3)
+def _row_weights(y, settings: HeadSettings) -> np.ndarray:
+    weights = class_weights(y) if settings.class_weight == "balanced" else np.ones(3)
     return weights[np.asarray(y, dtype=int)]
 
 
 def per_row_loss_numpy(y, proba, kind: str = "cross_entropy", gamma: float = 2.0) -> np.ndarray:
-    """:func:`_per_row_loss` in NumPy (same 1e-7 clip): each row's loss for its true class."""
+    """:func:`per_row_loss` in NumPy (same 1e-7 clip): each row's loss for its true class."""
     y = np.asarray(y, dtype=int)
     q = np.clip(np.asarray(proba, dtype="float64"), 1e-7, 1.0)[np.arange(len(y)), y]
     out = -np.log(q)
@@ -107,18 +103,18 @@ def _group_blocks(kernel_shape, n_modalities: int, group: bool) -> bool:
 class _LinearSoftmaxObjective:
     """Exact float64 objective and gradient of ``softmax(concat(x) K + b)`` heads."""
 
-    def __init__(self, head, dense, x_train, y_train, trainer: HeadSettings):
+    def __init__(self, head, dense, x_train, y_train, settings: HeadSettings):
         self.variables = [dense.kernel, dense.bias]
         self.x = np.hstack([np.asarray(a, dtype="float64") for a in x_train])
         self.y = np.asarray(y_train, dtype=int)
-        w = _row_weights(self.y, trainer)
+        w = _row_weights(self.y, settings)
         self.w = w / w.sum()
         self.onehot = np.eye(3)[self.y]
-        self.focal = trainer.loss == "focal"
-        self.gamma = float(trainer.focal_gamma)
+        self.focal = settings.loss == "focal"
+        self.gamma = float(settings.focal_gamma)
         self.n_modalities = len(x_train)
         self.shape = tuple(dense.kernel.shape)
-        self.group = _group_blocks(self.shape, self.n_modalities, trainer.penalty_kind == "group")
+        self.group = _group_blocks(self.shape, self.n_modalities, settings.penalty_kind == "group")
 
     def theta(self) -> np.ndarray:
         return np.concatenate([np.asarray(v, dtype="float64").ravel() for v in self.variables])
@@ -174,28 +170,27 @@ _COMPILED: dict = {}
 architecture and loss settings in this process (keyed by :func:`_architecture_key`)."""
 
 
-def _strip_seeds(config):
+def strip_seeds(config):
     if isinstance(config, dict):
-        return {k: _strip_seeds(v) for k, v in config.items() if k not in ("random_state", "seed")}
+        return {k: strip_seeds(v) for k, v in config.items() if k not in ("random_state", "seed")}
     if isinstance(config, (list, tuple)):
-        return [_strip_seeds(v) for v in config]
+        return [strip_seeds(v) for v in config]
     return config
 
 
-def _architecture_key(head, trainer: HeadSettings) -> str:
+def _architecture_key(head, settings: HeadSettings) -> str:
     """The head's config without its seeds (a seed changes the start, not the function),
     its weights' shapes and paths, and the loss settings the compiled function bakes in."""
-    import json
-
     return json.dumps({
-        "config": _strip_seeds(head.get_config()), "class": type(head).__name__,
+        "config": strip_seeds(head.get_config()), "class": type(head).__name__,
         "weights": [(v.path, list(v.shape)) for v in head.trainable_weights],
         "non_trainable": [np.asarray(v).tolist() for v in head.non_trainable_variables],
-        "loss": trainer.loss, "gamma": float(trainer.focal_gamma) if trainer.loss == "focal" else 0,
-        "penalty_kind": trainer.penalty_kind}, sort_keys=True, default=str)
+        "loss": settings.loss,
+        "gamma": float(settings.focal_gamma) if settings.loss == "focal" else 0,
+        "penalty_kind": settings.penalty_kind}, sort_keys=True, default=str)
 
 
-def _compile(head, n_inputs: int, trainer: HeadSettings):
+def _compile(head, n_inputs: int, settings: HeadSettings):
     """A tf.function ``(theta, xs, y_onehot, row_weight, strength) -> (value, gradient)`` over the
     stateless call of ``head`` (its architecture only: the weights are ``theta``)."""
     T = tf()
@@ -203,9 +198,9 @@ def _compile(head, n_inputs: int, trainer: HeadSettings):
     shapes = [tuple(v.shape) for v in variables]
     sizes = [int(np.prod(s)) for s in shapes]
     kernels = [i for i, v in enumerate(variables) if v.path.endswith("kernel")]
-    group = trainer.penalty_kind == "group"
+    group = settings.penalty_kind == "group"
     non_trainable = [v.value for v in head.non_trainable_variables]
-    per_row = _per_row_loss(trainer.loss, trainer.focal_gamma)
+    per_row = per_row_loss(settings.loss, settings.focal_gamma)
     rows = T.TensorSpec([None, 3], T.float32)
 
     @T.function(autograph=False,
@@ -234,19 +229,19 @@ def _compile(head, n_inputs: int, trainer: HeadSettings):
 class _CompiledObjective:
     """The objective of any head through a TensorFlow function compiled once per architecture."""
 
-    def __init__(self, head, x_train, y_train, trainer: HeadSettings):
+    def __init__(self, head, x_train, y_train, settings: HeadSettings):
         T = tf()
         self.variables = head.trainable_weights
         self.shapes = [tuple(v.shape) for v in self.variables]
         self.sizes = [int(np.prod(s)) for s in self.shapes]
-        key = _architecture_key(head, trainer)
+        key = _architecture_key(head, settings)
         if key not in _COMPILED:
-            _COMPILED[key] = _compile(head, len(x_train), trainer)
+            _COMPILED[key] = _compile(head, len(x_train), settings)
         self.value_and_grad, self.forward = _COMPILED[key]
         y = np.asarray(y_train, dtype=int)
         self.xs = [T.constant(np.asarray(a, dtype="float32")) for a in x_train]
         self.yt = T.constant(np.eye(3, dtype="float32")[y])
-        self.wt = T.constant(_row_weights(y, trainer).astype("float32"))
+        self.wt = T.constant(_row_weights(y, settings).astype("float32"))
 
     def theta(self) -> np.ndarray:
         return np.concatenate([np.asarray(v, dtype="float64").ravel() for v in self.variables])
@@ -269,96 +264,22 @@ class _CompiledObjective:
         return np.asarray(self.forward(T.constant(theta, T.float32), xs), dtype="float64")
 
 
-def head_objective_function(head, x_train: list, y_train, trainer: HeadSettings | None = None):
+def head_objective_function(head, x_train: list, y_train, settings: HeadSettings | None = None):
     """The penalised training objective of :func:`fit_head` as ``f(theta, penalty) -> (value,
     gradient)`` over the flat vector of ``head.trainable_weights``; ``.theta()`` is the head's
     current vector, ``.assign(theta)`` writes one into the head. Exact float64 NumPy for a head
     whose fusion layer says it is linear-softmax (``FusionLayer.linear_softmax``), else a
     TensorFlow function compiled once per architecture and loss settings."""
-    from .fusion import fusion_layer
-
-    from .head import HeadSettings
-
-    trainer = trainer or HeadSettings()
+    settings = settings or HeadSettings()
     try:
         dense = fusion_layer(head).linear_softmax()
     except (ValueError, AttributeError):
         dense = None
     if dense is not None and [id(v) for v in head.trainable_weights] == \
             [id(dense.kernel), id(dense.bias)]:
-        return _LinearSoftmaxObjective(head, dense, x_train, y_train, trainer)
-    return _CompiledObjective(head, x_train, y_train, trainer)
+        return _LinearSoftmaxObjective(head, dense, x_train, y_train, settings)
+    return _CompiledObjective(head, x_train, y_train, settings)
 
-
-_BLAS = []
-
-
-def one_blas_thread():
-    """A context with BLAS limited to one thread: L-BFGS-B calls BLAS on vectors of tens to
-    hundreds of entries, where threads only add contention (on 2 busy cores a multi-threaded
-    BLAS made each iteration ~200x slower)."""
-    if not _BLAS:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS.append(ThreadpoolController())
-    return _BLAS[0].limit(limits=1, user_api="blas")
-
-
-def _lbfgs(objective, penalty: float, max_iter: int, ftol: float, gtol: float,
-           theta0: np.ndarray | None = None) -> dict:
-    """Minimise ``objective`` from ``theta0`` (default: the head's current weights); the head
-    itself is not written (``objective.assign(result["theta"])`` does that)."""
-    from scipy.optimize import minimize
-
-    theta0 = objective.theta() if theta0 is None else theta0
-    with one_blas_thread():
-        start, _ = objective(theta0, penalty)
-        result = minimize(objective, theta0, args=(penalty,), jac=True, method="L-BFGS-B",
-                          options={"maxiter": max_iter, "ftol": ftol, "gtol": gtol})
-    moved = bool(np.isfinite(result.fun) and result.fun <= start and result.nit > 0)
-    theta = result.x if moved else theta0
-    value, grad = (float(result.fun), result.jac) if moved else objective(theta0, penalty)
-    return {"theta": theta, "train_objective": float(value), "start_objective": float(start),
-            "iterations": int(result.nit) if moved else 0, "grad_max": float(np.abs(grad).max()),
-            "max_iter": bool(result.nit >= max_iter), "message": str(result.message)}
-
-
-def _lbfgs_candidate(objective, theta0, x_val, y_val, trainer: HeadSettings,
-                     penalty: float) -> tuple[np.ndarray, dict]:
-    """One penalty candidate with ``optimizer: lbfgs``: the penalised optimum from ``theta0``,
-    then its validation scores. Returns ``(theta, history)``; the head is not written."""
-    fit = _lbfgs(objective, float(penalty), trainer.max_epochs, trainer.tolerance, 1e-6, theta0)
-    iterations = fit["iterations"]
-    history = {"optimizer": "lbfgs", "epoch": [iterations], "train_loss": [fit["train_objective"]],
-               "val_loss": [], "val_qwk": [], "best_epoch": iterations,
-               "stopped": "max_iter" if fit["max_iter"] else "converged",
-               "train_objective": fit["train_objective"],
-               "start_objective": fit["start_objective"], "grad_max": fit["grad_max"],
-               "penalty": float(penalty)}
-    if trainer.monitor != "none" and x_val is not None and len(y_val) > 0:
-        y_val = np.asarray(y_val, dtype=int)
-        proba = objective.val_proba(fit["theta"], x_val)
-        rows = per_row_loss_numpy(y_val, proba, trainer.loss, trainer.focal_gamma)
-        history["val_loss"].append(float(rows.mean()))
-        history["val_qwk"].append(qwk(y_val, proba.argmax(axis=1)))
-        history["val_row_loss"] = rows.tolist()
-    if iterations == 0:
-        logger.warning("fusion head: L-BFGS did not move the head from its start (%s)",
-                       fit["message"])
-    return fit["theta"], history
-
-
-def fit_penalty_candidates(head, x_train: list, y_train, x_val, y_val, trainer: HeadSettings,
-                           penalties, random_state: int = 0) -> list[tuple]:
-    """Every penalty candidate fitted together with ``optimizer: lbfgs``: one objective (data
-    prepared once), each candidate minimised from the head's current (seeded) weights.
-    Returns ``[(penalty, theta, history)]``; the head keeps its weights (write the chosen
-    ``theta`` with :func:`set_head_theta`)."""
-    set_seed(random_state)
-    objective = head_objective_function(head, x_train, y_train, trainer)
-    theta0 = objective.theta()
-    return [(float(p), *_lbfgs_candidate(objective, theta0, x_val, y_val, trainer, p))
-            for p in penalties]
 
 
 def set_head_theta(head, theta) -> None:
@@ -368,3 +289,18 @@ def set_head_theta(head, theta) -> None:
         size = int(np.prod(v.shape))
         v.assign(np.asarray(theta[offset:offset + size]).reshape(tuple(v.shape)).astype("float32"))
         offset += size
+
+
+def head_objective(head, x_train: list, y_train, settings: HeadSettings | None = None,
+                   penalty: float = 0.0) -> float:
+    """The training objective of :func:`fit_head` (weighted loss + penalty) at the head's weights."""
+    return float(training_objective(head, x_train, y_train, settings or HeadSettings(), penalty)())
+
+
+
+def head_log_loss(head, x: list, y) -> float:
+    """Mean cross-entropy of a head's probabilities (for the optimum check)."""
+    proba = np.clip(np.asarray(head([np.asarray(a, dtype="float32") for a in x], training=False),
+                               dtype=float), 1e-12, 1)
+    return float(-np.mean(np.log(proba[np.arange(len(y)), np.asarray(y, dtype=int)])))
+

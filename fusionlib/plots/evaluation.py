@@ -7,8 +7,9 @@ fold rows, ``weights.json`` entries, ``predictions.csv`` columns) or the
 DataFrames of :mod:`fusionlib.report`, so no figure needs a Keras model.
 
 This module holds the evaluation and data figures; the learned-weight figures live in
-:mod:`fusionlib.weight_plots` and the shared figure helpers and outputs (PNG, ``<img>``,
-notebook display) in :mod:`fusionlib.figures`. Every one of them is importable from here.
+:mod:`fusionlib.plots.weights` and the shared figure helpers and outputs (PNG, ``<img>``,
+notebook display) in :mod:`fusionlib.plots.figures`. Every one of them is importable from
+:mod:`fusionlib.plots`.
 """
 
 from __future__ import annotations
@@ -17,21 +18,26 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from PIL import Image
 
-from .data import LABELS
+from ..data import LABELS
+from ..metrics import brier_score, expected_calibration_error, reliability_curve
 from .figures import RF_COLOR as _RF_COLOR
 from .figures import empty_figure as _empty
 from .figures import figure_html, show_figure, to_base64_png  # noqa: F401 - plots.show_figure, ...
 from .figures import finite_values as _finite
 from .figures import new_figure as _figure
-from .weight_plots import (FIXED_CLINICAL_SHARE, clinical_share,  # noqa: F401
-                           fusion_weight_heatmaps, influence_summary, training_curve)
+from .weights import (FIXED_CLINICAL_SHARE, clinical_share,  # noqa: F401
+                      fusion_weight_heatmaps, influence_summary, training_curve)
 
 __all__ = ["confusion_matrix", "confusion_matrices", "qwk_comparison", "paired_differences",
            "verdict_intervals", "influence_summary",
            "reliability_diagram", "class_mix", "sample_thermal_maps", "fusion_weight_heatmaps",
            "clinical_share", "training_curve", "FIXED_CLINICAL_SHARE", "to_base64_png",
            "figure_html", "show_figure"]
+
+# matplotlib's patches and lines are imported where a figure draws them (as the Figure itself
+# in .figures): importing this package does not load matplotlib.
 
 
 # --------------------------------------------------------------------------- confusion matrix
@@ -225,8 +231,6 @@ def reliability_diagram(curves: Mapping[str, tuple], title: str | None = None, n
     ``curves`` maps a name to ``(y_true, proba)``; the legend gives each source's
     Brier score and ECE. Marker size follows the number of cases in the bin.
     """
-    from .metrics import brier_score, expected_calibration_error, reliability_curve
-
     if not curves:
         return _empty("no predictions")
     fig, axes = _figure(4.8, 4.2)
@@ -326,7 +330,5 @@ def sample_thermal_maps(cohort, n: int = 6, modality: str = "thermal_map", rando
 
 
 def _read_image(path) -> np.ndarray:
-    from PIL import Image
-
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
