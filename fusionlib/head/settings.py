@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
 from pydantic import Field, field_validator
 
-from ..settings import Settings, fail, one_of
+from ..settings import Settings, choice, fail
 
 LOSSES = ("cross_entropy", "focal")
 PENALTIES = ("group", "l2")
@@ -60,10 +60,12 @@ class HeadSettings(Settings):
         which shrinks every weight in proportion. Other kernels get the L2 form.
     """
 
-    loss: str = Field("cross_entropy", description="fusion-head loss: `cross_entropy` or `focal`")
+    loss: Annotated[str, choice(LOSSES)] = Field("cross_entropy", description=(
+        "fusion-head loss: `cross_entropy` or `focal`"))
     focal_gamma: float = Field(2.0, ge=0, description="focusing parameter of the focal loss")
-    class_weight: Optional[str] = Field(None, description="class weighting of the head's loss: null or `balanced`")
-    optimizer: str = Field("lbfgs", description=(
+    class_weight: Annotated[Optional[str], choice((None, "balanced"))] = Field(None, description=(
+        "class weighting of the head's loss: null or `balanced`"))
+    optimizer: Annotated[str, choice(OPTIMIZERS)] = Field("lbfgs", description=(
         "optimiser of the head: `lbfgs` (penalised objective minimised to convergence, no early "
         "stopping), or the early-stopped full-batch `sgd` (Nesterov momentum) or `adam`"))
     learning_rate: float = Field(1.0, gt=0, description="learning rate of `sgd` and `adam`")
@@ -73,39 +75,19 @@ class HeadSettings(Settings):
                           "(`sgd`, `adam`)")
     eval_every: int = Field(10, ge=1, description="steps between two validation checks (`sgd`, "
                             "`adam`)")
-    monitor: str = Field("val_loss", description=(
+    monitor: Annotated[str, choice(MONITORS)] = Field("val_loss", description=(
         "validation signal that chooses the penalty (and early-stops `sgd`/`adam`): `val_loss`, "
         "`val_qwk` or `none`"))
     penalty: list[float] = Field([0.0, 0.003, 0.01, 0.03], description=(
         "candidate penalty strengths on the head's Dense kernels; one is chosen per fold on the "
         "inner-validation patients"))
-    penalty_kind: str = Field("group", description=(
+    penalty_kind: Annotated[str, choice(PENALTIES)] = Field("group", description=(
         "`group` (norm of each modality's block of kernel rows) or `l2` (ridge)"))
-    penalty_rule: str = Field("one_se", description=(
+    penalty_rule: Annotated[str, choice(PENALTY_RULES)] = Field("one_se", description=(
         "`one_se`: strongest penalty whose validation loss exceeds the best by at most one "
         "standard error of the paired, patient-clustered difference; `min`: the best"))
     tolerance: float = Field(1e-7, gt=0, description="relative change of the training objective "
                              "that counts as converged (`lbfgs`; `sgd`/`adam` with monitor `none`)")
-
-    @field_validator("loss")
-    @classmethod
-    def _loss(cls, value):
-        return one_of(value, LOSSES)
-
-    @field_validator("class_weight")
-    @classmethod
-    def _class_weight(cls, value):
-        return one_of(value, [None, "balanced"])
-
-    @field_validator("optimizer")
-    @classmethod
-    def _optimizer(cls, value):
-        return one_of(value, OPTIMIZERS)
-
-    @field_validator("monitor")
-    @classmethod
-    def _monitor(cls, value):
-        return one_of(value, MONITORS)
 
     @field_validator("penalty")
     @classmethod
@@ -113,13 +95,3 @@ class HeadSettings(Settings):
         if not value or any(v < 0 for v in value):
             fail(f"must be a non-empty list of numbers >= 0, got {value}")
         return value
-
-    @field_validator("penalty_kind")
-    @classmethod
-    def _penalty_kind(cls, value):
-        return one_of(value, PENALTIES)
-
-    @field_validator("penalty_rule")
-    @classmethod
-    def _penalty_rule(cls, value):
-        return one_of(value, PENALTY_RULES)
