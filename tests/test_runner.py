@@ -1,4 +1,4 @@
-"""`fusionlib run` / fusionlib.runner.run_all: run folders, up-to-date skipping, failures,
+"""`fusionlib run` / fusionlib.running.run_all: run folders, up-to-date skipping, failures,
 interruption, and the local-process and Dask execution paths (tiny experiments)."""
 
 import json
