@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.tree import DecisionTreeClassifier
 
 from fusionlib.baselines import BASELINES, Baseline, baseline_sources, fit_baselines
-from fusionlib.branches import CLINICAL_MODELS, ClinicalBranch, cross_validate_clinical
+from fusionlib.branches import CLINICAL_MODELS, ClinicalBranch
 from fusionlib.branches.clinical import TabularModel
 from fusionlib.data import Cohort, case_id
 from fusionlib.datasets import DATASETS, Dataset, DataSettings, data_fingerprint, load_dataset
@@ -27,6 +27,7 @@ from fusionlib.registry import Registry, UnknownName
 from fusionlib.report import paired_comparisons, verdict_sentences, verdict_table
 from fusionlib.results import METRICS, ExperimentResult, FoldResult, Metric, load_runs
 from fusionlib.synthetic import ensure_default_cohort
+from fusionlib.report.study_tables import cross_validate_clinical
 
 
 @pytest.fixture

@@ -494,7 +494,7 @@ def test_the_runner_asks_the_data_layer_for_a_cheap_fingerprint(tmp_path, monkey
     """The run key's data part comes from datasets.data_fingerprint (stamps, table digests, a
     listing of image folders), not from loading every dataset in the parent process."""
     from fusionlib import datasets
-    from fusionlib.data import CLINICAL_FILENAME
+    from fusionlib.data import CLINICAL_FILENAME, IMAGE_MODALITIES
     from fusionlib.errors import DataError
 
     real = datasets.DataSettings(dataset="real", data_dir=str(tmp_path / "dfu"))
@@ -514,6 +514,10 @@ def test_the_runner_asks_the_data_layer_for_a_cheap_fingerprint(tmp_path, monkey
         raise AssertionError("the runner loaded a dataset")
 
     monkeypatch.setattr(datasets, "load_dataset", no_loading)
+    # Validation asks for thermal maps where the real layout keeps them.
+    thermal = tmp_path / "dfu" / IMAGE_MODALITIES["thermal_map"].folder
+    thermal.mkdir(parents=True, exist_ok=True)
+    (thermal / "x.png").write_bytes(b"png")
     path = write_params(tmp_path / "params", "fp", data={"dataset": "real",
                                                          "data_dir": str(tmp_path / "dfu")})
     # Nothing executes (_execute is stubbed): validation and fingerprints only, no outcome -> 1.
