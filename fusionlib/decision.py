@@ -38,7 +38,8 @@ import numpy as np
 
 from pydantic import Field
 
-from .metrics import N_CLASSES, qwk
+from .data import N_CLASSES
+from .metrics import qwk
 from .registry import Registry
 from .settings import Settings, choice
 

@@ -25,8 +25,9 @@ is first built (or by :func:`register_layers`, which ``fusionlib.models.load_mod
 so saved heads are read back by their class).
 """
 
+from ..data import N_CLASSES
 from .options import CLINICAL, FIXED_CLINICAL_WEIGHT, FIXED_RF_WEIGHT, default_weights
-from .registry import (FUSIONS, N_CLASSES, FusionSpec, detect_fusion, find_layer, fusion_layer,
+from .registry import (FUSIONS, FusionSpec, detect_fusion, find_layer, fusion_layer,
                        get_fusion, is_fusion_layer, iter_layers, model_modalities, register,
                        register_layers)
 from .views import Heatmap

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._tf import keras as _keras
-from .registry import N_CLASSES
+from ..data import N_CLASSES
 
 keras = _keras()
 ops = keras.ops

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from .base import FusionLayer, as_list, constant, keras, ops, register, weighted_sum
-from .registry import N_CLASSES
+from ..data import N_CLASSES
 
 
 @register

@@ -5,7 +5,7 @@ seeded ``random_state`` and ``random_state + 1``)."""
 from __future__ import annotations
 
 from .base import FusionLayer, as_list, keras, register
-from .registry import N_CLASSES
+from ..data import N_CLASSES
 
 
 @register

@@ -12,7 +12,6 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from ..data import N_CLASSES
 from ..registry import Registry
 from . import options as opt
 from . import views

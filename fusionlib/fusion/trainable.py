@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import FusionLayer, as_list, keras, ops, register
-from .registry import N_CLASSES
+from ..data import N_CLASSES
 
 
 @register

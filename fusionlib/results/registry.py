@@ -24,8 +24,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..data import LABELS
-from ..metrics import (N_CLASSES, Paired, brier_score, case_brier, case_log_loss,
+from ..data import LABELS, N_CLASSES
+from ..metrics import (Paired, brier_score, case_brier, case_log_loss,
                        expected_calibration_error, f1_per_class, log_loss, qwk, qwk_from_confusion)
 from ..registry import Registry
 
