@@ -7,31 +7,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from fusionlib.errors import ParamsError
 from fusionlib.params import load_params
+from helpers import CLI_ENV, REPO, cli, one_error_line
 
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-
-
-def _cli(*args, timeout=120, preexec_fn=None):
-    """``python -m fusionlib ...`` from this checkout (so the fusionlib under test runs)."""
-    return subprocess.run([sys.executable, "-m", "fusionlib", *map(str, args)], capture_output=True,
-                          text=True, cwd=REPO, env=ENV, timeout=timeout, preexec_fn=preexec_fn)
-
-
-def _one_line(proc, path) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith(f"fusionlib: error: {path}: "), lines[0]
-    assert proc.stdout == ""
-    return lines[0]
 
 
 def _error(path) -> str:
@@ -66,10 +48,10 @@ def test_duplicated_key_is_refused_with_both_lines(case, tmp_path):
         assert part in message, message
 
 
-def test_duplicated_key_one_line_from_the_cli(tmp_path):
+def test_duplicated_key_one_line_from_thecli(tmp_path):
     path = tmp_path / "dup.yaml"
     path.write_text(DUPLICATES["section"][0])
-    line = _one_line(_cli("validate", path), path)
+    line = one_error_line(cli("validate", path), path)
     assert "key 'protocol'" in line and "lines 1 and 3" in line
 
 
@@ -133,7 +115,7 @@ def test_anchor_bomb_fails_fast_with_bounded_memory(case, tmp_path):
     bomb.write_text(BOMBS[case])
     try:
         proc = subprocess.run([sys.executable, "-c", MEASURE, str(good), str(bomb)],
-                              capture_output=True, text=True, cwd=REPO, env=ENV, timeout=60,
+                              capture_output=True, text=True, cwd=REPO, env=CLI_ENV, timeout=60,
                               preexec_fn=_limit_memory)
     except subprocess.TimeoutExpired:
         pytest.fail(f"{case}: reading the parameter file did not finish in 60 s")
@@ -145,14 +127,14 @@ def test_anchor_bomb_fails_fast_with_bounded_memory(case, tmp_path):
     assert result["grew_mb"] < 200, result
 
 
-def test_anchor_bomb_one_line_from_the_cli(tmp_path):
+def test_anchor_bomb_one_line_from_thecli(tmp_path):
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text(BOMBS["description"])
     try:
-        proc = _cli("validate", bomb, timeout=60, preexec_fn=_limit_memory)
+        proc = cli("validate", bomb, timeout=60, preexec_fn=_limit_memory)
     except subprocess.TimeoutExpired:
         pytest.fail("fusionlib validate on an anchor bomb did not finish in 60 s")
-    line = _one_line(proc, bomb)
+    line = one_error_line(proc, bomb)
     assert "key 'description" in line and "too many values" in line, line
 
 
@@ -180,11 +162,11 @@ def test_oversized_file_is_refused_unread(tmp_path):
     assert "bytes" in message and "at most" in message, message
 
 
-def test_deep_nesting_is_one_line(tmp_path):
+def test_deep_nesting_isone_error_line(tmp_path):
     path = tmp_path / "deep.yaml"
     path.write_text("description: " + "[" * 5000 + "]" * 5000 + "\n")
     assert "nested more than" in _error(path)
-    line = _one_line(_cli("validate", path), path)
+    line = one_error_line(cli("validate", path), path)
     assert "nested more than" in line
 
 
@@ -279,10 +261,10 @@ def test_missing_file_still_says_not_found(tmp_path):
     assert "parameter file not found" in _error(tmp_path / "missing.yaml")
 
 
-def test_bad_paths_one_line_each_from_the_cli(tmp_path):
+def test_bad_paths_one_line_each_from_thecli(tmp_path):
     folder = tmp_path / "folder.yaml"
     folder.mkdir()
     loop = tmp_path / "loop.yaml"
     loop.symlink_to(loop)
-    assert "is a folder" in _one_line(_cli("validate", folder), folder)
-    assert "symlink loop" in _one_line(_cli("validate", loop), loop)
+    assert "is a folder" in one_error_line(cli("validate", folder), folder)
+    assert "symlink loop" in one_error_line(cli("validate", loop), loop)

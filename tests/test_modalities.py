@@ -3,9 +3,6 @@ dataset cannot provide, and Stage 2 with other than one image modality, in one l
 the file, before any kernel starts (it used to fail inside the notebook after the clinical
 branch had trained, or Stage 2 was silently skipped)."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,25 +13,8 @@ from fusionlib.data import (BBOX_FILENAMES, DEFAULT_IMAGE_DIRS, GENERATED_MODALI
 from fusionlib.datasets import DataSettings, data_folder
 from fusionlib.errors import ParamsError
 from fusionlib.params import load_params
+from helpers import REPO, cli, one_error_line
 
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-
-
-def _cli(*args):
-    """``python -m fusionlib ...`` from this checkout (so the fusionlib under test runs)."""
-    return subprocess.run([sys.executable, "-m", "fusionlib", *map(str, args)], capture_output=True,
-                          text=True, cwd=REPO, env=ENV, timeout=120)
-
-
-def _one_line(proc, path) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith(f"fusionlib: error: {path}: "), lines[0]
-    assert proc.stdout == ""
-    return lines[0]
 
 
 def _params(folder: Path, name: str, content: dict) -> Path:
@@ -106,13 +86,13 @@ def test_validate_refuses_a_modality_the_synthetic_data_lacks(modality, tmp_path
 def test_validate_and_run_refuse_it_before_anything_starts(tmp_path):
     good = _params(tmp_path, "good", {"fusion": {"variant": "fixed"}, "protocol": {"folds": 2}})
     bad = _params(tmp_path, "depth", {"data": {"modalities": ["metadata", "thermal_map", "depth_map"]}})
-    validate_line = _one_line(_cli("validate", bad), bad)
+    validate_line = one_error_line(cli("validate", bad), bad)
     assert validate_line == (f"fusionlib: error: {bad}: key 'data.modalities': the synthetic "
                              "dataset has no depth_map images (depth-camera depth maps): its "
                              "generator makes thermal_map only; available: metadata, thermal_map")
     runs, cache = tmp_path / "runs", tmp_path / "cache"
-    run = _cli("run", good, bad, "--runs-dir", runs, "--cache-dir", cache)
-    assert _one_line(run, bad) == validate_line
+    run = cli("run", good, bad, "--runs-dir", runs, "--cache-dir", cache)
+    assert one_error_line(run, bad) == validate_line
     assert not runs.exists() and not cache.exists()
 
 
@@ -133,7 +113,7 @@ def test_real_folder_provides_the_modalities_whose_folder_holds_pngs(real_folder
     assert load_params(ok).data.modalities == ["metadata", "thermal_map", "depth_rgb"]
     bad = _params(tmp_path, "real_depth", {"data": {"dataset": "real", "data_dir": str(real_folder),
                                                     "modalities": ["metadata", "depth_map"]}})
-    line = _one_line(_cli("validate", bad), bad)
+    line = one_error_line(cli("validate", bad), bad)
     assert line.endswith(f"key 'data.modalities': the real data folder {real_folder} has no "
                          f"depth_map images (depth-camera depth maps: no PNG files in its "
                          f"Depth_Map_IMG/); available: metadata, thermal_map, depth_rgb")
@@ -176,7 +156,7 @@ def test_stage2_with_two_image_modalities_is_refused_by_validate(real_folder, tm
         "data": {"dataset": "real", "data_dir": str(real_folder),
                  "modalities": ["metadata", "thermal_map", "depth_rgb"]},
         "stage2": {"enabled": True}})
-    line = _one_line(_cli("validate", path), path)
+    line = one_error_line(cli("validate", path), path)
     assert "key 'stage2.enabled'" in line and "exactly one image modality" in line
 
 
@@ -184,6 +164,6 @@ def test_valid_files_still_pass(tmp_path):
     stage2 = _params(tmp_path, "stage2_ok", {"stage2": {"enabled": True}})
     images_only = _params(tmp_path, "images_only", {"data": {"modalities": ["thermal_map"]},
                                                     "fusion": {"variant": "fixed"}})
-    proc = _cli("validate", stage2, images_only, REPO / "params" / "trainable_100.yaml")
+    proc = cli("validate", stage2, images_only, REPO / "params" / "trainable_100.yaml")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("ok  ") == 3 and proc.stderr == ""
