@@ -97,7 +97,7 @@ def _cmd_run(args) -> int:
     from .running.runner import run_all
 
     return run_all(args.params, runs_dir=args.runs_dir, cache_dir=args.cache_dir, force=args.force,
-                   jobs=args.jobs, scheduler=args.scheduler)
+                   jobs=args.jobs, scheduler=args.scheduler, engine=args.engine)
 
 
 def _cmd_report(args) -> int:
@@ -204,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("params", nargs="+")
     p.set_defaults(func=_cmd_validate)
 
+    from .running.tasks import ENGINES
+
     p = sub.add_parser("run", help="validate, then execute each experiment notebook with papermill")
     p.add_argument("params", nargs="+")
     p.add_argument("--runs-dir", default="runs")
@@ -211,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-run even if nothing changed")
     p.add_argument("--jobs", type=int, default=1, help="experiments run in parallel processes")
     p.add_argument("--scheduler", help="address of a Dask distributed scheduler to run on")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="how each notebook executes: in the worker process (inprocess: no kernel "
+                        "start, imports paid once per process), in a Jupyter kernel of its own "
+                        "(kernel), or in-process where possible (auto, the default; Dask "
+                        "workers use kernels)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("report", help="render reports/index.html from the runs")

@@ -266,6 +266,27 @@ def test_interrupted_swap_is_recovered(tmp_path):
     assert live.exists()                    # a run still in progress is left alone
 
 
+def test_kernel_and_in_process_engines_give_identical_runs(local_runs, tmp_path, cache_dir):
+    """The local runs above ran in this process (engine ``auto``: pytest's main thread); the same
+    experiment in a Jupyter kernel of its own writes byte-identical results, and its executed
+    notebook shows the same cells' outputs by type."""
+    assert runner.resolve_engine("auto") == "inprocess"
+    runs_dir = tmp_path / "runs"
+    assert runner.run_all(local_runs["paths"][:1], runs_dir=runs_dir, cache_dir=cache_dir,
+                          engine="kernel") == 0
+    kernel_dir, local_dir = runs_dir / "tiny_trainable", local_runs["runs_dir"] / "tiny_trainable"
+    for f in ("predictions.csv", "weights.json"):
+        assert (kernel_dir / f).read_bytes() == (local_dir / f).read_bytes(), f
+    assert metrics_of(kernel_dir)["folds"] == metrics_of(local_dir)["folds"]
+
+    def shown(run_dir):
+        cells = json.loads((run_dir / "executed.ipynb").read_text())["cells"]
+        return [sorted({o["output_type"] for o in c.get("outputs", []) if o["output_type"] != "stream"})
+                for c in cells if c["cell_type"] == "code"]
+
+    assert shown(kernel_dir) == shown(local_dir)
+
+
 def test_dask_scheduler_matches_local(local_runs, tmp_path, cache_dir):
     from dask.distributed import LocalCluster
 
@@ -354,20 +375,23 @@ def _cells_run(runs_dir: Path, name: str) -> int:
     return 0
 
 
-def test_ctrl_c_stops_quietly_with_exit_130(tmp_path):
-    """Ctrl-C while a kernel executes: one line, exit 130, no traceback, no half-written run."""
+@pytest.mark.parametrize("engine", ["kernel", "inprocess"])
+def test_ctrl_c_stops_quietly_with_exit_130(tmp_path, engine):
+    """Ctrl-C while a notebook executes (in a kernel, or in the command's own process): one line,
+    exit 130, no traceback, no half-written run."""
     path = write_params(tmp_path / "params", "interrupted", fusion="fixed")
     runs_dir = tmp_path / "runs"
     log = tmp_path / "run.log"
-    # An empty cache: the kernel trains the branches (tens of seconds), so the interrupt lands
+    # An empty cache: the notebook trains the branches (tens of seconds), so the interrupt lands
     # while it executes; with cached branches a fast run could finish within the wait below.
     proc = _start(["run", path, "--runs-dir", runs_dir, "--cache-dir", tmp_path / "empty-cache",
-                   "--force"], log)
+                   "--force", "--engine", engine], log)
     try:
         deadline = time.time() + 180
-        # Wait until the kernel has run a cell (papermill saves the notebook after each one), so
-        # the interrupt lands while it executes the notebook, not while the kernel starts up.
-        while not (_kernels_of(proc.pid) and _cells_run(runs_dir, "interrupted") >= 2):
+        # Wait until the notebook has run a cell (papermill saves it after each one), so the
+        # interrupt lands while it executes the notebook, not while a kernel starts up.
+        while not ((engine != "kernel" or _kernels_of(proc.pid))
+                   and _cells_run(runs_dir, "interrupted") >= 2):
             assert proc.poll() is None, log.read_text()
             assert time.time() < deadline, "no kernel started in time"
             time.sleep(0.1)

@@ -61,12 +61,13 @@ from ..params import load_params, validate
 from ..paths import REPO_ROOT, project_root
 from ..results import dropped_images_count, dropped_images_line
 from ..results.files import DONE_FILE, METRICS_FILE, RESULT_FILES
+from . import inprocess
 from .folders import (LOCK_PREFIX, OWNER_FILE, TMP_PREFIX, clean_stale, read_done,
                       write_owner)
 from .folders import qwk_mean as _qwk_mean
 from .scheduling import (branch_group, branch_sets, error_text, execute_dask, execute_processes,
                          failed_outcome, failure_line, one_line, report_outcome, sigterm_raises)
-from .tasks import Outcome, Task
+from .tasks import ENGINES, Outcome, Task
 
 # papermill (and jupyter_client under it) load when the first run executes, not on import: the
 # command line skips a slow optional import of theirs first (fusionlib._imports), and
@@ -75,7 +76,8 @@ from .tasks import Outcome, Task
 __all__ = ["PACKAGE_DIR", "DEFAULT_NOTEBOOK", "KERNEL_NAME", "QUIET_KERNEL_ARGS",
            "NOT_EXPERIMENT_CODE", "OLD_PREFIX", "TMP_PREFIX", "LOCK_PREFIX", "OWNER_FILE",
            "DONE_FILE", "code_version", "run_key", "load_all", "read_done", "clean_stale",
-           "branch_group", "execute_run", "quiet_kernel_channel_races", "run_all"]
+           "branch_group", "ENGINES", "resolve_engine", "execute_run", "quiet_kernel_channel_races",
+           "run_all"]
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # fusionlib/, this package's parent
 DEFAULT_NOTEBOOK = REPO_ROOT / "notebooks" / "experiment.ipynb"
@@ -249,14 +251,24 @@ def _execute_in(task: Task, tmp: Path, started: float, result: Outcome) -> None:
     output_nb = tmp / "executed.ipynb"
     notes_file = tmp / NOTES_FILE
     parameters = {**task.params, "output_dir": str(tmp), "cache_dir": task.cache_dir}
+    common = {"parameters": parameters, "cwd": task.cwd, "progress_bar": False,
+              "log_output": False}
     try:
-        try:
-            pm.execute_notebook(task.notebook, str(output_nb), parameters=parameters,
-                                kernel_name=KERNEL_NAME, cwd=task.cwd, progress_bar=False,
-                                log_output=False, extra_arguments=QUIET_KERNEL_ARGS,
-                                kernel_manager_class=_kernel_manager({NOTES_ENV: str(notes_file)}))
-        finally:
-            result.notes += _note_lines(read_notes(notes_file))
+        if resolve_engine(task.engine) == "inprocess":
+            with collected_notes() as notes:
+                try:
+                    pm.execute_notebook(task.notebook, str(output_nb),
+                                        engine_name=inprocess.register(), **common)
+                finally:
+                    result.notes += _note_lines(notes)
+        else:
+            try:
+                pm.execute_notebook(task.notebook, str(output_nb), kernel_name=KERNEL_NAME,
+                                    extra_arguments=QUIET_KERNEL_ARGS,
+                                    kernel_manager_class=_kernel_manager(
+                                        {NOTES_ENV: str(notes_file)}), **common)
+            finally:
+                result.notes += _note_lines(read_notes(notes_file))
     except Exception as err:  # noqa: BLE001 - a cell's error, a dead or missing kernel, a full disk
         # A full disk outside a cell hit papermill saving the notebook: the file may be cut
         # short, so it is not kept, and it is the file the error is about if it names none.
@@ -292,6 +304,15 @@ def _execute_in(task: Task, tmp: Path, started: float, result: Outcome) -> None:
         failed_nb.unlink(missing_ok=True)
     except OSError:
         pass
+
+
+def resolve_engine(engine: str) -> str:
+    """``inprocess`` or ``kernel`` for the engine ``engine`` names (one of :data:`ENGINES`)."""
+    if engine not in ENGINES:
+        raise ValueError(f"notebook engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "auto":
+        return "inprocess" if inprocess.available() else "kernel"
+    return engine
 
 
 def _kernel_manager(env: dict):
@@ -355,8 +376,10 @@ def _dropped_images_lines(run_dir: Path) -> list[str]:
 
 def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path = ".cache",
             force: bool = False, jobs: int = 1, scheduler: str | None = None,
-            notebook: str | Path | None = None) -> int:
+            notebook: str | Path | None = None, engine: str = "auto") -> int:
     """Validate every parameter file, then execute the runs that are missing or stale.
+
+    ``engine`` (one of :data:`ENGINES`) says how each notebook executes.
 
     Returns 0 when every run succeeded or was up to date, 1 when any failed, and
     2 (after one ``fusionlib: error: ...`` line on stderr, executing nothing)
@@ -370,6 +393,8 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
                                  "pass notebook=...)", notebook)
         if jobs < 1:
             raise FusionlibError(f"--jobs must be at least 1, got {jobs}")
+        if engine not in ENGINES:
+            raise FusionlibError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     except FusionlibError as err:
         print(f"fusionlib: error: {err}", file=sys.stderr)
         return 2
@@ -414,7 +439,7 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
             tasks.append(Task(params.name, params.to_dict(), key, runs_dir=str(runs_dir),
                               cache_dir=str(cache_dir), notebook=str(notebook.absolute()),
                               cwd=str(project_root()), params_file=str(path), code_version=code,
-                              data_fingerprint=data, force=force))
+                              data_fingerprint=data, force=force, engine=engine))
 
         if tasks:
             _execute(tasks, outcomes, jobs=jobs, scheduler=scheduler, total=len(loaded))

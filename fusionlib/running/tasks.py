@@ -10,11 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+ENGINES = ("auto", "inprocess", "kernel")
+"""How ``fusionlib run`` executes a notebook: ``inprocess`` runs its cells in the worker process
+(:mod:`.inprocess`: no kernel start, the imports paid once per process),
+``kernel`` in a Jupyter kernel of its own (papermill's engine: a run cannot touch the worker's
+state), ``auto`` in-process where that engine can run (a process's main thread outside
+Jupyter), else in a kernel (Dask's worker threads, a call from inside a notebook)."""
+
+
 @dataclass(frozen=True)
 class Task:
     """One run to execute: its parameters (``params``: the validated file as a dict), where it
     goes and what its ``done.json`` will record (``key``: the run key; ``code_version`` and
-    ``data_fingerprint`` it was made of). ``force``: execute even when done with that key."""
+    ``data_fingerprint`` it was made of). ``force``: execute even when done with that key;
+    ``engine``: how the notebook runs (:data:`ENGINES`)."""
 
     name: str
     params: dict
@@ -27,6 +36,7 @@ class Task:
     code_version: str
     data_fingerprint: str
     force: bool = False
+    engine: str = "auto"
 
 
 STATUSES = ("ok", "failed", "skipped", "not run")
