@@ -73,7 +73,11 @@ def test_direct_papermill_from_the_notebooks_folder(tmp_path):
         assert f">{column}<" in table, column
     assert table.count("<tr") >= 3                          # header + 2 folds
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 2                                 # confusion matrix, weights
+    assert len(images) >= 2                                 # confusion matrix, clinical share
+    # Each fold's learned weights as a coloured table, side by side in the notebook.
+    [weights] = [h for h in html if 'class="fl-heatmaps"' in h]
+    assert weights.count('<table class="fl-heat">') == 2 and "display:flex" in weights
+    assert "<caption>s0 fold 0</caption>" in weights and "background:rgb(" in weights
     assert not [o for c in nb.cells for o in c.get("outputs", []) if o["output_type"] == "error"]
     # Every figure has alt text (nbconvert warns about images without it in the report).
     figures = [o["data"]["text/html"] for o in images if "text/html" in o["data"]]

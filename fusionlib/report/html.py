@@ -12,7 +12,8 @@ import pandas as pd
 
 from ..data import LABELS
 from ..plots.figures import figure_html  # noqa: F401 - fusionlib.report.figure_html
-from ..plots.weights import fold_label, weight_view
+from ..plots.heat import diverging_colour as _diverging
+from ..plots.heat import heatmap_html, weight_tables_html  # noqa: F401 - the report's names
 from ..results import Run
 from .tables import fmt
 
@@ -72,50 +73,6 @@ def table_with_more(frame: pd.DataFrame, table_id: str, caption: str, main: list
                 f"{html_table(frame[key + rest], f'{table_id}-more', caption + ': more columns')}"
                 f"</details>")
     return out
-
-
-def _diverging(value: float, limit: float) -> tuple[str, str]:
-    """A cell's background (white to red for positive, to blue for negative) and text colour."""
-    t = max(-1.0, min(1.0, value / limit)) if limit > 0 and np.isfinite(value) else 0.0
-    end = (178, 24, 43) if t > 0 else (33, 102, 172)
-    rgb = tuple(round(255 + (e - 255) * abs(t)) for e in end)
-    return f"rgb{rgb}", ("#fff" if abs(t) > 0.6 else "#111")
-
-
-def heatmap_html(matrix: np.ndarray, rows: list[str], cols: list[str], caption: str,
-                 limit: float | None = None) -> str:
-    """A small matrix as an HTML table whose cells are coloured by value (a heatmap that
-    costs no figure and stays sharp at any zoom)."""
-    matrix = np.asarray(matrix, dtype=float)
-    finite = np.abs(matrix[np.isfinite(matrix)])
-    limit = limit if limit is not None else (float(finite.max()) if finite.size else 1.0)
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
-    body = []
-    for r, values in zip(rows, matrix):
-        cells = []
-        for v in values:
-            background, color = _diverging(v, limit)
-            # round first: -0.001 reads 0.00, not -0.00
-            cells.append(f'<td style="background:{background};color:{color}">'
-                         f'{fmt(round(float(v), 2) + 0.0, 2)}</td>')
-        body.append(f"<tr><th>{html.escape(str(r))}</th>{''.join(cells)}</tr>")
-    return (f'<table class="fl-heat"><caption>{html.escape(caption)}</caption>'
-            f"<thead><tr><th></th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
-
-
-def weight_tables_html(weights: list, clinical: str = "clinical") -> str:
-    """Every fold's raw fusion weights, one coloured table per fold on one colour scale (each
-    variant's Keras-free view says what the rows and columns are; ``clinical``, the clinical
-    model's short label, heads the clinical branch's rows)."""
-    entries = [w for w in weights if isinstance(w, dict) and w.get("raw")]
-    # A variant this version does not know has no view and is left out.
-    views = [(fold_label(w, i), view) for i, w in enumerate(entries)
-             if (view := weight_view(w, clinical)) is not None]
-    if not views:
-        return '<p class="fl-note">No fusion weights recorded.</p>'
-    limit = max(float(np.nanmax(np.abs(v.matrix))) for _, v in views) or 1.0
-    tables = "".join(heatmap_html(v.matrix, v.rows, v.cols, label, limit) for label, v in views)
-    return f'<div class="fl-heatmaps">{tables}</div>'
 
 
 def confusion_tables_html(panels: dict) -> str:
