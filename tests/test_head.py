@@ -102,6 +102,72 @@ def test_compiled_generic_path_reaches_the_numpy_optimum_on_trainable():
     assert values["compiled"] == pytest.approx(values["numpy"], abs=1e-6)
 
 
+@pytest.mark.parametrize("variant", ["mlp", "gated"])
+def test_flat_compiled_call_equals_the_tensorflow_definition(variant, monkeypatch):
+    # The flat call into the compiled function gives what the public tf.function call gives,
+    # bit for bit, and that is the training objective and its tape gradient.
+    T = tf()
+    x, y = _data(seed=8)
+    head = build_fusion_head(TWO, variant, random_state=3)
+    settings = HeadSettings(class_weight="balanced")
+    objective = O._CompiledObjective(head, x, y, settings)
+    theta = objective.theta() + 0.1
+    objective.assign(theta)
+    monkeypatch.setattr(O, "_flat_call", lambda function: function)
+    public = O._compile(head, len(x), settings)[0]   # the tf.function itself
+    assert hasattr(public, "get_concrete_function")
+    for penalty in (0.0, 0.02):
+        value, grad = objective(theta, penalty)
+        ref_value, ref_grad = public(T.constant(theta, T.float32), objective.xs, objective.yt,
+                                     objective.wt, T.constant(penalty, T.float32))
+        assert value == float(ref_value)
+        np.testing.assert_array_equal(grad, np.asarray(ref_grad, dtype="float64"))
+        tf_value, tf_grad = _tf_value_and_grad(head, x, y, settings, penalty)
+        assert value == pytest.approx(tf_value, abs=1e-5)
+        np.testing.assert_allclose(grad, tf_grad, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["trainable", "mlp", "gated"])
+def test_lbfgsb_loop_is_scipy_minimize_bit_for_bit(variant):
+    from scipy.optimize import minimize
+
+    x, y = _data(seed=6)
+    head = build_fusion_head(TWO, variant, random_state=0)
+    objective = head_objective_function(head, x, y, HeadSettings())
+    theta0 = objective.theta()
+    for penalty in (0.0, 0.01):
+        with optimisers.one_blas_thread():
+            ours = optimisers._run_lbfgsb(objective, theta0, penalty, 3000, 1e-7, 1e-6)
+            ref = minimize(objective, theta0, args=(penalty,), jac=True, method="L-BFGS-B",
+                           options={"maxiter": 3000, "ftol": 1e-7, "gtol": 1e-6})
+        assert ref.nit > 5
+        np.testing.assert_array_equal(ours[0], ref.x)
+        np.testing.assert_array_equal(ours[2], ref.jac)
+        assert (ours[1], ours[3], ours[4]) == (ref.fun, ref.nit, ref.message)
+    capped = optimisers._run_lbfgsb(objective, theta0, 0.0, 3, 1e-7, 1e-6)
+    assert capped[3] == 3 and "ITERATIONS REACHED LIMIT" in capped[4]
+
+
+def test_lbfgsb_loop_reaches_minimize_optimum_on_a_quadratic():
+    # A problem with a known minimum, independent of the heads.
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(8, 8))
+    hessian, b = a @ a.T + np.eye(8), rng.normal(size=8)
+
+    def f(theta, strength):
+        return 0.5 * theta @ hessian @ theta - b @ theta + strength * theta @ theta, \
+            hessian @ theta - b + 2 * strength * theta
+
+    x, fun, _, nit, message = optimisers._run_lbfgsb(f, np.zeros(8), 0.0, 500, 1e-14, 1e-10)
+    np.testing.assert_allclose(x, np.linalg.solve(hessian, b), atol=1e-6)
+    ref = minimize(f, np.zeros(8), args=(0.0,), jac=True, method="L-BFGS-B",
+                   options={"maxiter": 500, "ftol": 1e-14, "gtol": 1e-10})
+    np.testing.assert_array_equal(x, ref.x)
+    assert (fun, nit, message) == (ref.fun, ref.nit, ref.message)
+
+
 @pytest.mark.parametrize("variant", ["mlp", "convex", "gated"])
 def test_generic_variant_decreases_its_objective_and_converges(variant):
     x, y = _data(seed=6)

@@ -191,8 +191,10 @@ def _architecture_key(head, settings: HeadSettings) -> str:
 
 
 def _compile(head, n_inputs: int, settings: HeadSettings):
-    """A tf.function ``(theta, xs, y_onehot, row_weight, strength) -> (value, gradient)`` over the
-    stateless call of ``head`` (its architecture only: the weights are ``theta``)."""
+    """``(value_and_grad, forward)`` over the stateless call of ``head`` (its architecture only:
+    the weights are ``theta``): ``value_and_grad([theta, *xs, y_onehot, row_weight, strength])
+    -> (value, gradient)`` (a flat list of tensors, :func:`_flat_call`) and the tf.function
+    ``forward(theta, xs) -> proba``."""
     T = tf()
     variables = head.trainable_weights
     shapes = [tuple(v.shape) for v in variables]
@@ -223,7 +225,28 @@ def _compile(head, n_inputs: int, settings: HeadSettings):
         parts = [T.reshape(p, s) for p, s in zip(T.split(theta, sizes), shapes)]
         return head.stateless_call(parts, non_trainable, list(xs), training=False)[0]
 
-    return value_and_grad, forward
+    return _flat_call(value_and_grad), forward
+
+
+def _flat_call(function):
+    """``function`` (a tf.function with an ``input_signature``) as ``call(flat_tensors)``: its one
+    concrete function run on the flat list of its input tensors, in signature order.
+
+    L-BFGS calls the value-and-gradient a few thousand times per fold on a graph that runs in
+    tenths of a millisecond; a ``tf.function`` call first binds, canonicalises and type-checks
+    its nested arguments against the signature in Python, which costs about as much as the
+    graph itself. The flat call skips that binding and runs the same graph on the same tensors
+    (the tape and captured inputs handled as in the public call); where a TensorFlow version
+    lacks it, the public call of the concrete function is used.
+    """
+    concrete = function.get_concrete_function()
+    captured = list(concrete.captured_inputs)
+    call_flat = getattr(concrete, "_call_flat", None)
+    if call_flat is None:  # pragma: no cover - private API of TensorFlow 2.x
+        structure = function.input_signature
+        T = tf()
+        return lambda flat: concrete(*T.nest.pack_sequence_as(structure, flat))
+    return lambda flat: call_flat(flat, captured)
 
 
 class _CompiledObjective:
@@ -248,8 +271,8 @@ class _CompiledObjective:
 
     def __call__(self, theta, strength: float):
         T = tf()
-        value, grad = self.value_and_grad(T.constant(theta, T.float32), self.xs, self.yt, self.wt,
-                                          T.constant(strength, T.float32))
+        value, grad = self.value_and_grad([T.constant(theta, T.float32), *self.xs, self.yt,
+                                           self.wt, T.constant(strength, T.float32)])
         # float64 for scipy; the objective itself is float32, like the model.
         return float(value), np.asarray(grad, dtype="float64")
 

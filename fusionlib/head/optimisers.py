@@ -28,6 +28,70 @@ def one_blas_thread():
     return _BLAS[0].limit(limits=1, user_api="blas")
 
 
+def _setulb():
+    """scipy's L-BFGS-B step routine ``scipy.optimize._lbfgsb.setulb`` with the message tables,
+    where this scipy drives it as :func:`_run_lbfgsb` does (its C version, scipy 1.15 to 1.17),
+    else None."""
+    import scipy
+
+    try:
+        major, minor = (int(part) for part in scipy.__version__.split(".")[:2])
+        from scipy.optimize import _lbfgsb
+        from scipy.optimize._lbfgsb_py import status_messages, task_messages
+    except (ImportError, ValueError):  # pragma: no cover - another scipy layout
+        return None
+    if (major, minor) < (1, 15) or (major, minor) >= (1, 18):  # pragma: no cover
+        return None
+    return _lbfgsb.setulb, status_messages, task_messages
+
+
+def _run_lbfgsb(objective, theta0, penalty: float, max_iter: int, ftol: float,
+                gtol: float) -> tuple:
+    """``scipy.optimize.minimize(objective, theta0, args=(penalty,), jac=True,
+    method="L-BFGS-B", options={"maxiter": max_iter, "ftol": ftol, "gtol": gtol})`` as
+    ``(x, fun, jac, nit, message)``.
+
+    The same iterations: scipy's own L-BFGS-B routine driven exactly as ``minimize`` drives it
+    (its defaults: 10 corrections, 20 line-search steps, 15000 evaluations at most), without
+    ``minimize``'s per-evaluation wrappers (copies, memoisation and checks of ``x``, thousands
+    of times per fold); the result is the same, bit for bit (``tests/test_head.py``). Other
+    scipy versions go through ``minimize``.
+    """
+    routine = _setulb()
+    if routine is None:  # pragma: no cover - scipy outside the versions above
+        result = minimize(objective, theta0, args=(penalty,), jac=True, method="L-BFGS-B",
+                          options={"maxiter": max_iter, "ftol": ftol, "gtol": gtol})
+        return result.x, result.fun, result.jac, result.nit, result.message
+    setulb, status_messages, task_messages = routine
+    m, maxls, maxfun = 10, 20, 15000
+    x = np.array(np.asarray(theta0).ravel(), dtype=np.float64)
+    n = x.size
+    bound_kind, lower, upper = np.zeros(n, np.int32), np.zeros(n), np.zeros(n)  # unbounded
+    f, g = np.array(0.0), np.zeros(n)
+    wa = np.zeros(2 * m * n + 5 * n + 11 * m * m + 8 * m)
+    iwa = np.zeros(3 * n, np.int32)
+    task, ln_task, lsave = np.zeros(2, np.int32), np.zeros(2, np.int32), np.zeros(4, np.int32)
+    isave, dsave = np.zeros(44, np.int32), np.zeros(29)
+    factr = ftol / np.finfo(float).eps
+    iterations = evaluations = 0
+    while True:
+        g = g.astype(np.float64)
+        setulb(m, x, lower, upper, bound_kind, f, g, factr, gtol, wa, iwa, task, lsave, isave,
+               dsave, maxls, ln_task)
+        if task[0] == 3:      # FG: evaluate at x
+            f, g = objective(x.copy(), penalty)
+            evaluations += 1
+        elif task[0] == 1:    # NEW_X: an iteration done
+            iterations += 1
+            if iterations >= max_iter:
+                task[0], task[1] = 5, 504
+            elif evaluations > maxfun:
+                task[0], task[1] = 5, 502
+        else:
+            break
+    return x, f, g, iterations, status_messages[task[0]] + ": " + task_messages[task[1]]
+
+
 def _lbfgs(objective, penalty: float, max_iter: int, ftol: float, gtol: float,
            theta0: np.ndarray | None = None) -> dict:
     """Minimise ``objective`` from ``theta0`` (default: the head's current weights); the head
@@ -35,14 +99,13 @@ def _lbfgs(objective, penalty: float, max_iter: int, ftol: float, gtol: float,
     theta0 = objective.theta() if theta0 is None else theta0
     with one_blas_thread():
         start, _ = objective(theta0, penalty)
-        result = minimize(objective, theta0, args=(penalty,), jac=True, method="L-BFGS-B",
-                          options={"maxiter": max_iter, "ftol": ftol, "gtol": gtol})
-    moved = bool(np.isfinite(result.fun) and result.fun <= start and result.nit > 0)
-    theta = result.x if moved else theta0
-    value, grad = (float(result.fun), result.jac) if moved else objective(theta0, penalty)
+        x, fun, jac, nit, message = _run_lbfgsb(objective, theta0, penalty, max_iter, ftol, gtol)
+    moved = bool(np.isfinite(fun) and fun <= start and nit > 0)
+    theta = x if moved else theta0
+    value, grad = (float(fun), jac) if moved else objective(theta0, penalty)
     return {"theta": theta, "train_objective": float(value), "start_objective": float(start),
-            "iterations": int(result.nit) if moved else 0, "grad_max": float(np.abs(grad).max()),
-            "max_iter": bool(result.nit >= max_iter), "message": str(result.message)}
+            "iterations": int(nit) if moved else 0, "grad_max": float(np.abs(grad).max()),
+            "max_iter": bool(nit >= max_iter), "message": str(message)}
 
 
 def _lbfgs_candidate(objective, theta0, x_val, y_val, settings: HeadSettings,
