@@ -265,14 +265,17 @@ class _CompiledObjective:
         self.xs = [T.constant(np.asarray(a, dtype="float32")) for a in x_train]
         self.yt = T.constant(np.eye(3, dtype="float32")[y])
         self.wt = T.constant(_row_weights(y, settings).astype("float32"))
+        self._strength = (None, None)
 
     def theta(self) -> np.ndarray:
         return np.concatenate([np.asarray(v, dtype="float64").ravel() for v in self.variables])
 
     def __call__(self, theta, strength: float):
         T = tf()
+        if strength != self._strength[0]:  # one tensor per penalty candidate, not per call
+            self._strength = (strength, T.constant(strength, T.float32))
         value, grad = self.value_and_grad([T.constant(theta, T.float32), *self.xs, self.yt,
-                                           self.wt, T.constant(strength, T.float32)])
+                                           self.wt, self._strength[1]])
         # float64 for scipy; the objective itself is float32, like the model.
         return float(value), np.asarray(grad, dtype="float64")
 
