@@ -699,7 +699,7 @@ def test_weight_tables_show_every_fold_on_one_scale():
 def test_report_command_prints_the_answers_then_the_path(runs_dir, tmp_path, capsys):
     """`fusionlib report` through fusionlib.cli.main in this process; the command in a process
     of its own: test_report_read_only_out_folder_is_one_line_error here and
-    tests/test_runner.py::test_a_normal_run_and_report_are_quiet."""
+    tests/test_runner_processes.py::test_a_normal_run_and_report_are_quiet."""
     out = tmp_path / "reports"
     proc = cli_here(capsys, "report", "--runs-dir", runs_dir, "--out", out)
     assert proc.returncode == 0, proc.stderr
