@@ -18,6 +18,26 @@ def cli(*args, timeout=120, preexec_fn=None):
                           text=True, cwd=REPO, env=CLI_ENV, timeout=timeout, preexec_fn=preexec_fn)
 
 
+def cli_here(capsys, *args):
+    """``fusionlib ...`` in this process: :func:`fusionlib.cli.main`, what the console script and
+    ``python -m fusionlib`` call, with its exit status and what it printed, as :func:`cli` gives
+    them (without the seconds of a new interpreter's imports). Tests of a command's messages use
+    it; each command keeps a real ``python -m fusionlib`` test too (:func:`cli`)."""
+    from fusionlib._imports import SLOW_OPTIONAL_MODULES
+    from fusionlib.cli import main
+
+    blocked = [name for name in SLOW_OPTIONAL_MODULES if name not in sys.modules]
+    capsys.readouterr()                                 # drop what the test printed before
+    try:
+        returncode = main([str(a) for a in args])
+    finally:
+        for name in blocked:        # main() blocks these for its process: not for the tests'
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["fusionlib", *map(str, args)], returncode, out, err)
+
+
 def one_error_line(proc, path) -> str:
     """The command's one stderr line about ``path`` (exit 2, no traceback, nothing on stdout)."""
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)

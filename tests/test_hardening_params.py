@@ -12,7 +12,7 @@ import pytest
 
 from fusionlib.errors import ParamsError
 from fusionlib.params import load_params
-from helpers import CLI_ENV, REPO, cli, one_error_line
+from helpers import CLI_ENV, REPO, cli, cli_here, one_error_line
 
 
 
@@ -48,10 +48,10 @@ def test_duplicated_key_is_refused_with_both_lines(case, tmp_path):
         assert part in message, message
 
 
-def test_duplicated_key_one_line_from_thecli(tmp_path):
+def test_duplicated_key_one_line_from_thecli(tmp_path, capsys):
     path = tmp_path / "dup.yaml"
     path.write_text(DUPLICATES["section"][0])
-    line = one_error_line(cli("validate", path), path)
+    line = one_error_line(cli_here(capsys, "validate", path), path)
     assert "key 'protocol'" in line and "lines 1 and 3" in line
 
 
@@ -162,11 +162,11 @@ def test_oversized_file_is_refused_unread(tmp_path):
     assert "bytes" in message and "at most" in message, message
 
 
-def test_deep_nesting_isone_error_line(tmp_path):
+def test_deep_nesting_isone_error_line(tmp_path, capsys):
     path = tmp_path / "deep.yaml"
     path.write_text("description: " + "[" * 5000 + "]" * 5000 + "\n")
     assert "nested more than" in _error(path)
-    line = one_error_line(cli("validate", path), path)
+    line = one_error_line(cli_here(capsys, "validate", path), path)
     assert "nested more than" in line
 
 
@@ -261,10 +261,10 @@ def test_missing_file_still_says_not_found(tmp_path):
     assert "parameter file not found" in _error(tmp_path / "missing.yaml")
 
 
-def test_bad_paths_one_line_each_from_thecli(tmp_path):
+def test_bad_paths_one_line_each_from_thecli(tmp_path, capsys):
     folder = tmp_path / "folder.yaml"
     folder.mkdir()
     loop = tmp_path / "loop.yaml"
     loop.symlink_to(loop)
-    assert "is a folder" in one_error_line(cli("validate", folder), folder)
-    assert "symlink loop" in one_error_line(cli("validate", loop), loop)
+    assert "is a folder" in one_error_line(cli_here(capsys, "validate", folder), folder)
+    assert "symlink loop" in one_error_line(cli_here(capsys, "validate", loop), loop)

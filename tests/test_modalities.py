@@ -13,7 +13,7 @@ from fusionlib.data import (BBOX_FILENAMES, DEFAULT_IMAGE_DIRS, GENERATED_MODALI
 from fusionlib.datasets import DataSettings, data_folder
 from fusionlib.errors import ParamsError
 from fusionlib.params import load_params
-from helpers import REPO, cli, one_error_line
+from helpers import REPO, cli_here, one_error_line
 
 
 
@@ -83,15 +83,15 @@ def test_validate_refuses_a_modality_the_synthetic_data_lacks(modality, tmp_path
         "available: metadata, thermal_map")
 
 
-def test_validate_and_run_refuse_it_before_anything_starts(tmp_path):
+def test_validate_and_run_refuse_it_before_anything_starts(tmp_path, capsys):
     good = _params(tmp_path, "good", {"fusion": {"variant": "fixed"}, "protocol": {"folds": 2}})
     bad = _params(tmp_path, "depth", {"data": {"modalities": ["metadata", "thermal_map", "depth_map"]}})
-    validate_line = one_error_line(cli("validate", bad), bad)
+    validate_line = one_error_line(cli_here(capsys, "validate", bad), bad)
     assert validate_line == (f"fusionlib: error: {bad}: key 'data.modalities': the synthetic "
                              "dataset has no depth_map images (depth-camera depth maps): its "
                              "generator makes thermal_map only; available: metadata, thermal_map")
     runs, cache = tmp_path / "runs", tmp_path / "cache"
-    run = cli("run", good, bad, "--runs-dir", runs, "--cache-dir", cache)
+    run = cli_here(capsys, "run", good, bad, "--runs-dir", runs, "--cache-dir", cache)
     assert one_error_line(run, bad) == validate_line
     assert not runs.exists() and not cache.exists()
 
@@ -105,7 +105,8 @@ def test_real_synthetic_images_has_only_the_generated_modalities(tmp_path):
         load_params(path)
 
 
-def test_real_folder_provides_the_modalities_whose_folder_holds_pngs(real_folder, tmp_path):
+def test_real_folder_provides_the_modalities_whose_folder_holds_pngs(real_folder, tmp_path,
+                                                                       capsys):
     assert DataSettings(dataset="real", data_dir=str(real_folder)).available_modalities() == \
         ["thermal_map", "depth_rgb"]
     ok = _params(tmp_path, "real_two", {"data": {"dataset": "real", "data_dir": str(real_folder),
@@ -113,7 +114,7 @@ def test_real_folder_provides_the_modalities_whose_folder_holds_pngs(real_folder
     assert load_params(ok).data.modalities == ["metadata", "thermal_map", "depth_rgb"]
     bad = _params(tmp_path, "real_depth", {"data": {"dataset": "real", "data_dir": str(real_folder),
                                                     "modalities": ["metadata", "depth_map"]}})
-    line = one_error_line(cli("validate", bad), bad)
+    line = one_error_line(cli_here(capsys, "validate", bad), bad)
     assert line.endswith(f"key 'data.modalities': the real data folder {real_folder} has no "
                          f"depth_map images (depth-camera depth maps: no PNG files in its "
                          f"Depth_Map_IMG/); available: metadata, thermal_map, depth_rgb")
@@ -151,19 +152,19 @@ def test_stage2_needs_metadata_and_exactly_one_image_modality(modalities, real_f
     assert load_params(path).data.modalities == modalities
 
 
-def test_stage2_with_two_image_modalities_is_refused_by_validate(real_folder, tmp_path):
+def test_stage2_with_two_image_modalities_is_refused_by_validate(real_folder, tmp_path, capsys):
     path = _params(tmp_path, "stage2_two", {
         "data": {"dataset": "real", "data_dir": str(real_folder),
                  "modalities": ["metadata", "thermal_map", "depth_rgb"]},
         "stage2": {"enabled": True}})
-    line = one_error_line(cli("validate", path), path)
+    line = one_error_line(cli_here(capsys, "validate", path), path)
     assert "key 'stage2.enabled'" in line and "exactly one image modality" in line
 
 
-def test_valid_files_still_pass(tmp_path):
+def test_valid_files_still_pass(tmp_path, capsys):
     stage2 = _params(tmp_path, "stage2_ok", {"stage2": {"enabled": True}})
     images_only = _params(tmp_path, "images_only", {"data": {"modalities": ["thermal_map"]},
                                                     "fusion": {"variant": "fixed"}})
-    proc = cli("validate", stage2, images_only, REPO / "params" / "trainable_100.yaml")
+    proc = cli_here(capsys, "validate", stage2, images_only, REPO / "params" / "trainable_100.yaml")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("ok  ") == 3 and proc.stderr == ""

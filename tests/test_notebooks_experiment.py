@@ -96,18 +96,19 @@ def test_direct_papermill_from_the_notebooks_folder(tmp_path):
 
 def test_unknown_injected_parameter_fails_with_did_you_mean(tmp_path):
     """`papermill ... -p foldz 2` used to run the default 5 folds and exit 0; a flat name of
-    the old schema (`-p folds 2`) says where it moved instead of running 5 folds."""
-    for option, expected in ((["-p", "protocl", "2"],
-                              "key 'protocl': unknown parameter (did you mean 'protocol'?)"),
-                             (["-p", "folds", "2"], "key 'folds': moved: write protocol.folds")):
-        out_nb = tmp_path / "out.ipynb"
-        proc = subprocess.run([PAPERMILL, str(NOTEBOOK), str(out_nb), *option,
-                               "-p", "output_dir", str(tmp_path / "result"), "--no-progress-bar"],
-                              cwd=REPO, capture_output=True, text=True, timeout=300)
-        assert proc.returncode != 0
-        assert "ParamsError" in proc.stderr
-        assert expected in proc.stderr
-        assert not (tmp_path / "result").exists()
+    the old schema (`-p folds 2`) says where it moved instead of running 5 folds.
+
+    One real papermill run: the notebook checks what papermill injected. The words for every
+    other injected name (`-p protocl 2`, ...) are fusionlib.params.from_notebook's, checked
+    without a kernel in test_from_notebook_reads_the_schema_and_papermills_injected_cell."""
+    out_nb = tmp_path / "out.ipynb"
+    proc = subprocess.run([PAPERMILL, str(NOTEBOOK), str(out_nb), "-p", "folds", "2",
+                           "-p", "output_dir", str(tmp_path / "result"), "--no-progress-bar"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "ParamsError" in proc.stderr
+    assert "key 'folds': moved: write protocol.folds" in proc.stderr
+    assert not (tmp_path / "result").exists()
 
 
 def test_from_notebook_reads_the_schema_and_papermills_injected_cell():
@@ -128,6 +129,12 @@ def test_from_notebook_reads_the_schema_and_papermills_injected_cell():
     # A flat name of the old schema (a stale papermill command line) says where it moved.
     with pytest.raises(ParamsError, match=r"key 'head_patience': moved: write head.patience "):
         from_notebook({"_ih": ["", "# Parameters\nhead_patience = 3\n", "cell"], "head_patience": 3})
+    with pytest.raises(ParamsError, match=r"key 'folds': moved: write protocol.folds "):
+        from_notebook({"_ih": ["", "# Parameters\nfolds = 2\n", "cell"], "folds": 2})
+    # A name injected as a string (`-p protocl 2`) is refused as well as one set to a mapping.
+    with pytest.raises(ParamsError, match=r"key 'protocl': unknown parameter \(did you mean "
+                                          r"'protocol'\?\)"):
+        from_notebook({"_ih": ["", "# Parameters\nprotocl = 2\n", "cell"], "protocl": 2})
     with pytest.raises(ParamsError, match=r"key 'head.patiense': unknown parameter \(did you mean "
                                           r"'patience'\?\)"):
         from_notebook({"head": {"patiense": 3}}, injected=[])

@@ -13,6 +13,7 @@ import yaml
 from fusionlib.running import runner
 from fusionlib.errors import ParamsError
 from fusionlib.params import ExperimentParams, load_params
+from helpers import cli_here
 
 REPO = Path(__file__).resolve().parents[1]
 FUSIONLIB = str(Path(sys.executable).parent / "fusionlib")
@@ -88,7 +89,7 @@ def _single_error_line(proc, path: Path) -> str:
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_file_one_line_and_nothing_runs(case, workspace):
+def test_bad_file_one_line_and_nothing_runs(case, workspace, capsys):
     text, expected = BAD[case]
     bad = workspace["dir"] / f"{case}.yaml"
     bad.write_text(text)
@@ -98,21 +99,45 @@ def test_bad_file_one_line_and_nothing_runs(case, workspace):
     for part in expected:
         assert part in str(err.value)
 
-    validate = subprocess.run([FUSIONLIB, "validate", str(bad)], capture_output=True, text=True,
-                              cwd=REPO)
+    # `fusionlib validate` and `fusionlib run` (fusionlib.cli.main in this process; the console
+    # script itself: test_bad_file_from_the_console_script below).
+    validate = cli_here(capsys, "validate", bad)
     line = _single_error_line(validate, bad)
     for part in expected:
         assert part in line, line
     assert validate.stdout == ""
 
     cache = workspace["dir"] / "cache"
+    run = cli_here(capsys, "run", workspace["good"], bad, "--runs-dir", workspace["runs"],
+                   "--cache-dir", cache)
+    assert run.returncode == 2
+    assert _single_error_line(run, bad) == line
+    assert _tree_state(workspace["runs"]) == workspace["state"]      # earlier run untouched
+    assert sorted(p.name for p in workspace["runs"].iterdir()) == ["earlier"]
+    assert not cache.exists()
+
+
+@pytest.mark.parametrize("case", ["typo_key", "invalid_yaml"])
+def test_bad_file_from_the_console_script(case, workspace):
+    """The installed `fusionlib` command, in a process of its own: one line, exit status 2,
+    nothing run, as from fusionlib.cli.main above."""
+    text, expected = BAD[case]
+    bad = workspace["dir"] / f"{case}.yaml"
+    bad.write_text(text)
+    validate = subprocess.run([FUSIONLIB, "validate", str(bad)], capture_output=True, text=True,
+                              cwd=REPO)
+    assert validate.returncode == 2
+    line = _single_error_line(validate, bad)
+    for part in expected:
+        assert part in line, line
+    assert validate.stdout == ""
+    cache = workspace["dir"] / "cache"
     run = subprocess.run([FUSIONLIB, "run", str(workspace["good"]), str(bad), "--runs-dir",
                           str(workspace["runs"]), "--cache-dir", str(cache)],
                          capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 2
     assert _single_error_line(run, bad) == line
-    assert _tree_state(workspace["runs"]) == workspace["state"]      # earlier run untouched
-    assert sorted(p.name for p in workspace["runs"].iterdir()) == ["earlier"]
+    assert _tree_state(workspace["runs"]) == workspace["state"]
     assert not cache.exists()
 
 
@@ -174,18 +199,16 @@ BAD_NAMES = {"long": "n" * 250, "slash": "a/b", "dotdot": "..", "dot": ".", "hid
 
 
 @pytest.mark.parametrize("case", sorted(BAD_NAMES))
-def test_unusable_run_names_fail_validate_and_run_alike(case, workspace):
+def test_unusable_run_names_fail_validate_and_run_alike(case, workspace, capsys):
     """One name rule (fusionlib.params.RUN_NAME_RE) for `validate` and `run`, checked before
     anything runs: a 250-character name used to crash the sweep with "File name too long"."""
     bad = workspace["dir"] / f"{case}.yaml"
     bad.write_text(yaml.safe_dump({"name": BAD_NAMES[case], "fusion": {"variant": "fixed"}}))
-    validate = subprocess.run([FUSIONLIB, "validate", str(bad)], capture_output=True, text=True,
-                              cwd=REPO)
+    validate = cli_here(capsys, "validate", bad)
     line = _single_error_line(validate, bad)
     assert "key 'name'" in line and "not a usable run name" in line
-    run = subprocess.run([FUSIONLIB, "run", str(bad), "--runs-dir", str(workspace["runs"]),
-                          "--cache-dir", str(workspace["dir"] / "cache")],
-                         capture_output=True, text=True, cwd=REPO)
+    run = cli_here(capsys, "run", bad, "--runs-dir", workspace["runs"],
+                   "--cache-dir", workspace["dir"] / "cache")
     assert run.returncode == 2 and _single_error_line(run, bad) == line
     assert _tree_state(workspace["runs"]) == workspace["state"]
 

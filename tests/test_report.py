@@ -22,6 +22,7 @@ import pytest
 from fusionlib import report
 from fusionlib.errors import FusionlibError
 from fusionlib.report.browser import find_chromium, measure, run_probe, screenshot
+from helpers import cli_here
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"protocol": {"folds": 2, "data_percentage": 30}, "image": {"epochs": 2, "inner_folds": 2},
@@ -548,10 +549,10 @@ def _one_error_line(proc) -> str:
     return lines[0]
 
 
-def test_report_out_naming_a_file_is_one_line_error(hand_made, tmp_path):
+def test_report_out_naming_a_file_is_one_line_error(hand_made, tmp_path, capsys):
     out = tmp_path / "index.html"
     out.write_text("earlier")
-    line = _one_error_line(_cli("report", "--runs-dir", str(hand_made), "--out", str(out)))
+    line = _one_error_line(cli_here(capsys, "report", "--runs-dir", hand_made, "--out", out))
     assert line == f"fusionlib: error: {out}: the report output folder (--out) must be a folder, " \
                    "but this is a file"
     assert out.read_text() == "earlier"
@@ -695,9 +696,12 @@ def test_weight_tables_show_every_fold_on_one_scale():
     assert "No fusion weights" in weight_tables_html([])
 
 
-def test_report_command_prints_the_answers_then_the_path(runs_dir, tmp_path):
+def test_report_command_prints_the_answers_then_the_path(runs_dir, tmp_path, capsys):
+    """`fusionlib report` through fusionlib.cli.main in this process; the command in a process
+    of its own: test_report_read_only_out_folder_is_one_line_error here and
+    tests/test_runner_processes.py::test_a_normal_run_and_report_are_quiet."""
     out = tmp_path / "reports"
-    proc = _cli("report", "--runs-dir", str(runs_dir), "--out", str(out))
+    proc = cli_here(capsys, "report", "--runs-dir", runs_dir, "--out", out)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == f"report: {out / 'index.html'}"
