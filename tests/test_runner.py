@@ -120,10 +120,8 @@ def test_second_run_executes_nothing_and_force_reexecutes(local_runs, cache_dir,
     spy = Spy(runner.execute_run)
     monkeypatch.setattr(runner, "execute_run", spy)
 
-    started = time.time()
     assert runner.run_all(paths, runs_dir=runs_dir, cache_dir=cache_dir) == 0
-    assert spy.names == []
-    assert time.time() - started < 30
+    assert spy.names == []                  # nothing executed: no notebook, no branch training
     assert [p.stat().st_mtime_ns for p in done] == before
     out = capsys.readouterr()
     assert "run tiny_trainable: up to date" in out.err
