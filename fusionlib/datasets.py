@@ -101,7 +101,7 @@ class DataSettings(Settings):
         "`metadata` (the clinical-table branch) first, then image modalities the dataset "
         f"provides (`synthetic`, `real_synthetic_images`: "
         f"{', '.join(f'`{m}`' for m in GENERATED_MODALITIES)}; `real`: those whose "
-        "folder holds PNGs), checked before any kernel starts"))
+        "folder holds PNGs), checked before any notebook runs"))
 
     @field_validator("image_signal")
     @classmethod
@@ -165,7 +165,7 @@ class DataSettings(Settings):
 
     def check_available(self) -> None:
         """ValueError naming the first image modality asked for that the dataset cannot provide,
-        with what it can; checked before any kernel starts, since the experiment would only
+        with what it can; checked before any notebook runs, since the experiment would only
         fail on it after the clinical branch has trained."""
         available = self.available_modalities()
         for name in self.modalities:
