@@ -12,7 +12,10 @@ executed notebook and the runner's messages are the same as with a kernel.
 What a cell shows is recorded as the kernel would send it: ``print`` and warnings as
 ``stream`` outputs (in the order they were written, interleaved with displays), ``display``
 calls as ``display_data``, a cell's last expression as ``execute_result``, an exception as an
-``error`` output. Each notebook gets a fresh namespace (the shell is reset before it starts).
+``error`` output. Each notebook gets a fresh namespace (the shell is reset before it starts);
+what lives in modules carries over to the next notebook of the process (imports, traced
+TensorFlow functions, warning filters), which is the point, and why the runner's tests compare
+its results with a kernel's byte for byte.
 Not captured: output written by C code straight to the file descriptors (TensorFlow's log is
 silenced by the environment anyway).
 
@@ -33,7 +36,8 @@ __all__ = ["ENGINE_NAME", "available", "register"]
 ENGINE_NAME = "fusionlib-inprocess"
 """The name this engine is registered under with papermill (``engine_name=``)."""
 
-_shell = None          # the one _NotebookShell of this process, made on first use
+_shell = None          # this process's one NotebookShell (_shell_class), made on first use
+_Engine = None         # the papermill engine class (_engine_class), made on first use
 
 
 def available() -> bool:
@@ -70,9 +74,6 @@ def _engine_class():
 
         _Engine = InProcessEngine
     return _Engine
-
-
-_Engine = None
 
 
 def _execute(nb_man) -> None:
