@@ -24,9 +24,12 @@ export UV_LINK_MODE := copy
 # uv installs the lock (about 3x faster than pip from empty caches: docs/benchmarks.md, "Set-up");
 # it comes pinned from PyPI into its own small venv, .venv-lock/, shared with `make lock`.
 # .venv keeps pip for users' own additions (the GPU build of TensorFlow, README).
+# --compile-bytecode: uv does not write .pyc files at install (pip does); where Python may not
+# write them either (PYTHONDONTWRITEBYTECODE=1, common in CI images and on this project's
+# machines), every process would compile TensorFlow's thousands of modules again on import.
 $(STAMP): pyproject.toml requirements.lock | $(UV)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(UV) pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.lock
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 

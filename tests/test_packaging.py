@@ -62,7 +62,10 @@ def test_lock_is_generated_by_make_lock():
     makefile = (REPO / "Makefile").read_text()
     # `make setup` installs exactly the lock, then the project without dependencies, with the
     # uv that `make lock` uses (pinned, from PyPI).
-    assert "$(UV) pip install --quiet --python $(BIN)/python -r requirements.lock" in makefile
+    # Bytecode compiled at install, as pip does (where Python may not write .pyc, every process
+    # would recompile TensorFlow on import).
+    assert ("$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python "
+            "-r requirements.lock") in makefile
     assert "$(UV) pip install --quiet --python $(BIN)/python --no-deps -e ." in makefile
     assert "$(STAMP): pyproject.toml requirements.lock | $(UV)" in makefile
     assert re.search(r'pip install --quiet "uv==\$\(UV_VERSION\)"', makefile)
