@@ -11,8 +11,8 @@ For each installer, in turn: ``python3 -m venv`` a new environment, then install
 * pip: ``pip install --no-cache-dir -r requirements.lock`` (pip's configuration as the machine
   has it: its indexes, find-links and constraints apply);
 * uv: first uv itself (``pip install uv==<Makefile's UV_VERSION>`` into a new venv, no pip
-  cache), then ``uv pip install -r requirements.lock`` with ``UV_CACHE_DIR`` set to a new
-  empty folder.
+  cache), then ``uv pip install --compile-bytecode -r requirements.lock`` (as ``make setup``:
+  pip writes the bytecode at install too) with ``UV_CACHE_DIR`` set to a new empty folder.
 
 Prints the seconds of each (venv creation included) and the ratio uv / pip, with and
 without uv's own installation (a fresh clone pays it once). Both download
@@ -71,8 +71,8 @@ def uv_setup(work: Path, uv_version: str) -> tuple[float, float]:
     cache.mkdir()
     env = {**os.environ, "UV_CACHE_DIR": str(cache), "UV_LINK_MODE": "copy"}
     return bootstrap, _timed([["python3", "-m", "venv", str(venv)],
-                              [uv, "pip", "install", "--quiet", "--python", py, "-r",
-                               "requirements.lock"],
+                              [uv, "pip", "install", "--quiet", "--compile-bytecode",
+                               "--python", py, "-r", "requirements.lock"],
                               [uv, "pip", "install", "--quiet", "--python", py, "--no-deps",
                                "-e", "."]], env)
 
