@@ -16,17 +16,9 @@ import pytest
 
 from fusionlib.running import runner
 from test_runner import FUSIONLIB, REPO, Spy, metrics_of, write_params
+from test_runner import stable_code_version  # noqa: F401 - the same autouse pin, for this module
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def stable_code_version():
-    """Others may edit fusionlib/*.py while this module runs; pin the code version it sees."""
-    version = runner.code_version()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runner, "code_version", lambda notebook=runner.DEFAULT_NOTEBOOK: version)
-        yield version
 
 
 @pytest.fixture(scope="module")

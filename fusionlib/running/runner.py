@@ -36,6 +36,7 @@ stale-folder cleanup) and :mod:`fusionlib.running.scheduling` the process-pool a
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -251,24 +252,20 @@ def _execute_in(task: Task, tmp: Path, started: float, result: Outcome) -> None:
     output_nb = tmp / "executed.ipynb"
     notes_file = tmp / NOTES_FILE
     parameters = {**task.params, "output_dir": str(tmp), "cache_dir": task.cache_dir}
-    common = {"parameters": parameters, "cwd": task.cwd, "progress_bar": False,
-              "log_output": False}
     try:
         if resolve_engine(task.engine) == "inprocess":
-            with collected_notes() as notes:
-                try:
-                    pm.execute_notebook(task.notebook, str(output_nb),
-                                        engine_name=inprocess.register(), **common)
-                finally:
-                    result.notes += _note_lines(notes)
+            engine = {"engine_name": inprocess.register()}
+            collecting = collected_notes()      # the notebook's notes, recorded in this process
         else:
+            engine = {"kernel_name": KERNEL_NAME, "extra_arguments": QUIET_KERNEL_ARGS,
+                      "kernel_manager_class": _kernel_manager({NOTES_ENV: str(notes_file)})}
+            collecting = contextlib.nullcontext([])     # the kernel writes them to notes_file
+        with collecting as notes:
             try:
-                pm.execute_notebook(task.notebook, str(output_nb), kernel_name=KERNEL_NAME,
-                                    extra_arguments=QUIET_KERNEL_ARGS,
-                                    kernel_manager_class=_kernel_manager(
-                                        {NOTES_ENV: str(notes_file)}), **common)
+                pm.execute_notebook(task.notebook, str(output_nb), parameters=parameters,
+                                    cwd=task.cwd, progress_bar=False, log_output=False, **engine)
             finally:
-                result.notes += _note_lines(read_notes(notes_file))
+                result.notes += _note_lines(notes + read_notes(notes_file))
     except Exception as err:  # noqa: BLE001 - a cell's error, a dead or missing kernel, a full disk
         # A full disk outside a cell hit papermill saving the notebook: the file may be cut
         # short, so it is not kept, and it is the file the error is about if it names none.
@@ -393,8 +390,10 @@ def run_all(params_paths, runs_dir: str | Path = "runs", cache_dir: str | Path =
                                  "pass notebook=...)", notebook)
         if jobs < 1:
             raise FusionlibError(f"--jobs must be at least 1, got {jobs}")
-        if engine not in ENGINES:
-            raise FusionlibError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        try:
+            resolve_engine(engine)          # checks the name; each worker resolves "auto" itself
+        except ValueError as err:
+            raise FusionlibError(f"--engine: {err}") from None
     except FusionlibError as err:
         print(f"fusionlib: error: {err}", file=sys.stderr)
         return 2
