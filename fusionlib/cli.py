@@ -320,9 +320,10 @@ def _forget_unhandled_interrupt() -> None:
 
 
 def _main(argv) -> int:
-    from ._imports import skip_slow_optional_imports
+    from ._imports import quick_exit, skip_slow_optional_imports
 
     skip_slow_optional_imports()
+    quick_exit()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor
 from concurrent.futures import wait as wait_futures
 from contextlib import contextmanager
 
-from .._imports import skip_slow_optional_imports
+from .._imports import quick_exit, skip_slow_optional_imports
 from .._io import os_error_text
 from .tasks import Outcome, Task
 
@@ -74,9 +74,11 @@ def sigterm_raises():
 
 def worker_init():
     """Worker processes: SIGTERM cleans up like Ctrl-C; Ctrl-C reaches them from the terminal;
-    the slow optional imports skipped as in the command line's own process."""
+    the slow optional imports skipped and the exit made quick as in the command line's own
+    process (:mod:`fusionlib._imports`)."""
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     skip_slow_optional_imports()
+    quick_exit()
 
 
 # --------------------------------------------------------------------------- outcomes
