@@ -156,6 +156,42 @@ def test_jacobians_match_finite_differences(probs2):
     np.testing.assert_allclose((moved - base) / eps, jac["metadata"][:, :, 1], atol=2e-3)
 
 
+@pytest.mark.parametrize("variant,modalities", [
+    ("trainable", TWO), ("trainable_rf_biased", TWO),
+    ("trainable", ["metadata", "thermal_map", "depth_rgb"])])
+def test_linear_softmax_jacobians_are_the_traced_ones_in_float64(variant, modalities):
+    """A linear-softmax head's Jacobians are computed in closed form, without TensorFlow; the
+    traced batch_jacobian every other head uses agrees with them to float32 rounding."""
+    from fusionlib.explain import weights as W
+    from fusionlib._tf import tf
+
+    rng = np.random.default_rng(7)
+    head = build_fusion_head(modalities, variant, random_state=2)
+    head.set_weights([w + rng.normal(0, 1.0, w.shape).astype(w.dtype) for w in head.get_weights()])
+    probs = {m: _probs(57, i + 10) for i, m in enumerate(modalities)}
+    traced_before = len(W._JACOBIANS)
+    exact = modality_jacobians(head, probs)
+    assert len(W._JACOBIANS) == traced_before           # nothing traced for this head
+    traced = W._jacobian_function(head, len(modalities))(
+        [v.value for v in head.trainable_variables], [],
+        [tf().constant(probs[m]) for m in modalities])
+    for m, jac in zip(modalities, traced):
+        assert exact[m].dtype == np.float64 and exact[m].shape == (57, 3, 3)
+        np.testing.assert_allclose(exact[m], np.asarray(jac, dtype="float64"), atol=2e-6)
+
+
+def test_mlp_jacobians_match_finite_differences(probs2):
+    head = build_fusion_head(TWO, "mlp", random_state=4)
+    small = {m: p[:4] for m, p in probs2.items()}
+    jac = modality_jacobians(head, small)
+    eps = 1e-3
+    base = np.asarray(head([small["metadata"], small["thermal_map"]]), dtype="float64")
+    bumped = small["thermal_map"].copy()
+    bumped[:, 2] += eps
+    moved = np.asarray(head([small["metadata"], bumped]), dtype="float64")
+    np.testing.assert_allclose((moved - base) / eps, jac["thermal_map"][:, :, 2], atol=2e-3)
+
+
 def test_images_only_head_has_no_clinical_share(probs2):
     head = build_fusion_head(["thermal_map", "depth_rgb"], "fixed")
     share = effective_clinical_share(head, {"thermal_map": probs2["thermal_map"],

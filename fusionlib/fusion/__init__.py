@@ -28,14 +28,14 @@ so saved heads are read back by their class).
 from ..data import N_CLASSES
 from .options import CLINICAL, FIXED_CLINICAL_WEIGHT, FIXED_RF_WEIGHT, default_weights
 from .registry import (FUSIONS, FusionSpec, detect_fusion, find_layer, fusion_layer,
-                       get_fusion, is_fusion_layer, iter_layers, model_modalities, register,
-                       register_layers)
+                       get_fusion, is_fusion_layer, iter_layers, linear_softmax_dense,
+                       model_modalities, register, register_layers)
 from .views import Heatmap
 
 __all__ = ["CLINICAL", "FIXED_CLINICAL_WEIGHT", "FIXED_RF_WEIGHT", "FUSIONS", "N_CLASSES",
            "FusionSpec", "Heatmap", "default_weights", "detect_fusion", "find_layer",
            "fusion_layer", "get_fusion", "heatmap", "is_fusion_layer", "iter_layers",
-           "model_modalities", "register", "register_layers"]
+           "linear_softmax_dense", "model_modalities", "register", "register_layers"]
 
 
 def heatmap(raw, names=None) -> Heatmap:

@@ -165,6 +165,22 @@ def fusion_layer(model):
     return found[0]
 
 
+def linear_softmax_dense(model):
+    """The Dense layer of ``model``'s fusion when the model computes exactly ``softmax(concat(p_m)
+    K + b)`` with that Dense's kernel and bias as its only trainable weights
+    (:meth:`FusionLayer.linear_softmax`), else None. Such a head has exact float64 NumPy forms
+    of its training objective (:mod:`fusionlib.head.objective`) and of its Jacobians
+    (:func:`fusionlib.explain.modality_jacobians`)."""
+    try:
+        dense = fusion_layer(model).linear_softmax()
+    except (ValueError, AttributeError):
+        return None
+    if dense is None or [id(v) for v in model.trainable_weights] != [id(dense.kernel),
+                                                                      id(dense.bias)]:
+        return None
+    return dense
+
+
 def detect_fusion(model) -> str:
     """Name of the fusion variant inside ``model``."""
     return fusion_layer(model).variant

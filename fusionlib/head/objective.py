@@ -16,7 +16,7 @@ import json
 import numpy as np
 
 from .._tf import tf
-from ..fusion import fusion_layer
+from ..fusion import linear_softmax_dense
 from .settings import HeadSettings
 
 
@@ -297,12 +297,8 @@ def head_objective_function(head, x_train: list, y_train, settings: HeadSettings
     whose fusion layer says it is linear-softmax (``FusionLayer.linear_softmax``), else a
     TensorFlow function compiled once per architecture and loss settings."""
     settings = settings or HeadSettings()
-    try:
-        dense = fusion_layer(head).linear_softmax()
-    except (ValueError, AttributeError):
-        dense = None
-    if dense is not None and [id(v) for v in head.trainable_weights] == \
-            [id(dense.kernel), id(dense.bias)]:
+    dense = linear_softmax_dense(head)
+    if dense is not None:
         return _LinearSoftmaxObjective(head, dense, x_train, y_train, settings)
     return _CompiledObjective(head, x_train, y_train, settings)
 
