@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fusionlib.splits import (inner_folds, inner_validation_split, patient_folds,
-                              resample_training_rows, subsample_patients)
+                              resample_training_rows, stratified_group_folds, subsample_patients)
 
 
 @pytest.fixture
@@ -70,3 +70,61 @@ def test_sampling_strategies_class_counts():
     assert np.array_equal(a, resample_training_rows(y, "combined", 7))
     with pytest.raises(ValueError, match="sampling must be one of none, random, combined"):
         resample_training_rows(y, "smote")
+
+
+# -- stratified_group_folds: scikit-learn's StratifiedGroupKFold assignment, computed faster
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+def _sklearn_folds(y, groups, n_splits, seed):
+    import warnings
+
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    fold_of = np.full(len(y), -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)     # "least populated class" on tiny draws
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        for i, (_, test) in enumerate(splitter.split(np.zeros(len(y)), y, groups)):
+            fold_of[test] = i
+    return fold_of
+
+
+@st.composite
+def _cohorts(draw):
+    n_patients = draw(st.integers(2, 60))
+    n_classes = draw(st.integers(2, 3))
+    visits = draw(st.lists(st.integers(1, 4), min_size=n_patients, max_size=n_patients))
+    groups = np.repeat(np.arange(n_patients), visits)
+    # patient ids need not be sorted or contiguous: shuffle rows and relabel patients
+    order = np.random.default_rng(draw(st.integers(0, 2**16))).permutation(len(groups))
+    groups = (groups * 7 + 3)[order]
+    y = np.array(draw(st.lists(st.integers(0, n_classes - 1), min_size=len(groups),
+                               max_size=len(groups))))
+    n_splits = draw(st.integers(2, min(6, n_patients)))
+    return y, groups, n_splits, draw(st.integers(0, 10_000))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_cohorts())
+def test_stratified_group_folds_is_scikit_learns_assignment(cohort):
+    y, groups, n_splits, seed = cohort
+    if np.all(n_splits > np.unique(y, return_counts=True)[1]):
+        with pytest.raises(ValueError, match="greater than the number of members"):
+            stratified_group_folds(y, groups, n_splits, random_state=seed)
+        return
+    np.testing.assert_array_equal(stratified_group_folds(y, groups, n_splits, random_state=seed),
+                                  _sklearn_folds(y, groups, n_splits, seed))
+
+
+def test_stratified_group_folds_on_the_default_cohort_sizes():
+    """A 120-patient training fold of the default cohort's shape, several seeds."""
+    rng = np.random.default_rng(5)
+    groups = np.repeat(np.arange(150), rng.integers(1, 5, 150))
+    y = rng.choice(3, len(groups), p=[0.3, 0.5, 0.2])
+    for seed in range(20):
+        folds = stratified_group_folds(y, groups, 5, random_state=seed)
+        np.testing.assert_array_equal(folds, _sklearn_folds(y, groups, 5, seed))
+        # whole patients per fold
+        assert all(len(np.unique(folds[groups == g])) == 1 for g in np.unique(groups))
