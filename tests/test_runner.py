@@ -306,3 +306,47 @@ def test_parallel_runs_prefill_each_seeds_branches(local_runs, tmp_path, capsys)
         one_seed = pd.read_csv(local_runs["runs_dir"] / name / "predictions.csv")
         assert sorted(mine["seed"].unique()) == [0, 1]
         pd.testing.assert_frame_equal(mine[mine["seed"] == 0].reset_index(drop=True), one_seed)
+
+
+class _Papermill:
+    """Stands in for papermill: its first ``failures`` calls raise ``error``."""
+
+    def __init__(self, failures: int, error: Exception):
+        self.failures, self.error, self.calls = failures, error, []
+
+    def execute_notebook(self, notebook, output, **kwargs):
+        self.calls.append(kwargs)
+        if len(self.calls) <= self.failures:
+            raise self.error
+
+
+KERNEL_DIED = RuntimeError("Kernel died before replying to kernel_info")
+KERNEL_ENGINE = {"kernel_name": runner.KERNEL_NAME}
+
+
+def _task():
+    return Task("a", {"name": "a"}, "k" * 64, runs_dir="runs", cache_dir=".cache", notebook="nb",
+                cwd=".", params_file="a.yaml", code_version="c", data_fingerprint="d")
+
+
+def test_a_kernel_that_dies_while_starting_is_started_again_and_noted(tmp_path):
+    pm, outcome = _Papermill(2, KERNEL_DIED), Outcome("a", "failed")
+    runner.execute_notebook(pm, _task(), tmp_path / "out.ipynb", {}, KERNEL_ENGINE, outcome)
+    assert len(pm.calls) == 3 == runner.KERNEL_START_TRIES
+    assert pm.calls[0]["kernel_name"] == runner.KERNEL_NAME
+    assert outcome.notes == [f"its kernel died while starting ({KERNEL_DIED}); started another"] * 2
+
+
+def test_kernel_starts_are_bounded_and_other_errors_are_not_retried(tmp_path):
+    pm, outcome = _Papermill(runner.KERNEL_START_TRIES, KERNEL_DIED), Outcome("a", "failed")
+    with pytest.raises(RuntimeError, match="Kernel died"):
+        runner.execute_notebook(pm, _task(), tmp_path / "out.ipynb", {}, KERNEL_ENGINE, outcome)
+    assert len(pm.calls) == runner.KERNEL_START_TRIES
+    for error, engine in [(RuntimeError("a cell's own error"), KERNEL_ENGINE),
+                          (KERNEL_DIED, {"engine_name": "fusionlib-inprocess"}),  # no kernel
+                          (OSError(28, "No space left on device"), KERNEL_ENGINE)]:
+        pm = _Papermill(1, error)
+        with pytest.raises(type(error)):
+            runner.execute_notebook(pm, _task(), tmp_path / "out.ipynb", {}, engine,
+                                    Outcome("a", "failed"))
+        assert len(pm.calls) == 1

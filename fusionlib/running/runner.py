@@ -262,8 +262,7 @@ def _execute_in(task: Task, tmp: Path, started: float, result: Outcome) -> None:
             collecting = contextlib.nullcontext([])     # the kernel writes them to notes_file
         with collecting as notes:
             try:
-                pm.execute_notebook(task.notebook, str(output_nb), parameters=parameters,
-                                    cwd=task.cwd, progress_bar=False, log_output=False, **engine)
+                execute_notebook(pm, task, output_nb, parameters, engine, result)
             finally:
                 result.notes += _note_lines(notes + read_notes(notes_file))
     except Exception as err:  # noqa: BLE001 - a cell's error, a dead or missing kernel, a full disk
@@ -301,6 +300,31 @@ def _execute_in(task: Task, tmp: Path, started: float, result: Outcome) -> None:
         failed_nb.unlink(missing_ok=True)
     except OSError:
         pass
+
+
+KERNEL_START_TRIES = 3
+"""Starts of a run's kernel at most: jupyter_client picks five free ports and the new kernel
+binds them a moment later, so a kernel started while other processes open sockets (a Dask
+worker's other runs, the test suite's other worker) can find one taken and die before it
+answers ("Kernel died before replying to kernel_info", the worker's log says "Address already
+in use"). No cell has run then, so the run starts again on new ports."""
+
+
+def execute_notebook(pm, task: Task, output_nb: Path, parameters: dict, engine: dict,
+                     result: Outcome) -> None:
+    """``papermill.execute_notebook`` of the run's notebook with ``engine``'s arguments, starting
+    a kernel again (up to :data:`KERNEL_START_TRIES` in all) when one dies before it answers;
+    each such start is a note of the run."""
+    for attempt in range(1, KERNEL_START_TRIES + 1):
+        try:
+            pm.execute_notebook(task.notebook, str(output_nb), parameters=parameters,
+                                cwd=task.cwd, progress_bar=False, log_output=False, **engine)
+            return
+        except RuntimeError as err:
+            if ("kernel_name" not in engine or attempt == KERNEL_START_TRIES
+                    or "died before replying to kernel_info" not in str(err)):
+                raise
+            result.notes.append(f"its kernel died while starting ({err}); started another")
 
 
 def resolve_engine(engine: str) -> str:
