@@ -43,10 +43,12 @@ def image_features(cohort, modality: str = "thermal_map") -> tuple[np.ndarray, n
 
 def out_of_fold_proba(make_model, X, y, groups, seed: int = 0) -> np.ndarray:
     """Patient-grouped 5-fold out-of-fold probabilities of ``make_model()`` on ``X``."""
-    from sklearn.model_selection import StratifiedGroupKFold
+    from .splits import stratified_group_folds
 
     proba = np.zeros((len(y), 3))
-    for train, test in StratifiedGroupKFold(5, shuffle=True, random_state=seed).split(X, y, groups):
+    fold_of = stratified_group_folds(y, groups, 5, random_state=seed)
+    for i in range(5):
+        train, test = fold_of != i, fold_of == i
         proba[test] = make_model().fit(X[train], y[train]).predict_proba(X[test])
     return proba
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import fusion as _fusion
 from .._tf import tf
-from ..head.objective import strip_seeds
+from ..head.objective import linear_softmax, strip_seeds
 from ..models import extract_fusion_head
 
 _P = np.eye(3) - np.ones((3, 3)) / 3.0
@@ -96,10 +96,7 @@ def _linear_softmax_jacobians(dense, arrays: list) -> list[np.ndarray]:
     to trace: the traced one costs half a second once and ~0.08 s for every new number of rows
     (each fold's), most of what the weight analysis of a ``trainable`` run takes."""
     kernel, bias = (np.asarray(w, dtype="float64") for w in dense.get_weights())
-    x = np.hstack([np.asarray(a, dtype="float64") for a in arrays])
-    z = x @ kernel + bias
-    s = np.exp(z - z.max(axis=1, keepdims=True))
-    s /= s.sum(axis=1, keepdims=True)
+    s = linear_softmax(np.hstack([np.asarray(a, dtype="float64") for a in arrays]), kernel, bias)
     softmax_jac = s[:, :, None] * np.eye(3) - s[:, :, None] * s[:, None, :]   # (n, 3, 3)
     blocks = [kernel[3 * i: 3 * (i + 1)] for i in range(len(arrays))]
     return [softmax_jac @ block.T for block in blocks]

@@ -100,6 +100,15 @@ def _group_blocks(kernel_shape, n_modalities: int, group: bool) -> bool:
     return group and kernel_shape[0] == 3 * n_modalities
 
 
+def linear_softmax(x, kernel, bias) -> np.ndarray:
+    """``softmax(x K + b)`` per row, each row's logits shifted by their largest first: a
+    linear-softmax head's output in float64 (its objective here, its Jacobians in
+    :mod:`fusionlib.explain.weights`)."""
+    z = x @ kernel + bias
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
 class _LinearSoftmaxObjective:
     """Exact float64 objective and gradient of ``softmax(concat(x) K + b)`` heads."""
 
@@ -120,10 +129,8 @@ class _LinearSoftmaxObjective:
         return np.concatenate([np.asarray(v, dtype="float64").ravel() for v in self.variables])
 
     def proba(self, theta, x=None) -> np.ndarray:
-        k = theta[:-3].reshape(self.shape)
-        z = (self.x if x is None else x) @ k + theta[-3:]
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
+        return linear_softmax(self.x if x is None else x, theta[:-3].reshape(self.shape),
+                              theta[-3:])
 
     def __call__(self, theta, strength: float):
         k = theta[:-3].reshape(self.shape)
