@@ -144,16 +144,19 @@ def test_gated_starts_near_seventy(probs2):
     assert abs(share["overall"] - 0.70) < 0.02
 
 
-def test_jacobians_match_finite_differences(probs2):
-    head, *_ = _trainable_head(3)
+@pytest.mark.parametrize("make_head,modality,column", [
+    (lambda: _trainable_head(3)[0], "metadata", 1),        # closed form (linear-softmax)
+    (lambda: build_fusion_head(TWO, "mlp", random_state=4), "thermal_map", 2)])  # traced
+def test_jacobians_match_finite_differences(probs2, make_head, modality, column):
+    head = make_head()
     small = {m: p[:4] for m, p in probs2.items()}
     jac = modality_jacobians(head, small)
     eps = 1e-3
-    base = np.asarray(head([small["metadata"], small["thermal_map"]]), dtype="float64")
-    bumped = small["metadata"].copy()
-    bumped[:, 1] += eps
-    moved = np.asarray(head([bumped, small["thermal_map"]]), dtype="float64")
-    np.testing.assert_allclose((moved - base) / eps, jac["metadata"][:, :, 1], atol=2e-3)
+    base = np.asarray(head([small[m] for m in TWO]), dtype="float64")
+    bumped = {**small, modality: small[modality].copy()}
+    bumped[modality][:, column] += eps
+    moved = np.asarray(head([bumped[m] for m in TWO]), dtype="float64")
+    np.testing.assert_allclose((moved - base) / eps, jac[modality][:, :, column], atol=2e-3)
 
 
 @pytest.mark.parametrize("variant,modalities", [
@@ -178,18 +181,6 @@ def test_linear_softmax_jacobians_are_the_traced_ones_in_float64(variant, modali
     for m, jac in zip(modalities, traced):
         assert exact[m].dtype == np.float64 and exact[m].shape == (57, 3, 3)
         np.testing.assert_allclose(exact[m], np.asarray(jac, dtype="float64"), atol=2e-6)
-
-
-def test_mlp_jacobians_match_finite_differences(probs2):
-    head = build_fusion_head(TWO, "mlp", random_state=4)
-    small = {m: p[:4] for m, p in probs2.items()}
-    jac = modality_jacobians(head, small)
-    eps = 1e-3
-    base = np.asarray(head([small["metadata"], small["thermal_map"]]), dtype="float64")
-    bumped = small["thermal_map"].copy()
-    bumped[:, 2] += eps
-    moved = np.asarray(head([small["metadata"], bumped]), dtype="float64")
-    np.testing.assert_allclose((moved - base) / eps, jac["thermal_map"][:, :, 2], atol=2e-3)
 
 
 def test_images_only_head_has_no_clinical_share(probs2):
